@@ -1,0 +1,29 @@
+"""Typed errors. Each carries a one-line, user-facing message naming the file and the reason."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NstError(Exception):
+    """Base class: anything the CLI turns into one clear line and a non-zero exit."""
+
+
+class ConfigError(NstError):
+    """A config key is unknown, or a value is out of range."""
+
+
+class WeightsError(NstError):
+    """The VGG weights are missing, truncated or corrupt."""
+
+
+class InputError(NstError):
+    """An input file cannot be used; names the file and the reason."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class VideoError(InputError):
+    """A video cannot be opened, has no frames, or an unusable frame rate."""

