@@ -3,9 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 
-class NstError(Exception):
-    """Base class: anything the CLI turns into one clear line and a non-zero exit."""
+
+class NstError(click.ClickException):
+    """Base class: the CLI prints it as one line ("Error: ...") and exits with code 1.
+
+    Deriving from click's exception lets Typer handle it in every command, CliRunner included.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class ConfigError(NstError):

@@ -11,7 +11,7 @@ Normalisations (``loss.content_normalization`` / ``loss.style_normalization``):
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from pipeline.tfsetup import tf
 
 EPS = 1e-8
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import tensorflow as tf
+from pipeline.tfsetup import tf
 from scipy.optimize import Bounds, minimize
 
 from pipeline import losses

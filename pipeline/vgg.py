@@ -7,13 +7,11 @@ stops at the deepest layer a loss needs: nothing past conv5_1 is computed for th
 from __future__ import annotations
 
 import logging
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pipeline.tfsetup import tf  # noqa: I001 - quiet TensorFlow import first
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from pipeline.config import canonical_layer  # noqa: E402
 from pipeline.weights import WeightsSource, conv_layers, load_arrays  # noqa: E402

@@ -1,0 +1,170 @@
+"""Typer entrypoint: validates at the edge, then one call into the controller per command."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+
+from pipeline import config as config_mod  # noqa: E402
+from pipeline.errors import NstError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="nst: paint videos and photo archives in the style of an artwork (Gatys et al.).")
+eval_app = typer.Typer(no_args_is_help=True, help="Quality metrics.")
+app.add_typer(eval_app, name="eval")
+log = logging.getLogger("nst")
+STATE = {"debug": False}
+
+# ---------------------------------------------------------------- shared options
+StyleOpt = Annotated[list[Path], typer.Option("--style", "-s", help="Style image; repeat to blend several.")]
+StyleWeightOpt = Annotated[Optional[list[float]], typer.Option(
+    "--style-weight", help="Blend weight per --style, in the same order.")]
+OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A TOML config merged over the defaults.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="A preset from `nst presets`.")]
+SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Working size: longest side in pixels.")]
+ItersOpt = Annotated[Optional[int], typer.Option("--iterations", "-n", help="Iterations at the final scale.")]
+OptimizerOpt = Annotated[Optional[str], typer.Option("--optimizer", help="lbfgs | adam")]
+ContentWOpt = Annotated[Optional[float], typer.Option("--content-loss-weight", help="Content loss weight.")]
+StyleWOpt = Annotated[Optional[float], typer.Option("--style-loss-weight", help="Style loss weight.")]
+TvOpt = Annotated[Optional[float], typer.Option("--tv-weight", help="Total-variation weight.")]
+InitOpt = Annotated[Optional[str], typer.Option("--init", help="content | noise | PATH to an image.")]
+ColorsOpt = Annotated[Optional[bool], typer.Option("--preserve-colors/--no-preserve-colors",
+                                                   help="Keep the content's colours (luminance-only transfer).")]
+PoolOpt = Annotated[Optional[str], typer.Option("--pooling", help="max | avg")]
+StyleScaleOpt = Annotated[Optional[float], typer.Option("--style-scale", help="Style size relative to content.")]
+ScalesOpt = Annotated[Optional[str], typer.Option("--scales", help="Coarse-to-fine fractions, e.g. 0.25,0.5,1.")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="auto | png | jpeg | webp | tiff")]
+KeepResOpt = Annotated[Optional[bool], typer.Option("--keep-resolution/--no-keep-resolution",
+                                                    help="Upscale results back to the source resolution.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def build_config(config_file: Path | None, preset: str | None, **options: object) -> config_mod.Config:
+    """Defaults <- preset <- --config <- CLI options (only those given)."""
+    mapping = {"size": "image.size", "iterations": "optim.iterations", "optimizer": "optim.optimizer",
+               "content_loss_weight": "loss.content_weight", "style_loss_weight": "loss.style_weight",
+               "tv_weight": "loss.tv_weight", "init": "optim.init", "preserve_colors": "image.preserve_colors",
+               "pooling": "model.pooling", "style_scale": "image.style_scale", "precision": "optim.precision",
+               "format": "image.format", "keep_resolution": "image.keep_resolution"}
+    overrides: dict[str, object] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "scales":
+            try:
+                value = [float(part) for part in str(value).split(",") if part.strip()]
+            except ValueError as exc:
+                raise NstError(f"--scales {options['scales']!r}: expected numbers such as 0.5,1") from exc
+            overrides["image.scales"] = value
+            continue
+        overrides[mapping[name]] = value
+    return config_mod.load(config_file, preset, overrides)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
+    STATE["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------- commands
+@app.command()
+def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize.")],
+          style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
+          config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None, iterations: ItersOpt = None,
+          optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
+          style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, init: InitOpt = None,
+          preserve_colors: ColorsOpt = None, pooling: PoolOpt = None, style_scale: StyleScaleOpt = None,
+          scales: ScalesOpt = None, precision: PrecisionOpt = None, format: FormatOpt = None,
+          keep_resolution: KeepResOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+    """Stylize photos, one output per input (in this process, no Ray)."""
+    from pipeline.local import stylize_images
+
+    cfg = build_config(config, preset, size=size, iterations=iterations, optimizer=optimizer,
+                       content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
+                       tv_weight=tv_weight, init=init, preserve_colors=preserve_colors, pooling=pooling,
+                       style_scale=style_scale, scales=scales, precision=precision, format=format,
+                       keep_resolution=keep_resolution)
+    failed = stylize_images(photos, style, style_weight, cfg, output, overwrite=overwrite, quiet=quiet)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(output: OutOpt = Path("output/demo"), size: SizeOpt = None, iterations: ItersOpt = None,
+         quiet: QuietOpt = False) -> None:
+    """Stylize built-in sample photos with a built-in generated style (no files, no network)."""
+    from pipeline.demo import run_demo
+
+    run_demo(output, size=size, iterations=iterations, quiet=quiet)
+
+
+@app.command()
+def weights(network: Annotated[str, typer.Option("--network", help="vgg19 | vgg16")] = "vgg19") -> None:
+    """Say where the VGG weights come from, verify them, or explain how to get them."""
+    from pipeline import weights as weights_mod
+
+    if network not in weights_mod.KERAS_FILES:
+        fail(f"--network {network!r}: expected vgg19 or vgg16")
+    arrays, source = weights_mod.load_arrays(network)
+    count = sum(a.size for a in arrays.values())
+    typer.echo(f"{network}: {source.path}")
+    typer.echo(f"  origin: {source.origin}")
+    typer.echo(f"  verified: {len(arrays) // 2} conv layers, {count:,} parameters, all finite"
+               + (", checksum ok" if source.kind == "converted-npz" else ", Keras md5 ok"))
+    if source.kind == "converted-npz":
+        typer.echo("  note: k-means quantised (256 levels per layer); drop Keras' "
+                   f"{weights_mod.KERAS_FILES[network].name} into {weights_mod.PRETRAINED_DIR}/ "
+                   "to use the full-precision file instead")
+
+
+@app.command()
+def presets() -> None:
+    """List the presets, one line each."""
+    for name, _path, description in config_mod.list_presets():
+        typer.echo(f"{name:24s} {description}")
+
+
+def run_cli() -> None:
+    """Console-script entry: NstError becomes one line and exit code 1 (traceback with --debug)."""
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if STATE["debug"]:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli()

@@ -1,0 +1,95 @@
+"""One image in, one stylized image out: the unit of work shared by `nst image` and the Ray workers."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import InputError, NstError
+from pipeline.images import FORMAT_SUFFIX, load_image, output_format, save_image
+from pipeline.stylizer import MIN_SIDE, Iterate, Stylizer, fit_longest, resize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    source: Path
+    output: Path
+
+
+@dataclass
+class ImageOutcome:
+    job: ImageJob
+    ok: bool
+    reason: str = ""
+    skipped: bool = False
+    seconds: float = 0.0
+    evaluations: int = 0
+    size: tuple[int, int] = (0, 0)
+    extra: dict = field(default_factory=dict)
+
+
+def load_styles(paths: Sequence[Path], max_pixels: int) -> list[np.ndarray]:
+    """Style images as RGB arrays; an unreadable style stops the run (nothing can be done without it)."""
+    return [load_image(p, max_pixels).rgb for p in paths]
+
+
+def check_style_weights(styles: Sequence[Path], weights: Sequence[float] | None) -> list[float]:
+    if not styles:
+        raise NstError("no style given: pass --style PAINTING")
+    if not weights:
+        return [1.0] * len(styles)
+    if len(weights) != len(styles):
+        raise NstError(f"{len(weights)} --style-weight values for {len(styles)} --style images; "
+                       f"give one weight per style")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise NstError("--style-weight values must be non-negative and not all zero")
+    return list(weights)
+
+
+def output_path_for(source: Path, out_dir: Path, fmt: str, taken: set[Path] | None = None,
+                    relative_to: Path | None = None) -> Path:
+    """Mirrored output path; a name already taken by another input gets a numbered suffix."""
+    relative = source.relative_to(relative_to) if relative_to else Path(source.name)
+    suffix = FORMAT_SUFFIX[output_format(source, fmt)]
+    candidate = out_dir / relative.with_suffix(suffix)
+    if taken is not None:
+        stem, n = candidate.stem, 2
+        while candidate in taken:
+            candidate = candidate.with_name(f"{stem}-{n}{suffix}")
+            n += 1
+        taken.add(candidate)
+    return candidate
+
+
+def stylize_file(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray], style_weights: Sequence[float],
+                 config: Config, init: np.ndarray | None = None,
+                 callback: Callable[[Iterate], None] | None = None) -> ImageOutcome:
+    """Loads, stylizes at the working size and writes atomically; errors name the file."""
+    start = time.perf_counter()
+    loaded = load_image(job.source, config.image.max_pixels)
+    hw = fit_longest(loaded.rgb, config.image.size)
+    if min(hw) < MIN_SIDE:
+        raise InputError(job.source, f"too small: {loaded.size[0]}x{loaded.size[1]} becomes "
+                                     f"{hw[1]}x{hw[0]} at --size {config.image.size}; VGG needs at "
+                                     f"least {MIN_SIDE} px on the short side")
+    content = resize(loaded.rgb, hw)
+    result = stylizer.stylize(content, styles, style_weights, init=init, callback=callback)
+    image = result.image
+    alpha = loaded.alpha
+    if config.image.keep_resolution and image.shape[:2] != loaded.rgb.shape[:2]:
+        h, w = loaded.rgb.shape[:2]
+        image = np.clip(cv2.resize(image, (w, h), interpolation=cv2.INTER_LANCZOS4), 0, 255)
+    if alpha is not None and alpha.shape != image.shape[:2]:
+        alpha = cv2.resize(alpha, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+    fmt = output_format(job.source, config.image.format)
+    save_image(image, job.output, fmt, alpha, loaded.exif, config.image.jpeg_quality)
+    return ImageOutcome(job, True, seconds=time.perf_counter() - start, evaluations=result.evaluations,
+                        size=(image.shape[1], image.shape[0]), extra={"final_loss": result.final_loss})

@@ -1,0 +1,47 @@
+"""Turns typed progress records into a rich progress bar (or nothing, with --quiet)."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pipeline.stylizer import Iterate
+
+console = Console(stderr=True)
+
+
+class IterationBar:
+    """One bar per image: iteration, loss and ETA across all scales."""
+
+    def __init__(self, progress: Progress | None, label: str, total: int) -> None:
+        self.progress, self.label = progress, label
+        self.task = progress.add_task(label, total=total, loss=float("nan")) if progress else None
+        self._done_before_scale, self._scale = 0, 1
+
+    def __call__(self, it: Iterate) -> None:
+        if self.progress is None:
+            return
+        if it.scale != self._scale:
+            self._done_before_scale = self.progress.tasks[self.task].completed
+            self._scale = it.scale
+        self.progress.update(self.task, completed=self._done_before_scale + it.iteration, loss=it.loss,
+                             description=f"{self.label} [{it.size[1]}x{it.size[0]}]")
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[self.task].total)
+
+
+@contextmanager
+def progress_bars(quiet: bool = False) -> Iterator[Progress | None]:
+    if quiet:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False, disable=not sys.stderr.isatty() and False) as bar:
+        yield bar
