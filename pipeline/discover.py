@@ -1,0 +1,251 @@
+"""Finds the photos and videos under the inputs and maps each to its output path.
+
+Only cheap checks happen here (existence, size, extension, header sniffing without decoding
+pixels); a file that passes them can still fail to decode later, and the caller reports that.
+The output folder must not overlap an input folder: outputs never land inside the photo tree
+and a rerun never picks up its own outputs as inputs.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import InputError
+from pipeline.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
+VIDEO_SUFFIX = ".mp4"  # stylized videos are always re-encoded as H.264 MP4
+DEFAULT_MAX_PIXELS = 200_000_000
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str  # path relative to its input root, prefixed with the root's name, posix separators
+    kind: str  # "image" | "video"
+    source: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class Refusal:
+    source: Path
+    reason: str
+
+
+@dataclass
+class Plan:
+    items: list[Item] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def _stat_problem(path: Path) -> str | None:
+    """Why a path cannot be read as a file, or None."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return f"broken symbolic link (points to {os.readlink(path)})"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        return f"cannot be read ({exc.strerror or exc})"
+    if not os.path.isfile(path):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
+
+
+def sniff_image(path: Path, max_pixels: int) -> str | None:
+    """Reads only the header: why the file is not a usable image, or None."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is checked below against our own limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                width, height = opened.size
+    except UnidentifiedImageError:
+        return "not an image: the content is not a format Pillow reads (wrong extension or not a picture)"
+    except PermissionError:
+        return "permission denied"
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return f"corrupt image header ({exc})"
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if width * height > max_pixels:
+        return (f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                f"(image.max_pixels); refused before decoding as a possible decompression bomb")
+    return None
+
+
+def _root_name(root: Path) -> str:
+    return Path(os.path.abspath(root)).name or "root"
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_no_overlap(inputs: Sequence[Path], out_dir: Path) -> None:
+    """Refuses an output folder inside an input folder (or the reverse): outputs would mix with photos."""
+    out_real = Path(os.path.realpath(out_dir))
+    for root in inputs:
+        if not Path(root).is_dir():
+            continue
+        in_real = Path(os.path.realpath(root))
+        if _inside(out_real, in_real):
+            raise InputError(out_dir, f"the output folder is inside the input folder {root}; choose an "
+                                      f"output folder outside the inputs so the photo tree is never written to")
+        if _inside(in_real, out_real):
+            raise InputError(root, f"the input folder is inside the output folder {out_dir}; choose an "
+                                   f"output folder outside the inputs")
+
+
+def _walk(root: Path, out_real: Path, refused: list[Refusal]) -> list[tuple[Path, str]]:
+    """(file, relative posix path) under root, sorted, following directory links once each."""
+    found: list[tuple[Path, str]] = []
+    visited = {os.path.realpath(root)}
+
+    def on_error(exc: OSError) -> None:
+        refused.append(Refusal(Path(exc.filename or root), f"folder cannot be read ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            full = Path(dirpath) / name
+            real = os.path.realpath(full)
+            if real in visited:
+                refused.append(Refusal(full, "symbolic link loop: this folder was already walked"))
+                continue
+            if _inside(Path(real), out_real):
+                refused.append(Refusal(full, "is (or links to) the output folder; not walked"))
+                continue
+            visited.add(real)
+            kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            found.append((full, full.relative_to(root).as_posix()))
+    return found
+
+
+def _output_suffix(source: Path, kind: str, fmt: str) -> str:
+    if kind == "video":
+        return VIDEO_SUFFIX
+    return FORMAT_SUFFIX[output_format(source, fmt)]
+
+
+def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt: str) -> list[Item]:
+    """Distinct outputs for inputs that would share a name (photo.JPG + photo.jpeg, or a.jpg + a.png
+    with a fixed format): the input already named like its output, else the first in
+    sorted order, keeps the plain name, the others get their own
+    extension in the stem (photo-jpeg.jpg), then a number if that is taken too. Names are compared
+    case-insensitively so the output tree survives a copy to a case-insensitive file system."""
+    planned: list[tuple[str, str, Path, Path]] = []
+    for item_id, kind, source in candidates:
+        suffix = _output_suffix(source, kind, fmt)
+        planned.append((item_id, kind, source, out_dir / Path(item_id).with_suffix(suffix)))
+    planned.sort(key=lambda p: p[0])
+    taken: dict[str, str] = {}
+    winners: dict[str, Path] = {}
+    # An input whose own name already ends like its output (photo.jpg -> photo.jpg) keeps it first.
+    for item_id, _kind_, _source, output in sorted(planned, key=lambda p: (p[2].suffix != p[3].suffix, p[0])):
+        key = str(output).casefold()
+        if key not in taken:
+            taken[key] = item_id
+            winners[item_id] = output
+    items = []
+    for item_id, kind, source, output in planned:
+        if item_id not in winners:
+            ext = source.suffix.lstrip(".") or "file"
+            candidate = output.with_name(f"{output.stem}-{ext}{output.suffix}")
+            n = 2
+            while str(candidate).casefold() in taken:
+                candidate = output.with_name(f"{output.stem}-{ext}-{n}{output.suffix}")
+                n += 1
+            taken[str(candidate).casefold()] = item_id
+            output = candidate
+        items.append(Item(item_id, kind, source, output))
+    return items
+
+
+def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Plan:
+    """Every file under the inputs, as an Item to process or a Refusal with its reason."""
+    out_dir = Path(out_dir)
+    check_no_overlap(inputs, out_dir)
+    out_real = Path(os.path.realpath(out_dir))
+    plan = Plan()
+    candidates: list[tuple[str, str, Path]] = []
+    seen_sources: dict[str, str] = {}
+    seen_ids: set[str] = set()
+    for root in inputs:
+        root = Path(root)
+        if root.is_dir():
+            prefix = _root_name(root)
+            files = [(path, f"{prefix}/{rel}") for path, rel in _walk(root, out_real, plan.refused)]
+        elif root.exists() or root.is_symlink():
+            files = [(root, root.name)]
+        else:
+            plan.refused.append(Refusal(root, "file not found"))
+            continue
+        for path, item_id in files:
+            reason = _stat_problem(path)
+            kind = _kind(path)
+            if reason is None and kind is None:
+                reason = f"not a photo or video (extension {path.suffix or 'none'!r})"
+            if reason is None and kind == "image":
+                reason = sniff_image(path, max_pixels)
+            if reason is None:
+                real = os.path.realpath(path)
+                if real in seen_sources:
+                    reason = f"same file as {seen_sources[real]} (listed twice)"
+                else:
+                    seen_sources[real] = item_id
+            if reason is not None:
+                plan.refused.append(Refusal(path, reason))
+                continue
+            base, n = item_id, 2
+            while item_id in seen_ids:  # two inputs given directly with the same name
+                item_id = f"{base}#{n}"
+                n += 1
+            seen_ids.add(item_id)
+            candidates.append((item_id, kind, path))
+    plan.items = _assign_outputs(candidates, out_dir, fmt)
+    log.info("%d items, %d refused", len(plan.items), len(plan.refused))
+    return plan
+
+
+def describe_plan(plan: Plan, out_dir: Path, overwrite: bool = False) -> list[str]:
+    """One line per input for --dry-run: do / skip (exists) / refuse (reason)."""
+    lines = []
+    for item in plan.items:
+        if item.output.exists() and not overwrite:
+            lines.append(f"skip (exists)  {item.source} -> {item.output}")
+        else:
+            lines.append(f"do             {item.source} -> {item.output}")
+    for refusal in plan.refused:
+        lines.append(f"refuse         {refusal.source}: {refusal.reason}")
+    return lines
