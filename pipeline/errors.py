@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+try:  # Typer >= 0.17 vendors its own copy of click and only handles that copy's exceptions
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older Typer on plain click
+    from click import ClickException
 
 
-class NstError(click.ClickException):
+class NstError(ClickException):
     """Base class: the CLI prints it as one line ("Error: ...") and exits with code 1.
 
     Deriving from click's exception lets Typer handle it in every command, CliRunner included.

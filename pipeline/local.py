@@ -9,7 +9,7 @@ from pipeline.config import Config
 from pipeline.errors import NstError
 from pipeline.imagejob import ImageJob, check_style_weights, load_styles, output_path_for, stylize_file
 from pipeline.images import load_image
-from pipeline.progress import IterationBar, console, progress_bars
+from pipeline.progress import IterationBar, error_line, info_line, progress_bars
 from pipeline.stylizer import Stylizer
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def stylize_images(photos: Sequence[Path], styles: Sequence[Path], style_weights
         if not Path(photo).is_file():
             failed += 1
             reason = "is a directory, not an image" if Path(photo).is_dir() else "file not found"
-            console.print(f"[red]error[/red]: {photo}: {reason}", highlight=False)
+            error_line(f"{photo}: {reason}")
         else:
             readable.append(Path(photo))
     if not readable:
@@ -43,7 +43,7 @@ def stylize_images(photos: Sequence[Path], styles: Sequence[Path], style_weights
     with progress_bars(quiet) as progress:
         for job in plan_jobs(readable, out_dir, config.image.format):
             if job.output.exists() and not overwrite:
-                console.print(f"skip {job.source}: {job.output} exists (use --overwrite)")
+                info_line(f"skip {job.source}: {job.output} exists (use --overwrite)")
                 continue
             total = config.optim.iterations + config.optim.coarse_iterations * (len(config.image.scales) - 1)
             bar = IterationBar(progress, job.source.name, total)
@@ -51,15 +51,15 @@ def stylize_images(photos: Sequence[Path], styles: Sequence[Path], style_weights
                 outcome = stylize_file(stylizer, job, style_arrays, weights, config, init=init, callback=bar)
             except NstError as exc:
                 failed += 1
-                console.print(f"[red]error[/red]: {exc.message}", highlight=False)
+                error_line(exc.message)
                 continue
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 failed += 1
-                console.print(f"[red]error[/red]: {job.source}: {type(exc).__name__}: {exc}", highlight=False)
+                error_line(f"{job.source}: {type(exc).__name__}: {exc}")
                 continue
             bar.finish()
             if quiet:
                 continue
-            console.print(f"wrote {job.output} ({outcome.size[0]}x{outcome.size[1]}, "
-                          f"{outcome.evaluations} iterations, {outcome.seconds:.1f} s)", highlight=False)
+            info_line(f"wrote {job.output} ({outcome.size[0]}x{outcome.size[1]}, "
+                      f"{outcome.evaluations} iterations, {outcome.seconds:.1f} s)")
     return failed

@@ -6,11 +6,23 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.stylizer import Iterate
 
-console = Console(stderr=True)
+# soft_wrap: a message stays one line whatever the terminal width (logs get grepped).
+console = Console(stderr=True, soft_wrap=True)
+
+
+def error_line(message: str) -> None:
+    """One red 'error:' line; the message is plain text (paths may contain [brackets])."""
+    console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
+
+
+def info_line(message: str) -> None:
+    console.print(Text(message), soft_wrap=True)
+
 
 
 class IterationBar:

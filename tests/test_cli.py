@@ -1,0 +1,138 @@
+"""The CLI through typer.testing.CliRunner: success paths and one-line errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import write_png
+
+runner = CliRunner()
+FAST = ["--size", "48", "--iterations", "2", "--scales", "1", "--quiet"]
+
+
+@pytest.fixture()
+def files(tmp_path, photo, painting):
+    return {"photo": write_png(tmp_path / "in" / "photo.png", photo),
+            "style": write_png(tmp_path / "style.png", painting),
+            "style2": write_png(tmp_path / "style2.png", painting[::-1]),
+            "out": tmp_path / "out"}
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.output.splitlines() if "rror" in line]
+
+
+def test_image_writes_one_output_per_input(files):
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "-o", str(files["out"]), *FAST])
+    assert result.exit_code == 0, result.output
+    out = files["out"] / "photo.png"
+    with Image.open(out) as image:
+        assert max(image.size) == 48 and image.mode == "RGB"
+
+
+def test_two_styles_with_blend_weights_and_jpeg_output(files):
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]), "-s",
+                                 str(files["style2"]), "--style-weight", "0.7", "--style-weight", "0.3",
+                                 "--format", "jpeg", "-o", str(files["out"]), *FAST])
+    assert result.exit_code == 0, result.output
+    with Image.open(files["out"] / "photo.jpg") as image:
+        assert image.format == "JPEG"
+
+
+def test_missing_file_is_reported_and_the_batch_goes_on(files):
+    missing = files["photo"].parent / "nope.jpg"
+    result = runner.invoke(app, ["image", str(missing), str(files["photo"]), "-s", str(files["style"]),
+                                 "-o", str(files["out"]), *FAST])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and "nope.jpg" in lines[0] and "not found" in lines[0]
+    assert (files["out"] / "photo.png").is_file()
+
+
+def test_a_text_file_is_not_an_image(files):
+    fake = files["photo"].parent / "notes.jpg"
+    fake.write_text("shopping list\n")
+    result = runner.invoke(app, ["image", str(fake), str(files["photo"]), "-s", str(files["style"]),
+                                 "-o", str(files["out"]), *FAST])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and "notes.jpg" in lines[0] and "not an image" in lines[0]
+    assert (files["out"] / "photo.png").is_file()
+
+
+def test_unknown_config_key_names_the_key(files, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\nitertions = 5\n")
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "--config", str(bad), *FAST])
+    assert result.exit_code != 0
+    assert "optim.itertions" in result.output and len(error_lines(result)) == 1
+
+
+def test_out_of_range_value_names_the_key(files):
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "--tv-weight", "-1", *FAST])
+    assert result.exit_code != 0 and "loss.tv_weight" in result.output
+
+
+def test_bad_style_weight_count(files):
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "--style-weight", "0.5", "--style-weight", "0.5", *FAST])
+    assert result.exit_code != 0
+    assert "2 --style-weight values for 1 --style" in result.output
+
+
+def test_bad_layer_weight_list_length_in_config(files, tmp_path):
+    bad = tmp_path / "layers.toml"
+    bad.write_text('[model]\nstyle_layer_weights = [0.5, 0.5]\n')
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "--config", str(bad), *FAST])
+    assert result.exit_code != 0 and "model.style_layer_weights" in result.output
+
+
+def test_unreadable_style_is_an_error(files, tmp_path):
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(tmp_path / "missing.png"), *FAST])
+    assert result.exit_code != 0 and "missing.png" in result.output
+
+
+def test_existing_output_is_kept_without_overwrite(files):
+    files["out"].mkdir(parents=True)
+    existing = files["out"] / "photo.png"
+    existing.write_bytes(b"precious")
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "-o", str(files["out"]), *FAST])
+    assert result.exit_code == 0 and existing.read_bytes() == b"precious"
+    result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
+                                 "-o", str(files["out"]), "--overwrite", *FAST])
+    assert result.exit_code == 0 and existing.read_bytes() != b"precious"
+
+
+def test_rgba_input_keeps_its_alpha(files, tmp_path, photo):
+    rgba = np.dstack([photo, np.linspace(0, 255, photo.shape[1])[None].repeat(photo.shape[0], 0)])
+    path = tmp_path / "in" / "logo.png"
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(path)
+    result = runner.invoke(app, ["image", str(path), "-s", str(files["style"]), "-o", str(files["out"]), *FAST])
+    assert result.exit_code == 0, result.output
+    with Image.open(files["out"] / "logo.png") as out:
+        assert out.mode == "RGBA"
+        alpha = np.asarray(out.getchannel("A"), np.float32)
+        assert alpha[:, 0].mean() < 20 and alpha[:, -1].mean() > 235
+
+
+def test_weights_command_verifies_the_weights():
+    result = runner.invoke(app, ["weights"])
+    assert result.exit_code == 0, result.output
+    assert "verified: 16 conv layers" in result.output
+
+
+def test_presets_command_lists_presets():
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) >= 2 and all(len(line.split(None, 1)) == 2 for line in lines)
