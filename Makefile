@@ -21,6 +21,8 @@ demo: setup
 	$(VENV)/bin/nst demo
 
 test: setup
+	# The HTML report test renders in headless Chromium (Debian package); installed when missing.
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest -q -ra
 
 bench: setup
