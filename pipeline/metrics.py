@@ -1,0 +1,110 @@
+"""Fixed evaluators: temporal warping error (Lai et al. 2018) and style/content distances.
+
+Both are independent of the run's config so numbers from different settings compare.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import losses
+from pipeline.temporal import compute_flow, reliability_mask, warp
+
+log = logging.getLogger(__name__)
+
+CONTENT_LAYER = "block4_conv2"
+STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+
+
+def pair_warping_error(source_t: np.ndarray, source_next: np.ndarray, out_t: np.ndarray,
+                       out_next: np.ndarray) -> float:
+    """sum M (O_t - W(O_{t+1}))^2 / sum M for one pair; flow and mask from the INPUT frames.
+
+    Images in [0, 255] in, error in [0, 1] units; the squared error is averaged over the three
+    channels, so E stays in [0, 1].
+    """
+    forward = compute_flow(source_t, source_next)
+    backward = compute_flow(source_next, source_t)
+    mask = reliability_mask(forward, backward)
+    warped = warp(out_next, forward)
+    diff = (np.asarray(out_t, np.float32) - warped) / 255.0
+    per_pixel = np.mean(diff ** 2, axis=-1)
+    total = float(mask.sum())
+    if total == 0:
+        return float(per_pixel.mean())
+    return float((mask * per_pixel).sum() / total)
+
+
+def warping_error(source: Sequence[np.ndarray], output: Sequence[np.ndarray],
+                  cuts: Iterable[int] = ()) -> float:
+    """Mean warping error over consecutive pairs; pairs that straddle a shot cut are left out."""
+    if len(source) != len(output):
+        raise ValueError(f"{len(source)} source frames but {len(output)} output frames")
+    starts = set(cuts)
+    errors = []
+    for t in range(len(source) - 1):
+        if t + 1 in starts:
+            continue
+        out_t, out_next = output[t], output[t + 1]
+        if out_t.shape[:2] != source[t].shape[:2]:
+            hw = (source[t].shape[1], source[t].shape[0])
+            out_t, out_next = (cv2.resize(np.asarray(o, np.float32), hw, interpolation=cv2.INTER_AREA)
+                               for o in (out_t, out_next))
+        errors.append(pair_warping_error(source[t], source[t + 1], out_t, out_next))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def video_warping_errors(source_path: Path, stylized_path: Path, size: int = 384, max_frames: int | None = None,
+                         cut_threshold: float = 0.15, min_shot: int = 1) -> dict[str, float | int]:
+    """Warping error of a stylized video and of its source, both read at the same working size."""
+    from pipeline.errors import VideoError
+    from pipeline.frames import probe, read_frames, working_size
+
+    src_info, out_info = probe(source_path), probe(stylized_path)
+    wh = working_size(src_info.width, src_info.height, size)
+    source = list(read_frames(source_path, size, stop=max_frames))
+    output = [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) if f.shape[1::-1] != wh else f
+              for f in read_frames(stylized_path, size, stop=max_frames)]
+    count = min(len(source), len(output))
+    if count < 2:
+        raise VideoError(stylized_path, "need at least two decodable frames in both videos")
+    if len(source) != len(output):
+        log.warning("%s has %d frames, %s has %d; comparing the first %d", source_path, len(source),
+                    stylized_path, len(output), count)
+    from pipeline.temporal import detect_cuts
+
+    cuts = detect_cuts(source[:count], cut_threshold, min_shot)
+    return {"frames": count, "pairs": count - 1 - (len(cuts) - 1),
+            "stylized": warping_error(source[:count], output[:count], cuts),
+            "source": warping_error(source[:count], source[:count], cuts)}
+
+
+def style_content_distances(image: np.ndarray, content: np.ndarray, style: np.ndarray,
+                            extractor) -> tuple[float, float]:  # noqa: ANN001 - vgg.FeatureExtractor
+    """(style distance, content distance) of ``image`` under one fixed VGG-19 evaluator.
+
+    Content: conv4_2, relative squared error ||F - P||^2 / ||P||^2. Style: conv1_1..conv5_1,
+    relative Gram error, averaged over the five layers. Evaluated at the image's own size; the
+    content is resized to it and the style to the same longest side.
+    """
+    from pipeline.stylizer import fit_longest, resize
+    from pipeline.tfsetup import tf
+
+    image = np.asarray(image, np.float32)
+    hw = image.shape[:2]
+    content = resize(np.asarray(content, np.float32), hw)
+    style = resize(np.asarray(style, np.float32), fit_longest(style, max(hw)))
+    missing = {CONTENT_LAYER, *STYLE_LAYERS} - set(extractor.layers)
+    if missing:
+        raise ValueError(f"the extractor lacks layers {sorted(missing)}")
+    feats_x = extractor(tf.constant(image[None]))
+    feats_c = extractor(tf.constant(content[None]))
+    feats_s = extractor(tf.constant(style[None]))
+    content_distance = float(losses.content_layer_loss(feats_x[CONTENT_LAYER], feats_c[CONTENT_LAYER], "relative"))
+    style_distance = float(np.mean([float(losses.style_layer_loss(
+        feats_x[name], losses.gram(feats_s[name], "relative"), "relative")) for name in STYLE_LAYERS]))
+    return style_distance, content_distance

@@ -1,0 +1,188 @@
+"""Frame-by-frame video stylization with temporal coherence (Ruder et al. 2016).
+
+Modes (``video.temporal``):
+- ``off``: every frame independent (content init, the first-frame budget, coarse-to-fine):
+  the quality reference, and the flickering baseline.
+- ``prev``: warm start from the previous stylized frame as it is, no temporal loss.
+- ``flow``: warm start from the previous stylized frame warped by the optical flow of the input
+  frames, disoccluded pixels from the content frame, and a temporal loss that keeps reliable
+  pixels near the warped frame.
+A shot cut resets the chain: its first frame starts fresh.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pipeline.config import Config
+from pipeline.errors import NstError, VideoError
+from pipeline.frames import BackgroundIterator, BackgroundSink, encode_video, probe, read_frames, working_size
+from pipeline.imagejob import check_style_weights, load_styles
+from pipeline.images import save_image
+from pipeline.progress import console
+from pipeline.stylizer import MIN_SIDE, StylizeResult, Stylizer, TemporalTarget
+from pipeline.temporal import CutDetector, compute_flow, reliability_mask, warp
+
+log = logging.getLogger(__name__)
+
+MODES = ("off", "prev", "flow")
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """How one frame was started (for reports and benchmarks)."""
+
+    fresh: bool
+    reliable: float  # fraction of pixels carried over by the flow (1.0 for prev, 0.0 when fresh)
+
+
+def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.ndarray],
+                  style_weights: Sequence[float], config: Config, mode: str = "flow",
+                  previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
+                  ) -> tuple[StylizeResult, FramePlan]:
+    """One frame: fresh when there is no previous frame (or mode off), else warm-started."""
+    if mode not in MODES:
+        raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
+    video = config.video
+    if mode == "off" or previous_stylized is None:
+        result = stylizer.stylize(frame, styles, style_weights, init="content",
+                                  iterations=video.first_frame_iterations, multiscale=True)
+        return result, FramePlan(True, 0.0)
+    if mode == "prev" or previous_content is None:
+        result = stylizer.stylize(frame, styles, style_weights, init=previous_stylized,
+                                  iterations=video.later_frame_iterations, multiscale=False)
+        return result, FramePlan(False, 1.0)
+    # Flow on the input frames, from frame t into frame t-1: it carries t-1's pixels onto t's grid.
+    backward = compute_flow(frame, previous_content)
+    forward = compute_flow(previous_content, frame)
+    mask = reliability_mask(backward, forward)
+    warped = warp(previous_stylized, backward)
+    init = mask[..., None] * warped + (1.0 - mask[..., None]) * frame
+    result = stylizer.stylize(frame, styles, style_weights, init=init.astype(np.float32),
+                              temporal=TemporalTarget(warped, mask), temporal_weight=video.temporal_weight,
+                              iterations=video.later_frame_iterations, multiscale=False)
+    return result, FramePlan(False, float(mask.mean()))
+
+
+def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: Sequence[np.ndarray],
+                     style_weights: Sequence[float], config: Config, mode: str = "flow",
+                     previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
+                     callback: Callable[[int, StylizeResult], None] | None = None) -> list[np.ndarray]:
+    """Stylizes consecutive frames of ONE shot (no cut detection here).
+
+    With ``previous_stylized``/``previous_content`` (the frame before ``frames[0]``, e.g. the end of
+    the previous segment), frame 0 is warm-started from them as a later frame instead of fresh.
+    """
+    out: list[np.ndarray] = []
+    prev_s, prev_c = previous_stylized, previous_content
+    for index, frame in enumerate(frames):
+        frame = np.asarray(frame, np.float32)
+        result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
+        out.append(result.image)
+        prev_s, prev_c = result.image, frame
+        if callback is not None:
+            callback(index, result)
+    return out
+
+
+def output_paths(source: Path, out_dir: Path) -> tuple[Path, Path]:
+    """(video, frames folder): output/CLIP.stylized.mp4 and output/CLIP.frames/."""
+    stem = Path(source).stem
+    return out_dir / f"{stem}.stylized.mp4", out_dir / f"{stem}.frames"
+
+
+class FrameBar:
+    """Frames done, seconds per frame and ETA (or nothing when quiet)."""
+
+    def __init__(self, label: str, total: int, quiet: bool) -> None:
+        self.progress: Progress | None = None
+        if not quiet:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("frames"), TextColumn("{task.fields[spf]:.2f} s/frame"),
+                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                     console=console)
+            self.task = self.progress.add_task(label, total=total, spf=0.0)
+        self.start = time.perf_counter()
+        self.done = 0
+
+    def __enter__(self) -> "FrameBar":
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            spf = (time.perf_counter() - self.start) / self.done
+            self.progress.update(self.task, completed=self.done, spf=spf)
+
+
+def process_video(path: Path, styles: Sequence[Path], style_weights: Sequence[float] | None, config: Config,
+                  out_dir: Path, overwrite: bool = False, quiet: bool = False, save_frames: bool = False) -> Path:
+    """`nst video` in this process: decode -> cuts -> stylize (chain per shot) -> encode with audio."""
+    path = Path(path)
+    out_path, frames_dir = output_paths(path, Path(out_dir))
+    if out_path.exists() and not overwrite:
+        raise NstError(f"{out_path} exists (use --overwrite to replace it)")
+    weights = check_style_weights(styles, style_weights)
+    info = probe(path)
+    wh = working_size(info.width, info.height, config.image.size)
+    if min(wh) < MIN_SIDE:
+        raise VideoError(path, f"too small: {info.width}x{info.height} becomes {wh[0]}x{wh[1]} at --size "
+                               f"{config.image.size}; VGG needs at least {MIN_SIDE} px on the short side")
+    style_arrays = load_styles(styles, config.image.max_pixels)
+    mode = config.video.temporal
+    stylizer = Stylizer(config)
+    save_frames = save_frames or config.video.save_frames
+    if save_frames:
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    detector = CutDetector(config.video.cut_threshold, config.video.min_shot_frames)
+    shots = 0
+    decoded = 0
+    sink = BackgroundSink(lambda items: encode_video(items, out_path, info.fps,
+                                                     path if info.has_audio else None, config.video.crf))
+    source = BackgroundIterator(read_frames(path, config.image.size))
+    prev_s: np.ndarray | None = None
+    prev_c: np.ndarray | None = None
+    try:
+        with FrameBar(path.name, info.frame_count, quiet) as bar:
+            for frame in source:
+                decoded += 1
+                if detector.push(frame):
+                    shots += 1
+                    prev_s = prev_c = None  # never warp across a cut
+                result, plan = stylize_frame(stylizer, frame, style_arrays, weights, config, mode, prev_s, prev_c)
+                log.debug("frame %d: %s, %d evaluations, %.1f s", decoded, "fresh" if plan.fresh else
+                          f"warm ({plan.reliable:.0%} carried)", result.evaluations, result.seconds)
+                prev_s, prev_c = result.image, frame
+                sink.put(result.image)
+                if save_frames:
+                    save_image(result.image, frames_dir / f"{decoded:06d}.png", "png")
+                bar.advance()
+        if decoded == 0:
+            raise VideoError(path, "no frame could be decoded")
+    except BaseException:
+        source.close()
+        sink.abort()
+        raise
+    sink.close()
+    if decoded < info.frame_count:
+        message = (f"{path}: decoding stopped after {decoded} of {info.frame_count} frames "
+                   f"({info.frame_count - decoded} lost; the file may be truncated)")
+        log.info(message)
+        console.print(f"[yellow]warning[/yellow]: {message}", highlight=False)
+    if not quiet:
+        console.print(f"wrote {out_path} ({decoded} frames, {shots} shot{'s' if shots != 1 else ''}, "
+                      f"{wh[0]}x{wh[1]} at {info.fps} fps{', audio copied' if info.has_audio else ''})",
+                      highlight=False)
+    return out_path
