@@ -192,57 +192,6 @@ def eval_temporal(source: Annotated[Path, typer.Argument(help="The source video.
                f"ratio {result['stylized'] / max(result['source'], 1e-12):.2f}")
 
 
-@app.command()
-def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any container ffmpeg reads).")],
-          style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
-          config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None,
-          iterations: Annotated[Optional[int], typer.Option(
-              "--iterations", "-n", help="Iterations for the first frame of each shot.")] = None,
-          later_iterations: Annotated[Optional[int], typer.Option(
-              "--later-iterations", help="Iterations for each later (warm-started) frame.")] = None,
-          temporal: Annotated[Optional[str], typer.Option(
-              "--temporal", help="off (independent frames) | prev (warm start) | flow (warped start + temporal loss)")
-          ] = None,
-          temporal_weight: Annotated[Optional[float], typer.Option(
-              "--temporal-weight", help="Weight of the temporal loss (flow mode).")] = None,
-          crf: Annotated[Optional[int], typer.Option("--crf", help="H.264 quality, 0-51 (lower is better).")] = None,
-          save_frames: Annotated[bool, typer.Option("--save-frames", help="Also write the frames as PNGs.")] = False,
-          optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
-          style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
-          pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
-          precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
-    """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process)."""
-    from pipeline.video import process_video
-
-    cfg = build_config(config, preset, size=size, optimizer=optimizer, content_loss_weight=content_loss_weight,
-                       style_loss_weight=style_loss_weight, tv_weight=tv_weight, preserve_colors=preserve_colors,
-                       pooling=pooling, style_scale=style_scale, scales=scales, precision=precision)
-    video_overrides = {"video.first_frame_iterations": iterations, "video.later_frame_iterations": later_iterations,
-                       "video.temporal": temporal, "video.temporal_weight": temporal_weight, "video.crf": crf}
-    video_overrides = {k: v for k, v in video_overrides.items() if v is not None}
-    if video_overrides:
-        cfg = cfg.replace(**video_overrides)
-    process_video(clip, style, style_weight, cfg, output, overwrite=overwrite, quiet=quiet,
-                  save_frames=save_frames)
-
-
-@eval_app.command("temporal")
-def eval_temporal(source: Annotated[Path, typer.Argument(help="The source video.")],
-                  stylized: Annotated[Path, typer.Argument(help="Its stylized version.")],
-                  size: Annotated[int, typer.Option("--size", help="Working size (longest side) for both.")] = 384,
-                  frames: Annotated[Optional[int], typer.Option("--frames", help="Only the first N frames.")] = None,
-                  ) -> None:
-    """Warping error (Lai et al. 2018) of the stylized video and of the source itself; lower is steadier."""
-    from pipeline.metrics import video_warping_errors
-
-    cfg = config_mod.load()
-    result = video_warping_errors(source, stylized, size=size, max_frames=frames,
-                                  cut_threshold=cfg.video.cut_threshold, min_shot=1)
-    typer.echo(f"frames {result['frames']}, pairs {result['pairs']} (at {size} px)")
-    typer.echo(f"warping error  stylized {result['stylized']:.6f}  source {result['source']:.6f}  "
-               f"ratio {result['stylized'] / max(result['source'], 1e-12):.2f}")
-
-
 def run_cli() -> None:
     """Console-script entry: NstError becomes one line and exit code 1 (traceback with --debug)."""
     try:
