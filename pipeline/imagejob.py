@@ -9,10 +9,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pipeline.config import Config
 from pipeline.errors import InputError, NstError
-from pipeline.images import FORMAT_SUFFIX, load_image, output_format, save_image
+from pipeline.images import FORMAT_SUFFIX, load_image, output_format, save_image, to_pil
 from pipeline.stylizer import MIN_SIDE, Iterate, Stylizer, fit_longest, resize
 
 log = logging.getLogger(__name__)
@@ -72,24 +73,34 @@ def output_path_for(source: Path, out_dir: Path, fmt: str, taken: set[Path] | No
 def stylize_file(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray], style_weights: Sequence[float],
                  config: Config, init: np.ndarray | None = None,
                  callback: Callable[[Iterate], None] | None = None) -> ImageOutcome:
-    """Loads, stylizes at the working size and writes atomically; errors name the file."""
+    """Loads, stylizes at the working size and writes atomically; errors name the file.
+
+    The photo is reduced while decoding (see load_image), so a 24 MP file costs little memory;
+    with image.keep_resolution the result is upscaled back to the file's size in 8-bit."""
     start = time.perf_counter()
-    loaded = load_image(job.source, config.image.max_pixels)
+    loaded = load_image(job.source, config.image.max_pixels, max_side=config.image.size)
     hw = fit_longest(loaded.rgb, config.image.size)
     if min(hw) < MIN_SIDE:
-        raise InputError(job.source, f"too small: {loaded.size[0]}x{loaded.size[1]} becomes "
-                                     f"{hw[1]}x{hw[0]} at --size {config.image.size}; VGG needs at "
+        width, height = loaded.original_size
+        raise InputError(job.source, f"too small: {width}x{height} becomes "
+                                     f"{hw[1]}x{hw[0]} at image.size {config.image.size}; VGG needs at "
                                      f"least {MIN_SIDE} px on the short side")
     content = resize(loaded.rgb, hw)
+    del loaded.rgb  # the float photo is not needed while the optimisation runs
     result = stylizer.stylize(content, styles, style_weights, init=init, callback=callback)
-    image = result.image
-    alpha = loaded.alpha
-    if config.image.keep_resolution and image.shape[:2] != loaded.rgb.shape[:2]:
-        h, w = loaded.rgb.shape[:2]
-        image = np.clip(cv2.resize(image, (w, h), interpolation=cv2.INTER_LANCZOS4), 0, 255)
-    if alpha is not None and alpha.shape != image.shape[:2]:
-        alpha = cv2.resize(alpha, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+    image = to_pil(result.image, _alpha_for(loaded.alpha, result.image.shape[:2]))
+    if config.image.keep_resolution and image.size != loaded.original_size:
+        image = image.resize(loaded.original_size, Image.LANCZOS)
     fmt = output_format(job.source, config.image.format)
-    save_image(image, job.output, fmt, alpha, loaded.exif, config.image.jpeg_quality)
-    return ImageOutcome(job, True, seconds=time.perf_counter() - start, evaluations=result.evaluations,
-                        size=(image.shape[1], image.shape[0]), extra={"final_loss": result.final_loss})
+    save_image(image, job.output, fmt, exif=loaded.exif, quality=config.image.jpeg_quality)
+    return ImageOutcome(job, True, reason=loaded.note, seconds=time.perf_counter() - start,
+                        evaluations=result.evaluations, size=image.size,
+                        extra={"final_loss": result.final_loss, "note": loaded.note,
+                               "source_size": loaded.original_size, "source_mode": loaded.source_mode,
+                               "source_format": loaded.source_format})
+
+
+def _alpha_for(alpha: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray | None:
+    if alpha is None or alpha.shape == hw:
+        return alpha
+    return cv2.resize(alpha, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)

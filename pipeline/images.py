@@ -4,11 +4,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
@@ -24,7 +27,9 @@ try:  # HEIC/HEIF from phones; optional so a missing wheel only disables those f
 except ImportError:  # pragma: no cover - depends on the platform's wheel
     HEIF_SUPPORTED = False
 
-EXTENSION_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff",
+# Output format per input extension when image.format is "auto": formats Pillow cannot write well
+# (BMP, GIF: 8-bit palette) become PNG, HEIC/HEIF become JPEG (widely readable; EXIF kept).
+EXTENSION_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff",
                      ".tiff": "tiff", ".bmp": "png", ".gif": "png", ".heic": "jpeg", ".heif": "jpeg"}
 FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
 IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
@@ -39,88 +44,152 @@ class LoadedImage:
     exif: bytes | None  # original EXIF with the orientation reset to 1
     source_format: str  # Pillow's format name, e.g. "JPEG"
     source_mode: str
-    frames: int  # > 1 for animated GIF/WebP (only the first is used)
+    frames: int  # > 1 for animated GIF/WebP/PNG (only the first is used)
+    original_size: tuple[int, int] = (0, 0)  # (W, H) of the file after orientation, before any reduction
 
     @property
     def size(self) -> tuple[int, int]:
         return self.rgb.shape[1], self.rgb.shape[0]
 
+    @property
+    def note(self) -> str:
+        """What the user should know about how this file was read ("" when nothing)."""
+        if self.frames > 1:
+            return f"animated {self.source_format} with {self.frames} frames: only the first frame is stylized"
+        return ""
+
+
+# Image.MAX_IMAGE_PIXELS is process-global; the lock keeps threads from restoring each other's value.
+_LIMIT_LOCK = threading.Lock()
+
+
+def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Colour part (RGB, CMYK, L, or a high-bit grey mode) and the alpha channel, if any."""
+    if image.mode == "LA":
+        return image.convert("L"), image.getchannel("A")
+    if image.mode in ("RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A")
+    if image.mode in ("RGB", "CMYK", "L") or image.mode.startswith("I") or image.mode == "F":
+        return image, None
+    return image.convert("RGB"), None
+
 
 def _to_srgb(image: Image.Image) -> Image.Image:
+    """Converts the colour part through its embedded ICC profile to sRGB; keeps the mode's alpha.
+
+    Works on RGB, RGBA, CMYK, L and LA (the profile's colour space must match the pixels, as the
+    ICC standard requires; a mismatched or broken profile is ignored with a warning)."""
     icc = image.info.get("icc_profile")
     if not icc:
         return image
+    colour, alpha = _split_alpha(image)
+    if colour.mode not in ("RGB", "CMYK", "L"):
+        return image
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        mode = "RGB" if image.mode not in ("CMYK",) else image.mode
-        return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB" if mode else None)
-    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        space = source.profile.xcolor_space.strip()
+        expected = {"RGB": "RGB", "CMYK": "CMYK", "L": "GRAY"}[colour.mode]
+        if space != expected:
+            raise ValueError(f"a {space} profile on {colour.mode} pixels")
+        converted = ImageCms.profileToProfile(colour, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, KeyError) as exc:
         log.warning("%s: ignoring an unusable ICC profile (%s)", getattr(image, "filename", "image"), exc)
         return image
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
-def _high_bit_to_float(image: Image.Image) -> np.ndarray:
+def _high_bit_to_float(image: Image.Image, source_format: str = "") -> np.ndarray:
     """16-bit and 32-bit grey modes, scaled to [0, 255] by their real range."""
     data = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if image.mode.startswith("I;16") or data.max() > 255 else 255.0
-    if image.mode == "F" and data.max() <= 1.0:
+    if image.mode.startswith("I;16") or (image.mode == "I" and source_format in ("PNG", "TIFF")):
+        peak = 65535.0  # 16-bit files: a dark picture must not be mistaken for an 8-bit one
+    elif image.mode == "F" and data.size and data.max() <= 1.0:
         peak = 1.0
+    else:
+        peak = 65535.0 if data.size and data.max() > 255 else 255.0
     return np.clip(data / peak * 255.0, 0, 255).astype(np.float32)
 
 
-def load_image(path: Path | str, max_pixels: int = 200_000_000) -> LoadedImage:
-    """Reads any image Pillow can; raises InputError naming the file and the reason."""
+def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    factor = longest / max(size)
+    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+
+
+def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | None = None) -> LoadedImage:
+    """Reads any image Pillow can; raises InputError naming the file and the reason.
+
+    The pixel count is checked on the header, before any pixel is decoded. With ``max_side`` a
+    larger picture is reduced while still 8-bit (JPEG decodes straight at 1/2, 1/4 or 1/8 scale),
+    so a 24 MP photo never exists as a float array; ``original_size`` keeps the file's size.
+    """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "file not found")
+        raise InputError(path, "broken symbolic link" if path.is_symlink() else "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
-    previous_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                width, height = opened.size
-                if width * height > max_pixels:
-                    raise InputError(path, f"{width}x{height} pixels exceeds the limit of {max_pixels} "
-                                           f"(image.max_pixels)")
-                frames = getattr(opened, "n_frames", 1)
-                source_format, source_mode = opened.format or "?", opened.mode
-                exif = opened.getexif()
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
+        with _LIMIT_LOCK, warnings.catch_warnings():
+            previous_limit = Image.MAX_IMAGE_PIXELS
+            # Our own limit is checked below; Pillow's would refuse some sizes the config allows.
+            Image.MAX_IMAGE_PIXELS = None
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                opened = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous_limit
+        with opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise InputError(path, f"{width}x{height} = {width * height} pixels exceeds the limit of "
+                                       f"{max_pixels} (image.max_pixels); refused before decoding")
+            frames = getattr(opened, "n_frames", 1)
+            source_format, source_mode = opened.format or "?", opened.mode
+            if max_side and source_format == "JPEG" and max(width, height) > max_side:
+                # draft keeps both sides >= the request, so the working size never gets upscaled
+                opened.draft(opened.mode, (max_side, max_side))
+            opened.load()
+            exif = opened.getexif()
+            orientation = exif.get(0x0112, 1)
+            image = ImageOps.exif_transpose(opened)
     except InputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise InputError(path, f"refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise InputError(path, "not an image Pillow can read (unknown or lying file format)") from exc
+        raise InputError(path, "not an image Pillow can read (unknown format, or an extension that lies)") from exc
     except PermissionError as exc:
         raise InputError(path, "permission denied") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise InputError(path, f"corrupt or truncated image ({exc})") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous_limit
+    original_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     image = _to_srgb(image)
-    alpha = None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        alpha = np.asarray(rgba.getchannel("A"), np.uint8).copy()
-        rgb = np.asarray(rgba.convert("RGB"), np.float32)
-    elif image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        grey = _high_bit_to_float(image)
+    colour, alpha_image = _split_alpha(image)
+    if colour.mode.startswith("I") or colour.mode == "F":
+        grey = _high_bit_to_float(colour, source_format)
         rgb = np.repeat(grey[..., None], 3, axis=-1)
-    elif image.mode in ("RGB;16", "RGBA;16") or image.mode.startswith("RGB") and image.mode not in ("RGB", "RGBA", "RGBX"):
-        rgb = np.asarray(image.convert("RGB"), np.float32)
     else:
-        rgb = np.asarray(image.convert("RGB"), np.float32)
+        rgb = None
+        colour = colour.convert("RGB")
+    if max_side and max(colour.size) > max_side:
+        target = _fit(colour.size, max_side)
+        if rgb is None:
+            colour = colour.resize(target, Image.LANCZOS, reducing_gap=3.0)
+        else:
+            rgb = cv2.resize(rgb, target, interpolation=cv2.INTER_AREA)
+        if alpha_image is not None:
+            alpha_image = alpha_image.resize(target, Image.LANCZOS, reducing_gap=3.0)
+    if rgb is None:
+        rgb = np.asarray(colour, np.float32)
+    alpha = None if alpha_image is None else np.asarray(alpha_image, np.uint8).copy()
     if exif:
         exif[0x0112] = 1  # orientation already applied to the pixels
     return LoadedImage(path, np.ascontiguousarray(rgb), alpha, exif.tobytes() if exif else None,
-                       source_format, source_mode, frames)
+                       source_format, source_mode, frames, original_size)
 
 
 def output_format(input_path: Path, requested: str = "auto") -> str:
@@ -153,9 +222,10 @@ def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
     return image
 
 
-def save_image(rgb: np.ndarray, path: Path, fmt: str = "png", alpha: np.ndarray | None = None,
+def save_image(rgb: np.ndarray | Image.Image, path: Path, fmt: str = "png", alpha: np.ndarray | None = None,
                exif: bytes | None = None, quality: int = 95) -> Path:
-    image = to_pil(rgb, alpha)
+    """Atomic write; RGBA keeps its alpha in PNG, WebP and TIFF, JPEG composites it over white."""
+    image = rgb if isinstance(rgb, Image.Image) else to_pil(rgb, alpha)
     kwargs: dict = {"format": {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}[fmt]}
     if fmt == "jpeg":
         if image.mode == "RGBA":  # JPEG has no alpha: composite over white
