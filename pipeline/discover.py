@@ -157,6 +157,13 @@ def _output_suffix(source: Path, kind: str, fmt: str) -> str:
     return FORMAT_SUFFIX[output_format(source, fmt)]
 
 
+def _name_rank(source: Path, output: Path) -> int:
+    """0 when the input is already named exactly like its output, 1 up to case, else 2."""
+    if source.suffix == output.suffix:
+        return 0
+    return 1 if source.suffix.lower() == output.suffix else 2
+
+
 def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt: str) -> list[Item]:
     """Distinct outputs for inputs that would share a name (photo.JPG + photo.jpeg, or a.jpg + a.png
     with a fixed format): the input already named like its output, else the first in
@@ -171,7 +178,7 @@ def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt:
     taken: dict[str, str] = {}
     winners: dict[str, Path] = {}
     # An input whose own name already ends like its output (photo.jpg -> photo.jpg) keeps it first.
-    for item_id, _kind_, _source, output in sorted(planned, key=lambda p: (p[2].suffix != p[3].suffix, p[0])):
+    for item_id, _kind_, _source, output in sorted(planned, key=lambda p: (_name_rank(p[2], p[3]), p[0])):
         key = str(output).casefold()
         if key not in taken:
             taken[key] = item_id
