@@ -1,0 +1,344 @@
+"""Run state in SQLite inside the output folder: the single source of truth for resume and status.
+
+One driver writes (guarded by a lock file); ``nst status`` may read at the same time, which is
+why the database runs in WAL mode with a busy timeout. Rows are keyed by the item's stable id;
+an item done under another config hash is redone, and a "running" row left by a killed driver
+is pending again on the next run.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import NstError
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".nst"
+DB_NAME = "ledger.sqlite"
+LOCK_NAME = "driver.lock"
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+STATES = (PENDING, RUNNING, DONE, FAILED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    config_hash TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    pid INTEGER,
+    host TEXT,
+    workers INTEGER,
+    status TEXT NOT NULL DEFAULT 'running'
+);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    output TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    worker TEXT,
+    node TEXT,
+    pid INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    units INTEGER NOT NULL DEFAULT 1,
+    config_hash TEXT NOT NULL,
+    run_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS segments (
+    item TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    stop INTEGER NOT NULL,
+    shot_start INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    worker TEXT,
+    node TEXT,
+    pid INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    config_hash TEXT NOT NULL,
+    PRIMARY KEY (item, idx)
+);
+"""
+
+
+def state_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / STATE_DIR
+
+
+def db_path(out_dir: Path) -> Path:
+    return state_dir(out_dir) / DB_NAME
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """Frames [start, stop) of one video; shot_start says where its shot begins (for the seam blend)."""
+
+    idx: int
+    start: int
+    stop: int
+    shot_start: int = 0
+
+
+class Ledger:
+    """Thin, explicit wrapper over the SQLite file; every method commits before it returns."""
+
+    def __init__(self, out_dir: Path, readonly: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = db_path(self.out_dir)
+        if readonly:
+            if not self.path.is_file():
+                raise NstError(f"{self.out_dir}: no run state here ({self.path} not found)")
+            uri = f"file:{self.path}?mode=ro"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def journal_mode(self) -> str:
+        return str(self.conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, config_hash: str, settings: dict, workers: int = 0) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (config_hash, settings, started, pid, host, workers) VALUES (?, ?, ?, ?, ?, ?)",
+                (config_hash, json.dumps(settings, sort_keys=True, default=str), time.time(), os.getpid(),
+                 socket.gethostname(), workers))
+            return int(cur.lastrowid)
+
+    def set_run_workers(self, run_id: int, workers: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET workers = ? WHERE id = ?", (workers, run_id))
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?", (time.time(), status, run_id))
+
+    def last_run(self) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+
+    # ------------------------------------------------------------------ items
+    def recover_stale(self) -> int:
+        """Rows left "running" by a driver that is gone become pending (their work is redone)."""
+        with self.transaction() as conn:
+            n = conn.execute("UPDATE items SET state = 'pending' WHERE state = 'running'").rowcount
+            n += conn.execute("UPDATE segments SET state = 'pending' WHERE state = 'running'").rowcount
+        if n:
+            log.info("%d unfinished rows from an interrupted run are pending again", n)
+        return n
+
+    def upsert_item(self, item_id: str, kind: str, source: Path, output: Path, config_hash: str,
+                    units: int = 1, force: bool = False) -> str:
+        """Registers an item for this run and returns its state after reconciliation.
+
+        Same config hash and done: stays done (skipped). Another hash, failed, or ``force``: pending
+        again with fresh counters, and its old segments are dropped (a new style must not mix in).
+        """
+        with self.transaction() as conn:
+            row = conn.execute("SELECT state, config_hash FROM items WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO items (id, kind, source, output, state, units, config_hash) "
+                             "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                             (item_id, kind, str(source), str(output), units, config_hash))
+                return PENDING
+            same = row["config_hash"] == config_hash
+            if same and row["state"] == DONE and not force:
+                conn.execute("UPDATE items SET source = ?, output = ? WHERE id = ?",
+                             (str(source), str(output), item_id))
+                return DONE
+            if same and not force and row["state"] != FAILED:
+                # pending (or stale running): keep attempts and any finished segments
+                conn.execute("UPDATE items SET state = 'pending', source = ?, output = ?, kind = ?, units = ? "
+                             "WHERE id = ?", (str(source), str(output), kind, units, item_id))
+                return PENDING
+            conn.execute("UPDATE items SET kind = ?, source = ?, output = ?, state = 'pending', attempts = 0, "
+                         "error = NULL, worker = NULL, node = NULL, pid = NULL, started_at = NULL, "
+                         "finished_at = NULL, seconds = NULL, units = ?, config_hash = ? WHERE id = ?",
+                         (kind, str(source), str(output), units, config_hash, item_id))
+            conn.execute("DELETE FROM segments WHERE item = ?", (item_id,))
+            return PENDING
+
+    def item(self, item_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+
+    def items(self, state: str | None = None) -> list[sqlite3.Row]:
+        if state is None:
+            return self.conn.execute("SELECT * FROM items ORDER BY id").fetchall()
+        return self.conn.execute("SELECT * FROM items WHERE state = ? ORDER BY id", (state,)).fetchall()
+
+    def mark_running(self, item_id: str, run_id: int | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET state = 'running', started_at = COALESCE(started_at, ?), run_id = ?, "
+                         "pid = ? WHERE id = ?", (time.time(), run_id, os.getpid(), item_id))
+
+    def mark_attempt(self, item_id: str, worker: str, node: str) -> int:
+        """One more attempt at an item on a worker; returns the attempt number."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET state = 'running', attempts = attempts + 1, worker = ?, node = ?, "
+                         "started_at = COALESCE(started_at, ?) WHERE id = ?", (worker, node, time.time(), item_id))
+            return int(conn.execute("SELECT attempts FROM items WHERE id = ?", (item_id,)).fetchone()[0])
+
+    def mark_done(self, item_id: str, worker: str | None, node: str | None, seconds: float,
+                  worker_pid: int | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET state = 'done', error = NULL, worker = COALESCE(?, worker), "
+                         "node = COALESCE(?, node), pid = COALESCE(?, pid), finished_at = ?, seconds = ? "
+                         "WHERE id = ?", (worker, node, worker_pid, time.time(), seconds, item_id))
+
+    def mark_failed(self, item_id: str, reason: str, worker: str | None = None, node: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET state = 'failed', error = ?, worker = COALESCE(?, worker), "
+                         "node = COALESCE(?, node), finished_at = ? WHERE id = ?",
+                         (reason, worker, node, time.time(), item_id))
+
+    def mark_pending(self, item_id: str, reason: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET state = 'pending', error = ? WHERE id = ?", (reason, item_id))
+
+    # ------------------------------------------------------------------ video segments
+    def set_segments(self, item_id: str, specs: Iterable[SegmentSpec], config_hash: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM segments WHERE item = ?", (item_id,))
+            conn.executemany("INSERT INTO segments (item, idx, start, stop, shot_start, config_hash) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             [(item_id, s.idx, s.start, s.stop, s.shot_start, config_hash) for s in specs])
+
+    def segments(self, item_id: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM segments WHERE item = ? ORDER BY idx", (item_id,)).fetchall()
+
+    def segment_specs(self, item_id: str) -> list[SegmentSpec]:
+        return [SegmentSpec(r["idx"], r["start"], r["stop"], r["shot_start"]) for r in self.segments(item_id)]
+
+    def mark_segment_attempt(self, item_id: str, idx: int, worker: str, node: str) -> int:
+        with self.transaction() as conn:
+            conn.execute("UPDATE segments SET state = 'running', attempts = attempts + 1, worker = ?, node = ?, "
+                         "started_at = COALESCE(started_at, ?) WHERE item = ? AND idx = ?",
+                         (worker, node, time.time(), item_id, idx))
+            row = conn.execute("SELECT attempts FROM segments WHERE item = ? AND idx = ?", (item_id, idx)).fetchone()
+            return int(row[0])
+
+    def mark_segment_done(self, item_id: str, idx: int, worker: str, node: str, seconds: float,
+                          worker_pid: int | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE segments SET state = 'done', error = NULL, worker = ?, node = ?, pid = ?, "
+                         "finished_at = ?, seconds = ? WHERE item = ? AND idx = ?",
+                         (worker, node, worker_pid, time.time(), seconds, item_id, idx))
+
+    def mark_segment_failed(self, item_id: str, idx: int, reason: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE segments SET state = 'failed', error = ?, finished_at = ? WHERE item = ? AND idx = ?",
+                         (reason, time.time(), item_id, idx))
+
+    def mark_segment_pending(self, item_id: str, idx: int, reason: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE segments SET state = 'pending', error = ? WHERE item = ? AND idx = ?",
+                         (reason, item_id, idx))
+
+    # ------------------------------------------------------------------ summaries
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for row in self.conn.execute("SELECT state, COUNT(*) FROM items GROUP BY state"):
+            counts[row[0]] = row[1]
+        return counts
+
+    def segment_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for row in self.conn.execute("SELECT state, COUNT(*) FROM segments GROUP BY state"):
+            counts[row[0]] = row[1]
+        return counts
+
+
+class DriverLock:
+    """An exclusive lock on the output folder: two drivers must not share one ledger.
+
+    flock is released by the kernel when the process dies, so kill -9 never leaves it stuck.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = state_dir(out_dir) / LOCK_NAME
+        self.handle: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NstError(f"{self.path.parent.parent}: another nst run is using this output folder "
+                           f"(pid {holder}); wait for it or use another -o") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.handle = fd
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            os.close(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> "DriverLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def driver_active(out_dir: Path) -> bool:
+    """True when a live driver holds the output folder's lock (status uses it to tell running from stale)."""
+    path = state_dir(out_dir) / LOCK_NAME
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

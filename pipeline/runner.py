@@ -1,0 +1,536 @@
+"""The controller of `nst run`: discover -> ledger -> plan -> Ray workers -> driver writes -> report.
+
+The driver is the only process that writes into the output folder, and it writes each result
+atomically before the ledger calls it done; so a run killed at any moment leaves whole files,
+and the same command resumes with only the unfinished work.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pipeline.config import Config
+from pipeline.discover import Item, Plan, discover
+from pipeline.errors import InputError, NstError
+from pipeline.imagejob import check_style_weights, load_styles
+from pipeline.images import load_image
+from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
+from pipeline.progress import console
+from pipeline.segments import (assembled_frames, auto_segment_frames, frames_dir, plan_segments,
+                               write_bytes_atomic, write_segment_frames)
+
+log = logging.getLogger(__name__)
+
+Event = Callable[[str, dict], None]
+
+
+@dataclass
+class RunOptions:
+    inputs: Sequence[Path]
+    styles: Sequence[Path]
+    out_dir: Path
+    config: Config
+    style_weights: Sequence[float] | None = None
+    address: str | None = None
+    workers: int | None = None  # None: config's run.workers (0 = automatic)
+    gpus_per_worker: float | None = None
+    dry_run: bool = False
+    overwrite: bool = False  # redo everything, also outputs that exist or are done
+    quiet: bool = False
+    worker_options: Sequence[dict] | None = None  # per-worker Ray options (e.g. custom resources)
+    on_event: Event | None = None  # "submit" / "result" / "failure" notifications (tests, tools)
+
+
+@dataclass
+class RunResult:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    refused: int = 0
+    records: list[dict] = field(default_factory=list)
+    workers: list[dict] = field(default_factory=list)
+    report: Path | None = None
+    config_hash: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.refused else 0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_hash(config: Config, styles: Sequence[Path], weights: Sequence[float]) -> str:
+    """What decides whether an old result still stands: settings, style contents, blend weights."""
+    extra = [f"style:{file_sha256(Path(p))}" for p in styles] + [f"weight:{w!r}" for w in weights]
+    if config.optim.init not in ("content", "noise") and Path(config.optim.init).is_file():
+        extra.append(f"init:{file_sha256(Path(config.optim.init))}")
+    return config.digest(*extra)
+
+
+def _settings(opts: RunOptions, weights: Sequence[float], digest: str) -> dict:
+    return {"config": opts.config.to_dict(), "styles": [str(p) for p in opts.styles], "style_weights": list(weights),
+            "config_hash": digest, "inputs": [str(p) for p in opts.inputs]}
+
+
+# ---------------------------------------------------------------- reconciliation with the ledger
+@dataclass
+class Decision:
+    item: Item
+    action: str  # "do" | "skip"
+    reason: str = ""
+
+
+def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> list[Decision]:
+    """Without touching anything: what a run would do with each item."""
+    decisions = []
+    for item in plan.items:
+        row = ledger.item(item.id) if ledger is not None else None
+        if overwrite:
+            decisions.append(Decision(item, "do", "--overwrite"))
+        elif row is not None and row["config_hash"] == digest and row["state"] == DONE and item.output.exists():
+            decisions.append(Decision(item, "skip", "done in an earlier run with the same settings"))
+        elif row is None and item.output.exists():
+            decisions.append(Decision(item, "skip", f"{item.output} exists and is not from an nst run here "
+                                                    f"(use --overwrite)"))
+        elif row is not None and row["config_hash"] != digest:
+            decisions.append(Decision(item, "do", "settings or style changed since it was made"))
+        else:
+            decisions.append(Decision(item, "do", "failed before" if row is not None and row["state"] == FAILED
+                                      else "resume" if row is not None else "new"))
+    return decisions
+
+
+# ---------------------------------------------------------------- videos
+@dataclass
+class VideoState:
+    item: Item
+    specs: list[SegmentSpec]
+    fps: object
+    has_audio: bool
+    done: set[int] = field(default_factory=set)
+    seconds: float = 0.0
+
+
+def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
+    """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan."""
+    from pipeline.frames import probe, read_frames
+    from pipeline.temporal import CutDetector
+
+    info = probe(item.source)
+    specs = ledger.segment_specs(item.id)
+    if not specs:
+        detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
+        starts, count = [], 0
+        for index, frame in enumerate(read_frames(item.source, 160)):  # cuts are judged on small frames
+            if detector.push(frame):
+                starts.append(index)
+            count += 1
+        if count == 0:
+            raise InputError(item.source, "no frame could be decoded")
+        if count != info.frame_count:
+            log.info("%s: the container says %d frames, %d decode; using %d", item.source, info.frame_count,
+                     count, count)
+        overlap = cfg.video.segment_overlap
+        length = cfg.video.segment_frames or auto_segment_frames(count, workers, overlap)
+        specs = plan_segments(count, starts, length, overlap)
+        ledger.set_segments(item.id, specs, digest)
+        log.info("%s: %d frames, %d shot(s), %d segment(s)", item.id, count, len(starts), len(specs))
+    done = {r["idx"] for r in ledger.segments(item.id) if r["state"] == DONE}
+    seconds = sum(r["seconds"] or 0.0 for r in ledger.segments(item.id) if r["state"] == DONE)
+    return VideoState(item, specs, info.fps, info.has_audio, done, seconds)
+
+
+def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
+    """All segments are on disk: cross-fade the overlaps, encode atomically, drop the frames."""
+    from pipeline.frames import encode_video
+
+    encode_video(assembled_frames(out_dir, state.item.id, state.specs), state.item.output, state.fps,
+                 state.item.source if state.has_audio else None, crf=cfg.video.crf)
+    if not cfg.video.save_frames:
+        shutil.rmtree(frames_dir(out_dir, state.item.id), ignore_errors=True)
+
+
+def read_segment_frames(item: Item, spec: SegmentSpec, size: int) -> np.ndarray:
+    from pipeline.frames import read_frames
+
+    frames = [f.astype(np.uint8) for f in read_frames(item.source, size, spec.start, spec.stop)]
+    if len(frames) != spec.stop - spec.start:
+        raise InputError(item.source, f"only {len(frames)} of frames {spec.start}-{spec.stop - 1} decode")
+    return np.stack(frames)
+
+
+# ---------------------------------------------------------------- the run
+def _progress(quiet: bool) -> Progress | None:
+    if quiet:
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        console.print(message, highlight=False)
+
+
+def run(opts: RunOptions) -> RunResult:
+    from pipeline.scheduling import Task, WorkerPool, plan_workers, start_ray, stop_ray
+
+    cfg = opts.config
+    out_dir = Path(opts.out_dir)
+    weights = check_style_weights(opts.styles, opts.style_weights)
+    for style in opts.styles:
+        if not Path(style).is_file():
+            raise InputError(style, "style image not found")
+    digest = config_hash(cfg, opts.styles, weights)
+    plan = discover(opts.inputs, out_dir, cfg.image.format, max_pixels=cfg.image.max_pixels)
+    result = RunResult(config_hash=digest, refused=len(plan.refused))
+    started = time.time()
+
+    if opts.dry_run:
+        ledger = Ledger(out_dir, readonly=True) if db_path(out_dir).is_file() else None
+        try:
+            for d in decide(plan, ledger, digest, opts.overwrite):
+                console.print(f"{'would do' if d.action == 'do' else 'skip':8s}  {d.item.kind:5s}  {d.item.source} -> "
+                              f"{d.item.output}  ({d.reason})", highlight=False)
+                result.done += d.action == "do"
+                result.skipped += d.action == "skip"
+        finally:
+            if ledger is not None:
+                ledger.close()
+        for refusal in plan.refused:
+            console.print(f"refuse    {refusal.source}: {refusal.reason}", highlight=False)
+        console.print(f"{result.done} to do, {result.skipped} to skip, {result.refused} refused "
+                      f"(config {digest})", highlight=False)
+        return result
+
+    style_arrays = load_styles(opts.styles, cfg.image.max_pixels)
+    init = None
+    if cfg.optim.init not in ("content", "noise"):
+        init = load_image(Path(cfg.optim.init), cfg.image.max_pixels).rgb
+    for refusal in plan.refused:
+        _say(opts.quiet, f"[yellow]refused[/yellow] {refusal.source}: {refusal.reason}")
+
+    lock = DriverLock(out_dir)
+    lock.acquire()
+    ledger = Ledger(out_dir)
+    ledger.recover_stale()  # a killed driver's running rows: pending again
+    run_id = ledger.start_run(digest, _settings(opts, weights, digest))
+    decisions = decide(plan, ledger, digest, opts.overwrite)
+    todo: list[Item] = []
+    skipped: dict[str, str] = {}
+    for d in decisions:
+        if d.action == "skip":
+            skipped[d.item.id] = d.reason
+            continue
+        ledger.upsert_item(d.item.id, d.item.kind, d.item.source, d.item.output, digest, force=opts.overwrite
+                           or (ledger.item(d.item.id) is not None and ledger.item(d.item.id)["state"] == DONE))
+        todo.append(d.item)
+    result.skipped = len(skipped)
+    done_now: set[str] = set()
+    ray_started = False
+    pool = None
+    status = "interrupted"
+    try:
+        if todo:
+            ray_started = start_ray(opts.address, quiet=opts.quiet)
+            import ray
+
+            workers = cfg.run.workers if opts.workers is None else opts.workers
+            gpus = cfg.run.gpus_per_worker if opts.gpus_per_worker is None else opts.gpus_per_worker
+            worker_plan = plan_workers(ray.cluster_resources(), workers, gpus)
+            ledger.set_run_workers(run_id, worker_plan.count)
+            _say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
+                             f"{len(plan.refused)} refused; {worker_plan.reason}")
+            pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options)
+            result.workers = pool.start(timeout=900)
+            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, Task)
+        status = "finished"
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        stop_ray(ray_started)
+        if status != "finished":
+            ledger.recover_stale()  # what was running is simply pending for the next run
+        ledger.finish_run(run_id, status)
+        records = _records(plan, ledger, skipped, done_now)
+        ledger.close()
+        lock.release()
+    result.records = records
+    result.done = sum(r["state"] == "done" for r in records)
+    result.failed = sum(r["state"] == "failed" for r in records)
+    from pipeline.report import write_report
+
+    _, result.report = write_report(out_dir, records, _settings(opts, weights, digest), started, time.time())
+    _say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
+                     f"{result.refused} refused; report: {result.report}")
+    return result
+
+
+def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: list[Item], pool: object,
+               worker_count: int, done_now: set[str], Task: type) -> None:  # noqa: N803
+    cfg = opts.config
+    out_dir = Path(opts.out_dir)
+    emit = opts.on_event or (lambda kind, data: None)
+    tasks = []
+    videos: dict[str, VideoState] = {}
+    failed_items: set[str] = set()
+
+    def fail_item(item: Item, reason: str) -> None:
+        failed_items.add(item.id)
+        ledger.mark_failed(item.id, reason)
+        console.print(f"[red]failed[/red] {item.source}: {reason}", highlight=False)  # even with --quiet
+        emit("failure", {"item": item.id, "reason": reason})
+
+    for item in todo:
+        ledger.mark_running(item.id, run_id)
+        if item.kind == "image":
+            def args(item: Item = item) -> tuple:
+                try:
+                    data = item.source.read_bytes()
+                except OSError as exc:
+                    raise InputError(item.source, f"cannot be read ({exc.strerror or exc})") from exc
+                return item.id, item.source.name, data, item.output.suffix
+
+            tasks.append(Task(("image", item.id), "stylize_image", args, str(item.source), extra={"item": item}))
+            continue
+        try:
+            state = prepare_video(item, ledger, cfg, digest, worker_count)
+        except NstError as exc:
+            fail_item(item, getattr(exc, "reason", None) or exc.message)
+            continue
+        videos[item.id] = state
+        if len(state.done) == len(state.specs):  # every segment survived the last run: only encode
+            _finish(opts, ledger, state, done_now, fail_item)
+            continue
+        for spec in state.specs:
+            if spec.idx in state.done:
+                continue
+
+            def seg_args(item: Item = item, spec: SegmentSpec = spec) -> tuple:
+                return item.id, spec.idx, read_segment_frames(item, spec, cfg.image.size), cfg.video.temporal
+
+            tasks.append(Task(("segment", item.id, spec.idx), "stylize_segment", seg_args,
+                              f"{item.source} frames {spec.start}-{spec.stop - 1}", extra={"item": item, "spec": spec}))
+
+    progress = _progress(opts.quiet)
+    bar = progress.add_task("stylizing", total=len(tasks)) if progress else None
+
+    def advance() -> None:
+        if progress is not None:
+            progress.advance(bar)
+
+    def on_submit(task: object, slot: object) -> None:
+        item: Item = task.extra["item"]
+        if "spec" in task.extra:
+            ledger.mark_segment_attempt(item.id, task.extra["spec"].idx, slot.name, slot.info["node"])
+        else:
+            ledger.mark_attempt(item.id, slot.name, slot.info["node"])
+        emit("submit", {"key": task.key, "item": item.id, "worker": slot.name, "pid": slot.info["pid"],
+                        "node": slot.info["node"], "attempt": task.attempts})
+
+    def on_result(task: object, res: dict) -> None:
+        item: Item = task.extra["item"]
+        advance()
+        emit("result", {"key": task.key, "item": item.id, "worker": res["worker"], "pid": res["pid"],
+                        "seconds": res["seconds"], "optim_seconds": res["optim_seconds"]})
+        if "spec" not in task.extra:
+            write_bytes_atomic(item.output, res["data"])  # the driver writes; workers need no shared disk
+            ledger.mark_done(item.id, res["worker"], res["node"], res["seconds"], res["pid"])
+            done_now.add(item.id)
+            _say(opts.quiet, f"wrote {item.output} ({res['seconds']:.1f} s on {res['worker']} @ {res['node']})")
+            return
+        spec: SegmentSpec = task.extra["spec"]
+        state = videos[item.id]
+        if item.id in failed_items:
+            return
+        write_segment_frames(out_dir, item.id, spec, res["frames"])
+        ledger.mark_segment_done(item.id, spec.idx, res["worker"], res["node"], res["seconds"], res["pid"])
+        state.done.add(spec.idx)
+        state.seconds += res["seconds"]
+        if len(state.done) == len(state.specs):
+            _finish(opts, ledger, state, done_now, fail_item)
+
+    def on_failure(task: object, reason: str) -> None:
+        item: Item = task.extra["item"]
+        advance()
+        if "spec" in task.extra:
+            ledger.mark_segment_failed(item.id, task.extra["spec"].idx, reason)
+        if item.id not in failed_items:
+            fail_item(item, reason)
+
+    def on_retry(task: object, reason: str) -> None:
+        item: Item = task.extra["item"]
+        if "spec" in task.extra:
+            ledger.mark_segment_pending(item.id, task.extra["spec"].idx, reason)
+        else:
+            ledger.mark_pending(item.id, reason)
+        _say(opts.quiet, f"[yellow]retrying[/yellow] {task.label}: {reason}")
+
+    if progress is not None:
+        progress.start()
+    try:
+        pool.run(tasks, on_submit, on_result, on_failure, on_retry, max_attempts=cfg.run.max_attempts,
+                 max_in_flight=cfg.run.max_in_flight)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _finish(opts: RunOptions, ledger: Ledger, state: VideoState, done_now: set[str],
+            fail_item: Callable[[Item, str], None]) -> None:
+    try:
+        finish_video(state, Path(opts.out_dir), opts.config)
+    except NstError as exc:
+        fail_item(state.item, exc.message)
+        return
+    ledger.mark_done(state.item.id, None, None, state.seconds)
+    done_now.add(state.item.id)
+    _say(opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {state.seconds:.1f} s of work)")
+
+
+def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[str]) -> list[dict]:
+    records = []
+    for item in plan.items:
+        row = ledger.item(item.id)
+        base = {"id": item.id, "kind": item.kind, "source": str(item.source), "output": str(item.output),
+                "reason": "", "seconds": None, "worker": None, "node": None}
+        if item.id in skipped:
+            records.append({**base, "state": "skipped", "reason": skipped[item.id],
+                            "seconds": row["seconds"] if row is not None else None})
+            continue
+        if row is None:
+            continue
+        state = {DONE: "done", FAILED: "failed"}.get(row["state"], "failed")
+        reason = row["error"] or ("" if state == "done" else f"left {row['state']}")
+        records.append({**base, "state": state, "reason": reason if state != "done" else "",
+                        "seconds": row["seconds"], "worker": row["worker"], "node": row["node"]})
+    for refusal in plan.refused:
+        records.append({"id": str(refusal.source), "kind": "", "source": str(refusal.source), "output": "",
+                        "state": "refused", "reason": refusal.reason, "seconds": None, "worker": None, "node": None})
+    return records
+
+
+# ---------------------------------------------------------------- status and info
+def status_lines(out_dir: Path) -> tuple[list[str], int]:
+    """What `nst status` prints, from the ledger alone; the int is the number of failed items."""
+    out_dir = Path(out_dir)
+    with Ledger(out_dir, readonly=True) as ledger:
+        counts = ledger.counts()
+        segs = ledger.segment_counts()
+        active = driver_active(out_dir)
+        last = ledger.last_run()
+        rows = ledger.items()
+        seg_rows = ledger.conn.execute("SELECT * FROM segments").fetchall()
+    lines = []
+    if last is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
+        lines.append(f"last run: started {when}, config {last['config_hash']}, "
+                     f"{last['workers'] or '?'} worker(s), {'RUNNING now' if active else last['status']}")
+    running = counts["running"] if active else 0
+    stale = counts["running"] - running
+    remaining = counts[PENDING] + counts["running"]
+    lines.append(f"items: {counts[DONE]} done, {running} running, {counts[FAILED]} failed, {remaining} remaining"
+                 + (f" ({stale} interrupted, redone on the next run)" if stale else ""))
+    if sum(segs.values()):
+        lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
+                     f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining")
+    if active:
+        for row in rows:
+            if row["state"] == "running" and row["kind"] == "image":
+                lines.append(f"  running  {row['id']} on {row['worker']} @ {row['node']}")
+    for row in rows:
+        if row["state"] == FAILED:
+            lines.append(f"  failed   {row['id']}: {row['error']}")
+    eta = _eta(rows, seg_rows, (last["workers"] if last is not None else 0) or 1)
+    if remaining and eta is not None:
+        lines.append(f"ETA: about {_duration(eta)} of work left at {(last['workers'] if last else 1) or 1} worker(s)"
+                     + ("" if active else " (no run in progress: rerun the same command to resume)"))
+    elif remaining:
+        lines.append("ETA: unknown until something finishes" + ("" if active else "; no run in progress"))
+    return lines, counts[FAILED]
+
+
+def _eta(rows: list, seg_rows: list, workers: int) -> float | None:
+    image_times = [r["seconds"] for r in rows if r["kind"] == "image" and r["state"] == DONE and r["seconds"]]
+    seg_times = [r["seconds"] for r in seg_rows if r["state"] == DONE and r["seconds"]]
+    images_left = sum(1 for r in rows if r["kind"] == "image" and r["state"] in (PENDING, "running"))
+    segs_left = sum(1 for r in seg_rows if r["state"] in (PENDING, "running"))
+    work = 0.0
+    if images_left:
+        if not image_times:
+            return None
+        work += images_left * float(np.mean(image_times))
+    if segs_left:
+        if not seg_times:
+            return None
+        work += segs_left * float(np.mean(seg_times))
+    return work / max(1, workers)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def info_lines(address: str | None = None) -> list[str]:
+    """Devices as Ray and TensorFlow see them, on every node (a tiny local runtime if none is given)."""
+    import ray
+
+    from pipeline.scheduling import start_ray, stop_ray
+
+    started = start_ray(address, num_cpus=1 if not (address or os.environ.get("RAY_ADDRESS")) else None)
+    try:
+        lines = [f"Ray {ray.__version__}: {'embedded local runtime (127.0.0.1)' if started else 'cluster'}"]
+        total = ray.cluster_resources()
+        lines.append("cluster resources: " + ", ".join(f"{k}={v:g}" for k, v in sorted(total.items())
+                                                       if not k.startswith("node:") and k != "object_store_memory"
+                                                       and k != "memory")
+                     + f", memory={total.get('memory', 0) / 1e9:.1f} GB")
+
+        @ray.remote(num_cpus=0)
+        def probe_node() -> dict:
+            from pipeline.tfsetup import tf
+
+            return {"host": os.uname().nodename, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "tf": tf.__version__,
+                    "devices": [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]}
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            res = node.get("Resources", {})
+            gpus = res.get("GPU", 0)
+            ref = probe_node.options(num_gpus=gpus, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node["NodeID"], soft=False)).remote()
+            seen = ray.get(ref, timeout=300)
+            lines.append(f"node {node['NodeManagerAddress']} ({seen['host']}, {node['NodeID'][:8]}): "
+                         f"CPU={res.get('CPU', 0):g} GPU={gpus:g}")
+            lines.append(f"  TensorFlow {seen['tf']} sees: {', '.join(seen['devices']) or 'nothing'}")
+            lines.append(f"  CUDA_VISIBLE_DEVICES={seen['cuda_visible_devices']!s} ray.get_gpu_ids()={seen['gpu_ids']}")
+        from pipeline.scheduling import plan_workers
+
+        lines.append(f"nst run would start: {plan_workers(total).reason}")
+        return lines
+    finally:
+        stop_ray(started)

@@ -1,0 +1,374 @@
+"""Ray side of a run: the runtime, the worker actors, and the driver loop that feeds them.
+
+Each StylizeWorker loads VGG-19 once (in ``__init__``) and keeps the style Gram targets cached;
+the style arrays travel once through the object store. Workers never touch the output folder:
+they return encoded PNG bytes and the driver writes them, so nodes need no shared file system.
+The driver keeps at most ``max_in_flight`` calls queued per worker (``ray.wait`` loop), retries
+work lost with a dead worker on a fresh one, and fails deterministic input errors at once.
+
+This module must not import TensorFlow at the top: a worker sets its thread counts first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+
+from pipeline.config import Config
+from pipeline.errors import NstError
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOST = "127.0.0.1"
+WORKER_MEMORY_BYTES = 1_500_000_000  # VGG-19 + TF runtime + activations at 512 px, per worker
+
+
+# ---------------------------------------------------------------- runtime
+def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+              quiet: bool = True) -> bool:
+    """Joins ``address`` (or RAY_ADDRESS), else starts an embedded local runtime; True if it started one.
+
+    The embedded runtime runs without the dashboard and advertises 127.0.0.1 as its node address,
+    so nothing it starts expects connections from other machines.
+    """
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common: dict[str, Any] = {"namespace": "nst", "log_to_driver": not quiet, "configure_logging": False}
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise NstError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+        return False
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCAL_HOST,
+             _node_ip_address=LOCAL_HOST, **common)
+    return True
+
+
+def stop_ray(started: bool) -> None:
+    if started and ray.is_initialized():
+        ray.shutdown()
+
+
+# ---------------------------------------------------------------- how many workers
+@dataclass(frozen=True)
+class WorkerPlan:
+    count: int
+    num_cpus: float  # reserved per actor in Ray's accounting
+    num_gpus: float
+    threads: int  # TensorFlow intra-op threads per worker
+    reason: str
+
+
+def plan_workers(resources: dict[str, float], workers: int = 0, gpus_per_worker: float | None = None) -> WorkerPlan:
+    """One worker per GPU; on CPUs, enough workers x threads to use the cores without oversubscribing.
+
+    Convolutions scale well to a few threads but not to many, and independent images scale
+    perfectly, so CPU nodes get many narrow workers (1 thread up to 4 cores, then 2, then 4),
+    capped by memory (about 1.5 GB per worker).
+    """
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = float(resources.get("GPU", 0))
+    memory = float(resources.get("memory", 0)) or float("inf")
+    per_gpu = 1.0 if gpus_per_worker is None else gpus_per_worker
+    if gpus > 0 and per_gpu > 0:
+        count = workers or max(1, int(gpus // per_gpu))
+        threads = max(1, cpus // count)
+        return WorkerPlan(count, min(1.0, cpus / count), per_gpu, threads,
+                          f"{count} GPU worker(s), {per_gpu:g} GPU each")
+    if workers:
+        threads = max(1, cpus // workers)
+        return WorkerPlan(workers, min(float(threads), cpus / workers), 0.0, threads,
+                          f"{workers} CPU worker(s) as asked, {threads} thread(s) each on {cpus} cores")
+    threads = 1 if cpus <= 4 else 2 if cpus <= 16 else 4
+    count = max(1, cpus // threads)
+    by_memory = max(1, int(memory // WORKER_MEMORY_BYTES))
+    if by_memory < count:
+        count = by_memory
+        threads = max(1, cpus // count)
+    return WorkerPlan(count, float(threads), 0.0, threads,
+                      f"{count} CPU worker(s) x {threads} thread(s) on {cpus} cores")
+
+
+# ---------------------------------------------------------------- the actor
+def _node_label() -> str:
+    context = ray.get_runtime_context()
+    return f"{socket.gethostname()}/{context.get_node_id()[:8]}"
+
+
+def _set_threads(threads: int) -> None:
+    """Before TensorFlow is imported in this process: its pools are sized once, at start-up."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1" if threads <= 2 else "2"
+
+
+@ray.remote(max_restarts=0)
+class StylizeWorker:
+    """Holds one Stylizer (VGG-19 loaded once) and the run's styles; stylizes images and video segments."""
+
+    def __init__(self, name: str, config: Config, styles: list[np.ndarray], style_weights: list[float],
+                 init: np.ndarray | None, threads: int) -> None:
+        _set_threads(threads)
+        from pipeline.tfsetup import tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["TF_NUM_INTEROP_THREADS"]))
+        except RuntimeError:  # the runtime was initialised already; the environment variables hold
+            pass
+        from pipeline.stylizer import Stylizer
+
+        self.name = name
+        self.config = config
+        self.styles = [np.asarray(s, np.float32) for s in styles]
+        self.style_weights = list(style_weights)
+        self.init = init
+        started = time.perf_counter()
+        self.stylizer = Stylizer(config)
+        self.load_seconds = time.perf_counter() - started
+        self.node = _node_label()
+
+    def describe(self) -> dict:
+        from pipeline.tfsetup import tf
+
+        return {"name": self.name, "pid": os.getpid(), "node": self.node, "host": socket.gethostname(),
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "tf_devices": [d.name for d in tf.config.list_logical_devices()],
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+                "load_seconds": self.load_seconds}
+
+    def _who(self) -> dict:
+        return {"worker": self.name, "node": self.node, "pid": os.getpid()}
+
+    def stylize_image(self, item_id: str, filename: str, data: bytes, output_suffix: str) -> dict:
+        """Source bytes in, encoded output bytes out; files only in this worker's own temp folder."""
+        from pipeline.imagejob import ImageJob, stylize_file
+
+        started = time.perf_counter()
+        scale_seconds: dict[int, float] = {}
+
+        def on_iterate(it: Any) -> None:  # the optimiser's own clock, per scale (overhead accounting)
+            scale_seconds[it.scale] = it.elapsed
+
+        with tempfile.TemporaryDirectory(prefix="nst-") as tmp:
+            source = Path(tmp) / f"in{Path(filename).suffix}"
+            source.write_bytes(data)
+            output = Path(tmp) / f"out{output_suffix}"
+            try:
+                outcome = stylize_file(self.stylizer, ImageJob(source, output), self.styles, self.style_weights,
+                                       self.config, init=self.init, callback=on_iterate)
+            except NstError as exc:  # a property of the input: retrying elsewhere cannot help
+                reason = getattr(exc, "reason", None) or exc.message.replace(str(source), filename)
+                return {"ok": False, "deterministic": True, "error": reason, **self._who()}
+            payload = output.read_bytes()
+        return {"ok": True, "data": payload, "seconds": time.perf_counter() - started,
+                "optim_seconds": sum(scale_seconds.values()), "evaluations": outcome.evaluations,
+                "size": outcome.size, **self._who()}
+
+    def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str) -> dict:
+        """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out."""
+        from pipeline.segments import encode_png
+        from pipeline.video import stylize_sequence
+
+        started = time.perf_counter()
+        optim = [0.0]
+
+        def on_frame(_index: int, result: Any) -> None:
+            optim[0] += result.seconds
+
+        try:
+            out = stylize_sequence(self.stylizer, [f.astype(np.float32) for f in frames], self.styles,
+                                   self.style_weights, self.config, mode=mode, callback=on_frame)
+        except NstError as exc:
+            return {"ok": False, "deterministic": True, "error": exc.message, **self._who()}
+        pngs = [encode_png(frame) for frame in out]
+        return {"ok": True, "frames": pngs, "seconds": time.perf_counter() - started, "optim_seconds": optim[0],
+                **self._who()}
+
+
+# ---------------------------------------------------------------- the driver loop
+@dataclass
+class Task:
+    """One call on a worker: ``method`` with ``args()`` built at submit time (payloads stay bounded)."""
+
+    key: tuple
+    method: str
+    args: Callable[[], tuple]
+    label: str
+    attempts: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class WorkerSlot:
+    name: str
+    handle: Any
+    info: dict
+    generation: int = 0
+    in_flight: int = 0
+    alive: bool = True
+
+
+class WorkerPool:
+    """Creates the actors, replaces dead ones, and runs tasks through them with bounded in-flight work."""
+
+    def __init__(self, config: Config, plan: WorkerPlan, styles: Sequence[np.ndarray], style_weights: Sequence[float],
+                 init: np.ndarray | None = None, worker_options: Sequence[dict] | None = None) -> None:
+        self.config = config
+        self.plan = plan
+        self.styles_ref = ray.put([np.asarray(s, np.float32) for s in styles])  # once for every worker
+        self.style_weights = list(style_weights)
+        self.init_ref = ray.put(init) if init is not None else None
+        self.worker_options = list(worker_options or [])
+        self.slots: list[WorkerSlot] = []
+        self.replacements = 0
+
+    def _options(self, index: int) -> dict:
+        options: dict[str, Any] = {"num_cpus": self.plan.num_cpus, "num_gpus": self.plan.num_gpus,
+                                   "scheduling_strategy": "SPREAD"}
+        if index < len(self.worker_options):
+            options.update(self.worker_options[index])
+        return options
+
+    def _create(self, index: int, name: str) -> Any:
+        return StylizeWorker.options(**self._options(index)).remote(
+            name, self.config, self.styles_ref, self.style_weights, self.init_ref, self.plan.threads)
+
+    def start(self, timeout: float | None = None) -> list[dict]:
+        """Starts every worker and waits until each has loaded VGG-19; returns what each reports."""
+        handles = [(f"worker-{i}", self._create(i, f"worker-{i}")) for i in range(self.plan.count)]
+        infos = self._describe_all([h for _, h in handles], timeout)
+        self.slots = [WorkerSlot(name, handle, info) for (name, handle), info in zip(handles, infos)]
+        for slot in self.slots:
+            log.info("%s on %s pid %s, CUDA_VISIBLE_DEVICES=%s, %s intra-op threads", slot.name, slot.info["node"],
+                     slot.info["pid"], slot.info["cuda_visible_devices"], slot.info["intra_op_threads"])
+        return [s.info for s in self.slots]
+
+    def _describe_all(self, handles: list[Any], timeout: float | None) -> list[dict]:
+        refs = [h.describe.remote() for h in handles]
+        try:
+            return ray.get(refs, timeout=timeout)
+        except GetTimeoutError as exc:
+            raise NstError(f"the Ray workers did not start within {timeout:.0f} s; the cluster may lack "
+                           f"{self.plan.num_cpus:g} CPU / {self.plan.num_gpus:g} GPU per worker "
+                           f"(`nst info` shows what it has)") from exc
+        except RayActorError as exc:
+            raise NstError(f"a Ray worker died while loading the model: {exc}") from exc
+
+    def replace(self, slot: WorkerSlot) -> None:
+        """A fresh actor in the dead one's place (it reloads VGG-19; the lost tasks are requeued)."""
+        index = self.slots.index(slot)
+        try:
+            ray.kill(slot.handle, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is dead already
+            pass
+        self.replacements += 1
+        slot.generation += 1
+        base = slot.name.split("~")[0]
+        slot.name = f"{base}~{slot.generation}"
+        slot.handle = self._create(index, slot.name)
+        slot.in_flight = 0
+        try:
+            slot.info = ray.get(slot.handle.describe.remote(), timeout=600)
+            slot.alive = True
+            log.warning("replaced a dead worker with %s (pid %s)", slot.name, slot.info["pid"])
+        except (RayActorError, GetTimeoutError) as exc:
+            slot.alive = False
+            log.error("could not replace a dead worker: %s", exc)
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - best effort at the end
+                pass
+        self.slots = []
+
+    def run(self, tasks: Iterable[Task], on_submit: Callable[[Task, WorkerSlot], None],
+            on_result: Callable[[Task, dict], None], on_failure: Callable[[Task, str], None],
+            on_retry: Callable[[Task, str], None] | None = None, max_attempts: int = 3,
+            max_in_flight: int = 2, poll: float = 0.5, on_idle: Callable[[], None] | None = None) -> None:
+        """Feeds every task to the workers; each ends in exactly one on_result or on_failure call.
+
+        A worker that dies (process killed, node lost) takes its queued calls with it; those
+        tasks go back to the front of the queue, up to ``max_attempts`` tries each, and the worker
+        is replaced. A worker that reports a deterministic input error fails the task at once.
+        """
+        queue: deque[Task] = deque(tasks)
+        in_flight: dict[Any, tuple[Task, WorkerSlot, int]] = {}
+
+        def retry_or_fail(task: Task, reason: str) -> None:
+            if task.attempts < max_attempts:
+                if on_retry is not None:
+                    on_retry(task, reason)
+                queue.appendleft(task)
+            else:
+                on_failure(task, f"{reason} (gave up after {task.attempts} attempts)")
+
+        while queue or in_flight:
+            live = [s for s in self.slots if s.alive]
+            if not live and not in_flight:
+                while queue:
+                    on_failure(queue.popleft(), "no Ray worker is left alive")
+                break
+            while queue:
+                free = [s for s in live if s.in_flight < max_in_flight]
+                if not free:
+                    break
+                slot = min(free, key=lambda s: s.in_flight)
+                task = queue.popleft()
+                task.attempts += 1
+                try:
+                    args = task.args()
+                except NstError as exc:  # the driver could not read the input
+                    on_failure(task, getattr(exc, "reason", None) or exc.message)
+                    continue
+                on_submit(task, slot)
+                ref = getattr(slot.handle, task.method).remote(*args)
+                in_flight[ref] = (task, slot, slot.generation)
+                slot.in_flight += 1
+            if not in_flight:
+                continue
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll)
+            if not ready and on_idle is not None:
+                on_idle()
+            for ref in ready:
+                task, slot, generation = in_flight.pop(ref)
+                if slot.generation == generation:
+                    slot.in_flight -= 1
+                try:
+                    result = ray.get(ref)
+                except (RayActorError, WorkerCrashedError, ObjectLostError) as exc:
+                    reason = f"worker {slot.name if slot.generation == generation else 'replaced'} died " \
+                             f"({type(exc).__name__})"
+                    log.warning("%s: %s", task.label, reason)
+                    if slot.generation == generation:  # first news of this death: replace the actor
+                        self.replace(slot)
+                    retry_or_fail(task, reason)
+                    continue
+                except RayTaskError as exc:  # an unexpected exception inside the worker
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    retry_or_fail(task, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+                    continue
+                if result.get("ok"):
+                    on_result(task, result)
+                elif result.get("deterministic"):
+                    on_failure(task, result["error"])
+                else:
+                    retry_or_fail(task, result.get("error", "unknown error"))
