@@ -192,6 +192,67 @@ def eval_temporal(source: Annotated[Path, typer.Argument(help="The source video.
                f"ratio {result['stylized'] / max(result['source'], 1e-12):.2f}")
 
 
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", help="Join a Ray cluster: auto or HOST:PORT (default: RAY_ADDRESS, else a local runtime).")]
+
+
+@app.command("run")
+def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, videos or folders (walked recursively).")],
+                style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
+                config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None,
+                iterations: ItersOpt = None, optimizer: OptimizerOpt = None,
+                content_loss_weight: ContentWOpt = None, style_loss_weight: StyleWOpt = None,
+                tv_weight: TvOpt = None, init: InitOpt = None, preserve_colors: ColorsOpt = None,
+                pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
+                precision: PrecisionOpt = None, format: FormatOpt = None, keep_resolution: KeepResOpt = None,
+                address: AddressOpt = None,
+                workers: Annotated[Optional[int], typer.Option(
+                    "--workers", min=1, help="Number of Ray workers (default: one per GPU, or fitted to the cores).")
+                ] = None,
+                gpus_per_worker: Annotated[Optional[float], typer.Option(
+                    "--gpus-per-worker", min=0.0, help="GPUs per worker (0 = CPU workers even if GPUs exist).")
+                ] = None,
+                dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done, skipped and "
+                                                                        "refused; compute nothing.")] = False,
+                overwrite: Annotated[bool, typer.Option("--overwrite", "--force",
+                                                        help="Redo everything, also finished items.")] = False,
+                quiet: QuietOpt = False) -> None:
+    """Stylize a batch of photos and videos on Ray workers; rerun the same command to resume."""
+    from pipeline.runner import RunOptions, run
+
+    cfg = build_config(config, preset, size=size, iterations=iterations, optimizer=optimizer,
+                       content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
+                       tv_weight=tv_weight, init=init, preserve_colors=preserve_colors, pooling=pooling,
+                       style_scale=style_scale, scales=scales, precision=precision, format=format,
+                       keep_resolution=keep_resolution)
+    result = run(RunOptions(inputs=inputs, styles=style, out_dir=output, config=cfg, style_weights=style_weight,
+                            address=address, workers=workers, gpus_per_worker=gpus_per_worker, dry_run=dry_run,
+                            overwrite=overwrite, quiet=quiet))
+    if not dry_run and result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def status(output: Annotated[Path, typer.Argument(help="The output folder of a run.")] = Path("output")) -> None:
+    """Done, running, failed (with reasons), remaining and an ETA, from the run's ledger."""
+    from pipeline.runner import status_lines
+
+    lines, failed = status_lines(output)
+    for line in lines:
+        typer.echo(line)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(address: AddressOpt = None) -> None:
+    """The devices Ray and TensorFlow see on each node (starts a tiny local runtime if none is given)."""
+    from pipeline.runner import info_lines
+
+    for line in info_lines(address):
+        typer.echo(line)
+
+
 def run_cli() -> None:
     """Console-script entry: NstError becomes one line and exit code 1 (traceback with --debug)."""
     try:
