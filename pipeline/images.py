@@ -34,6 +34,10 @@ EXTENSION_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "
 FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
 IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 _SRGB = ImageCms.createProfile("sRGB")
+# A TIFF's tags come back from getexif() with the camera tags: its size, strips, compression and
+# sample layout describe the source pixels and would corrupt a written file, so they are dropped.
+_STRUCTURE_TAGS = frozenset({256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
+                             338, 339, 340, 341, 530, 531, 532, 34675})
 
 
 @dataclass
@@ -188,6 +192,8 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
     alpha = None if alpha_image is None else np.asarray(alpha_image, np.uint8).copy()
     if exif:
         exif[0x0112] = 1  # orientation already applied to the pixels
+        for tag in _STRUCTURE_TAGS.intersection(exif):
+            del exif[tag]
     return LoadedImage(path, np.ascontiguousarray(rgb), alpha, exif.tobytes() if exif else None,
                        source_format, source_mode, frames, original_size)
 

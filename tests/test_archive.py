@@ -1,0 +1,251 @@
+"""A messy photo archive, as people really have them, through discover() and stylize_file()."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_images import (exif_bytes, left_red_right_blue, swapped_rgb_profile, write_bomb_png,
+                         write_png16)
+
+from pipeline import config as config_mod
+from pipeline.discover import Item, describe_plan, discover
+from pipeline.errors import InputError, NstError
+from pipeline.imagejob import ImageJob, stylize_file
+from pipeline.stylizer import Stylizer
+
+ODD_DIR = "Ünïcödé 写真/it's a \"quoted\" dir"
+
+# id -> (output name relative to out/, output size, output mode); every good file of the archive.
+GOOD = {
+    "Photos/2019 Summer/IMG_0001 rotated.jpg": ("Photos/2019 Summer/IMG_0001 rotated.jpg", (36, 48), "RGB"),
+    "Photos/2019 Summer/cmyk.jpg": ("Photos/2019 Summer/cmyk.jpg", (48, 36), "RGB"),
+    "Photos/scans/grey16.png": ("Photos/scans/grey16.png", (48, 36), "RGB"),
+    "Photos/scans/rgb16.png": ("Photos/scans/rgb16.png", (48, 36), "RGB"),
+    "Photos/scans/grey.jpg": ("Photos/scans/grey.jpg", (48, 36), "RGB"),
+    "Photos/web/logo.png": ("Photos/web/logo.png", (48, 36), "RGBA"),
+    "Photos/web/anim.gif": ("Photos/web/anim.png", (48, 36), "RGB"),
+    "Photos/web/pic.webp": ("Photos/web/pic.webp", (48, 36), "RGB"),
+    f"Photos/{ODD_DIR}/photo's \"best\" one.tif": (f"Photos/{ODD_DIR}/photo's \"best\" one.tif", (48, 36), "RGB"),
+    "Photos/misc/old scan.bmp": ("Photos/misc/old scan.png", (48, 36), "RGB"),
+    "Photos/misc/swapped profile.png": ("Photos/misc/swapped profile.png", (48, 36), "RGB"),
+    "Photos/phone/IMG_1234.heic": ("Photos/phone/IMG_1234.jpg", (36, 48), "RGB"),
+    "Photos/dups/photo.JPG": ("Photos/dups/photo.jpg", (48, 36), "RGB"),
+    "Photos/dups/photo.jpeg": ("Photos/dups/photo-jpeg.jpg", (48, 36), "RGB"),
+    "Photos/bad/truncated.jpg": ("Photos/bad/truncated.jpg", None, None),  # passes discover, fails to decode
+}
+REFUSED = {  # path relative to the archive's parent -> words the reason must contain
+    "Photos/bad/bomb.png": "exceeds the limit",
+    "Photos/bad/notes.txt": "not a photo or video",
+    "Photos/bad/.DS_Store": "not a photo or video",
+    "Photos/bad/empty.jpg": "empty file",
+    "Photos/bad/liar.jpg": "not an image",
+    "Photos/bad/broken link.jpg": "broken symbolic link",
+    "Photos/bad/self link.jpg": "symbolic link loop",
+    "Photos/loop": "symbolic link loop",
+}
+
+
+def gradient(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 / width, y * 255 / height, np.full_like(x, 120.0)], -1).astype(np.uint8)
+
+
+def make_messy_archive(parent: Path) -> Path:
+    root = parent / "Photos"
+    for sub in ("2019 Summer", "scans", "web", ODD_DIR, "misc", "phone", "dups", "bad"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rgb = Image.fromarray(gradient(64, 48))
+    left_red_right_blue(80, 60).save(root / "2019 Summer/IMG_0001 rotated.jpg", exif=exif_bytes(6), quality=95)
+    Image.fromarray(gradient(64, 48)).convert("CMYK").save(root / "2019 Summer/cmyk.jpg", quality=95)
+    write_png16(root / "scans/grey16.png", (np.mgrid[0:48, 0:64][1] * 1000).astype(np.uint16))
+    write_png16(root / "scans/rgb16.png", gradient(64, 48).astype(np.uint16) * 257)
+    rgb.convert("L").save(root / "scans/grey.jpg")
+    logo = rgb.convert("RGBA")
+    alpha = np.zeros((48, 64), np.uint8)
+    alpha[8:40, 8:56] = 255
+    logo.putalpha(Image.fromarray(alpha))
+    logo.save(root / "web/logo.png")
+    frames = [rgb.convert("P"), Image.new("RGB", (64, 48), (0, 200, 0)).convert("P")]
+    frames[0].save(root / "web/anim.gif", save_all=True, append_images=frames[1:])
+    rgb.save(root / "web/pic.webp")
+    rgb.save(root / ODD_DIR / "photo's \"best\" one.tif")
+    rgb.save(root / "misc/old scan.bmp")
+    rgb.save(root / "misc/swapped profile.png", icc_profile=swapped_rgb_profile())
+    left_red_right_blue(80, 60).save(root / "phone/IMG_1234.heic", format="HEIF", exif=exif_bytes(6))
+    rgb.save(root / "dups/photo.JPG", format="JPEG")
+    rgb.save(root / "dups/photo.jpeg", format="JPEG")
+    noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "bad/truncated.jpg", quality=95)
+    whole = (root / "bad/truncated.jpg").read_bytes()
+    (root / "bad/truncated.jpg").write_bytes(whole[: len(whole) // 2])  # header intact, scan data cut
+    write_bomb_png(root / "bad/bomb.png")
+    (root / "bad/notes.txt").write_text("scanned in 2003\n")
+    (root / "bad/.DS_Store").write_bytes(b"\0\0\0\1Bud1" + b"\0" * 100)
+    (root / "bad/empty.jpg").write_bytes(b"")
+    (root / "bad/liar.jpg").write_text("I am text, not a JPEG\n")
+    os.symlink("no such target.jpg", root / "bad/broken link.jpg")
+    os.symlink("self link.jpg", root / "bad/self link.jpg")
+    os.symlink(".", root / "loop")  # a folder link back to the archive's root
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under root (links not followed): kind, mode and content hash or link target."""
+    state: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                state[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[rel] = ("dir", st.st_mode)
+            else:
+                state[rel] = ("file", st.st_mode, st.st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    return state
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    return make_messy_archive(tmp_path / "in")
+
+
+def test_discover_messy_archive(archive, tmp_path):
+    out = tmp_path / "out"
+    plan = discover([archive], out)
+    assert {item.id: item.output.relative_to(out).as_posix() for item in plan.items} == \
+        {key: value[0] for key, value in GOOD.items()}
+    assert all(item.kind == "image" and item.source.is_file() for item in plan.items)
+    refused = {r.source.relative_to(archive.parent).as_posix(): r.reason for r in plan.refused}
+    assert set(refused) == set(REFUSED)
+    for rel, words in REFUSED.items():
+        assert words in refused[rel], (rel, refused[rel])
+    assert not out.exists()  # discovery writes nothing
+    again = discover([archive], out)
+    assert again.items == plan.items and again.refused == plan.refused
+
+
+def test_out_dir_inside_an_input_is_refused(archive, tmp_path):
+    with pytest.raises(InputError, match="output folder is inside the input folder"):
+        discover([archive], archive / "scans" / "styled")
+    with pytest.raises(InputError, match="input folder is inside the output folder"):
+        discover([archive / "scans"], archive)
+
+
+def test_link_to_the_output_folder_is_not_walked(tmp_path):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    (out / "photos").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(photos / "a.png")
+    Image.new("RGB", (40, 40)).save(out / "photos" / "old.png")
+    os.symlink(out, photos / "outputs")
+    plan = discover([photos], out)
+    assert [i.id for i in plan.items] == ["photos/a.png"]
+    assert [r.reason for r in plan.refused] == ["is (or links to) the output folder; not walked"]
+
+
+def test_files_given_directly_videos_and_name_clashes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    Image.new("RGB", (40, 40)).save(a / "x.jpg")
+    Image.new("RGB", (40, 40)).save(a / "x.png")
+    Image.new("RGB", (40, 40)).save(b / "x.jpg")
+    (a / "clip.MOV").write_bytes(b"\0\0\0\x18ftypqt  ")
+    out = tmp_path / "out"
+    plan = discover([a / "x.jpg", b / "x.jpg", a / "clip.MOV", a / "x.jpg", tmp_path / "missing.jpg"], out)
+    assert [(i.id, i.kind, i.output.name) for i in plan.items] == [
+        ("clip.MOV", "video", "clip.mp4"), ("x.jpg", "image", "x.jpg"), ("x.jpg#2", "image", "x-jpg.jpg")]
+    assert sorted(r.reason for r in plan.refused) == ["file not found", "same file as x.jpg (listed twice)"]
+    # A fixed output format makes a.jpg and a.png clash; both survive, the same way every time.
+    pngs = discover([a], out, fmt="png")
+    assert [(i.id, i.output.relative_to(out).as_posix()) for i in pngs.items if i.kind == "image"] == [
+        ("a/x.jpg", "a/x-jpg.png"), ("a/x.png", "a/x.png")]
+
+
+def test_unreadable_file_is_refused(tmp_path):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    Image.new("RGB", (40, 40)).save(photos / "locked.png")
+    (photos / "locked.png").chmod(0)
+    try:
+        if os.access(photos / "locked.png", os.R_OK):
+            pytest.skip("running as root: mode 000 does not deny reading, so this case cannot be made here")
+        plan = discover([photos], tmp_path / "out")
+        assert [r.reason for r in plan.refused] == ["permission denied"]
+    finally:
+        (photos / "locked.png").chmod(0o644)
+
+
+def test_describe_plan_lines(tmp_path):
+    photos, out = tmp_path / "p", tmp_path / "out"
+    photos.mkdir()
+    Image.new("RGB", (40, 40)).save(photos / "a.png")
+    Image.new("RGB", (40, 40)).save(photos / "b.png")
+    (photos / "c.txt").write_text("x")
+    (out / "p").mkdir(parents=True)
+    (out / "p" / "a.png").write_bytes(b"done before")
+    plan = discover([photos], out)
+    lines = describe_plan(plan, out, overwrite=False)
+    assert [line.split()[0] for line in lines] == ["skip", "do", "refuse"]
+    assert "c.txt: not a photo or video" in lines[2]
+    assert [line.split()[0] for line in describe_plan(plan, out, overwrite=True)] == ["do", "do", "refuse"]
+
+
+def stylize_plan(items: list[Item], extractor, **overrides) -> dict[str, dict]:
+    config = config_mod.load(overrides={"image.size": 48, "optim.iterations": 2, "image.scales": [1.0],
+                                        "optim.coarse_iterations": 0, **overrides})
+    stylizer = Stylizer(config, extractor=extractor)
+    style = gradient(64, 64).astype(np.float32)[:, ::-1]
+    records = {}
+    for item in items:
+        try:
+            outcome = stylize_file(stylizer, ImageJob(item.source, item.output), [style], [1.0], config)
+            records[item.id] = {"state": "done", "reason": outcome.reason, "size": outcome.size}
+        except NstError as exc:
+            records[item.id] = {"state": "failed", "reason": exc.message}
+    return records
+
+
+def test_messy_archive_end_to_end(archive, tmp_path, extractor):
+    before = snapshot(archive.parent)
+    out = tmp_path / "out"
+    plan = discover([archive], out)
+    records = stylize_plan(plan.items, extractor)
+    assert snapshot(archive.parent) == before  # the input tree is byte-for-byte unchanged
+    for item_id, (rel, size, mode) in GOOD.items():
+        if size is None:
+            assert records[item_id]["state"] == "failed"
+            assert "corrupt or truncated" in records[item_id]["reason"] and item_id.split("/")[-1] in \
+                records[item_id]["reason"]
+            assert not (out / rel).exists()
+            continue
+        assert records[item_id]["state"] == "done", records[item_id]
+        with Image.open(out / rel) as written:
+            assert (written.size, written.mode) == (size, mode), item_id
+    assert "first frame" in records["Photos/web/anim.gif"]["reason"]
+    with Image.open(out / GOOD["Photos/web/logo.png"][0]) as logo:
+        alpha = np.asarray(logo.getchannel("A"))
+        assert alpha[0, 0] == 0 and alpha[18, 24] == 255  # transparent border kept, opaque centre
+    with Image.open(out / GOOD["Photos/2019 Summer/IMG_0001 rotated.jpg"][0]) as rotated:
+        exif = rotated.getexif()
+        assert exif[0x0112] == 1 and exif[0x010F] == "Canon"
+        assert exif.get_ifd(0x8769)[0x9003] == "2019:07:14 10:20:30"
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == sorted(rel for rel, size, _ in GOOD.values() if size)  # no temp files left
+
+
+def test_keep_resolution_upscales_to_the_source_size(tmp_path, extractor):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    left_red_right_blue(400, 300).save(photos / "big.jpg", exif=exif_bytes(6), quality=90)
+    plan = discover([photos], tmp_path / "out")
+    records = stylize_plan(plan.items, extractor, **{"image.keep_resolution": True})
+    assert records["p/big.jpg"]["state"] == "done"
+    with Image.open(plan.items[0].output) as written:
+        assert written.size == (300, 400)
