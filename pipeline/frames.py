@@ -27,6 +27,10 @@ from pipeline.errors import VideoError
 
 log = logging.getLogger(__name__)
 
+# The decoder's own messages about a damaged stream would repeat per packet; read_frames' caller
+# reports the frames lost, once.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv",
                               ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"})
 _STREAM_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<rest>.*)")

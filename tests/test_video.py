@@ -1,0 +1,183 @@
+"""`nst video` end to end with real OpenCV and ffmpeg on tiny clips generated here."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_png
+from pipeline import config as config_mod
+from pipeline.cli import app
+from pipeline.errors import NstError, VideoError
+from pipeline.frames import decoded_seconds, encode_video, ffmpeg_exe, probe, read_frames
+from pipeline.stylizer import Stylizer
+from pipeline.video import stylize_sequence
+
+runner = CliRunner()
+NTSC = Fraction(30000, 1001)
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args], check=True)
+
+
+def moving_clip(path: Path, frames: int, size: str, rate: str, audio: bool, codec: list[str]) -> Path:
+    """testsrc (moving pattern and counter) with an optional 440 Hz sine of the same length."""
+    args = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}"]
+    if audio:
+        seconds = frames * float(Fraction(rate))
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", f"{seconds:.4f}",
+                 "-c:a", "aac"]
+    ffmpeg(*args, "-frames:v", str(frames), *codec, str(path))
+    return path
+
+
+H264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+
+
+@pytest.fixture(scope="module")
+def style_png(tmp_path_factory, painting) -> Path:
+    return write_png(tmp_path_factory.mktemp("style") / "painting.png", painting)
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def frame_count(path: Path) -> int:
+    return sum(1 for _ in read_frames(path, 64))
+
+
+def test_round_trip_keeps_frame_count_exact_rate_and_audio(tmp_path, style_png):
+    clip = moving_clip(tmp_path / "clip.mp4", 12, "96x64", "30000/1001", audio=True, codec=H264)
+    source = probe(clip)
+    assert source.fps == NTSC and source.has_audio and source.frame_count == 12
+    out = tmp_path / "out"
+    result = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 3,
+                 "--later-iterations", 2, "--save-frames", "-q")
+    assert result.exit_code == 0, result.output
+    stylized = out / "clip.stylized.mp4"
+    info = probe(stylized)
+    assert info.fps == NTSC  # not 2997/100, not 30
+    assert info.frame_count == 12 and frame_count(stylized) == 12
+    assert (info.width, info.height) == (48, 32)
+    assert info.has_audio
+    assert decoded_seconds(stylized, "a") == pytest.approx(decoded_seconds(clip, "a"), abs=0.03)
+    assert decoded_seconds(stylized, "v") == pytest.approx(12 * 1001 / 30000, abs=0.01)
+    assert sorted(p.name for p in (out / "clip.frames").iterdir()) == [f"{i:06d}.png" for i in range(1, 13)]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    # It is H.264 4:2:0 in MP4, what ordinary players open.
+    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(stylized)], capture_output=True,
+                             text=True).stderr
+    assert re.search(r"Video: h264 .*yuv420p", listing), listing
+    # A second run does not overwrite without --overwrite.
+    before = stylized.stat().st_mtime_ns
+    again = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 2, "-q")
+    assert again.exit_code == 1 and "exists" in again.output and "--overwrite" in again.output
+    assert stylized.stat().st_mtime_ns == before
+
+
+def test_video_without_audio_stays_without_and_odd_sizes_become_even(tmp_path, style_png):
+    clip = moving_clip(tmp_path / "odd.mkv", 6, "97x65", "25", audio=False, codec=["-c:v", "ffv1"])
+    assert probe(clip).has_audio is False
+    result = run("video", clip, "--style", style_png, "-o", tmp_path / "out", "--size", 67, "-n", 2,
+                 "--later-iterations", 2, "--temporal", "prev", "-q")
+    assert result.exit_code == 0, result.output
+    info = probe(tmp_path / "out" / "odd.stylized.mp4")
+    assert info.has_audio is False
+    assert info.frame_count == 6 and info.fps == 25
+    assert info.width % 2 == 0 and info.height % 2 == 0 and max(info.width, info.height) in (66, 68)
+
+
+def test_truncated_video_warns_how_many_frames_were_lost_and_keeps_the_rest(tmp_path, style_png):
+    full = moving_clip(tmp_path / "full.mp4", 24, "96x64", "25", audio=False, codec=[*H264, "-g", "6"])
+    truncated = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    truncated.write_bytes(data[: len(data) * 55 // 100])
+    decodable = frame_count(truncated)
+    assert 0 < decodable < 24
+    result = run("video", truncated, "--style", style_png, "-o", tmp_path / "out", "--size", 48, "-n", 2,
+                 "--temporal", "off", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"after {decodable} of 24 frames ({24 - decodable} lost" in result.output, result.output
+    stylized = tmp_path / "out" / "cut.stylized.mp4"
+    assert frame_count(stylized) == decodable
+
+
+def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path, style_png):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n" * 20)
+    missing = tmp_path / "nowhere.mp4"
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    for path, reason in ((text, "not a video"), (missing, "file not found"), (empty, "empty file")):
+        result = runner.invoke(app, ["video", str(path), "--style", str(style_png), "-o", str(out), "--size", "48",
+                                     "-q"], standalone_mode=False)
+        assert isinstance(result.exception, VideoError), result.output
+        assert result.exception.path == path and reason in str(result.exception)
+    # The installed command prints exactly one line and exits 1.
+    nst = Path(sys.executable).with_name("nst")
+    proc = subprocess.run([str(nst), "video", str(text), "--style", str(style_png), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and str(text) in lines[0] and "not a video" in lines[0], lines
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_encode_video_pads_odd_frames_keeps_the_rate_and_leaves_no_temp_files(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [rng.uniform(0, 255, (21, 33, 3)).astype(np.float32) for _ in range(5)]
+    out = encode_video(iter(frames), tmp_path / "odd.mp4", Fraction(24000, 1001), None)
+    info = probe(out)
+    assert (info.width, info.height) == (34, 22)
+    assert info.frame_count == 5 and info.fps == Fraction(24000, 1001) and not info.has_audio
+    assert [p.name for p in tmp_path.iterdir()] == ["odd.mp4"]
+
+
+def test_eval_temporal_static_clip_is_steady_and_flicker_is_not(tmp_path):
+    rng = np.random.default_rng(1)
+    base = np.clip(rng.normal(128, 40, (48, 64, 3)), 0, 255).astype(np.float32)
+    base = np.asarray(np.repeat(np.repeat(base[::4, ::4], 4, 0), 4, 1), np.float32)  # blocky: codec-friendly
+    static = encode_video([base] * 8, tmp_path / "static.mp4", Fraction(25), None)
+    flicker = encode_video([np.clip(base + (30 if i % 2 else -30), 0, 255) for i in range(8)],
+                           tmp_path / "flicker.mp4", Fraction(25), None)
+
+    def errors(stylized: Path) -> tuple[float, float]:
+        result = run("eval", "temporal", static, stylized, "--size", 64)
+        assert result.exit_code == 0, result.output
+        match = re.search(r"stylized ([\d.]+)\s+source ([\d.]+)", result.output)
+        return float(match.group(1)), float(match.group(2))
+
+    steady, source = errors(static)
+    assert steady < 1e-5 and source < 1e-5
+    flickering, _ = errors(flicker)
+    assert flickering > 0.005 and flickering > 100 * max(steady, 1e-7)
+
+
+def test_stylize_sequence_continues_from_a_previous_frame(extractor, photo, painting):
+    config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0,
+                                        "video.first_frame_iterations": 25, "video.later_frame_iterations": 3})
+    stylizer = Stylizer(config, extractor=extractor)
+    frames = [photo, np.roll(photo, 1, axis=1), np.roll(photo, 2, axis=1)]
+    fresh_evals: list[int] = []
+    fresh = stylize_sequence(stylizer, frames, [painting], [1.0], config, "flow",
+                             callback=lambda i, r: fresh_evals.append(r.evaluations))
+    assert len(fresh) == 3 and all(f.shape == photo.shape for f in fresh)
+    assert fresh_evals[0] >= 25 and max(fresh_evals[1:]) < 25
+    continued_evals: list[int] = []
+    continued = stylize_sequence(stylizer, frames[1:], [painting], [1.0], config, "flow",
+                                 previous_stylized=fresh[0], previous_content=frames[0],
+                                 callback=lambda i, r: continued_evals.append(r.evaluations))
+    assert len(continued) == 2 and max(continued_evals) < 25
+    # Warm-started from the same state, the continuation reproduces the chain.
+    np.testing.assert_allclose(continued[0], fresh[1], atol=0.5)
+    with pytest.raises(NstError, match="--temporal"):
+        stylize_sequence(stylizer, frames[:1], [painting], [1.0], config, "sideways")
