@@ -499,7 +499,7 @@ def info_lines(address: str | None = None) -> list[str]:
 
     started = start_ray(address, num_cpus=1 if not (address or os.environ.get("RAY_ADDRESS")) else None)
     try:
-        lines = [f"Ray {ray.__version__}: {'embedded local runtime (127.0.0.1)' if started else 'cluster'}"]
+        lines = [f"Ray {ray.__version__}: {'embedded local runtime, dashboard off' if started else 'cluster'}"]
         total = ray.cluster_resources()
         lines.append("cluster resources: " + ", ".join(f"{k}={v:g}" for k, v in sorted(total.items())
                                                        if not k.startswith("node:") and k != "object_store_memory"

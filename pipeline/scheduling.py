@@ -39,8 +39,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
               quiet: bool = True) -> bool:
     """Joins ``address`` (or RAY_ADDRESS), else starts an embedded local runtime; True if it started one.
 
-    The embedded runtime runs without the dashboard and advertises 127.0.0.1 as its node address,
-    so nothing it starts expects connections from other machines.
+    The embedded runtime runs without the dashboard (Ray keeps a minimal head process on
+    127.0.0.1). Ray 2.x on Linux resolves a loopback node address to the machine's own address and
+    its gRPC services listen on all interfaces; Ray's token authentication guards them.
     """
     if ray.is_initialized():
         return False
@@ -52,8 +53,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise NstError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         return False
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCAL_HOST,
-             _node_ip_address=LOCAL_HOST, **common)
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCAL_HOST, **common)
     return True
 
 

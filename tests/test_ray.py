@@ -1,0 +1,133 @@
+"""Real Ray: two nodes on this machine (ray.cluster_utils), two declared GPUs, workers killed mid-task."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_png
+from pipeline import config as config_mod
+from pipeline.ledger import DONE, Ledger
+from pipeline.runner import RunOptions, run
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head node: 2 CPUs, 2 (declared) GPUs, resource node_a; second node: 2 CPUs, resource node_b."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2, "resources": {"node_a": 4},
+                                                      "include_dashboard": False})
+    c.add_node(num_cpus=2, resources={"node_b": 4})
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def tiny_config(**overrides: object):
+    base = {"image.size": 48, "optim.iterations": 2, "image.scales": [1.0], "optim.coarse_iterations": 0}
+    return config_mod.load(overrides={**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, photo, painting) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("batch")
+    for i in range(4):  # four different photos (rolled copies), so nothing is de-duplicated
+        write_png(root / "photos" / f"p{i}.png", np.roll(photo, 7 * i, axis=1))
+    style = write_png(root / "style.png", painting)
+    return root / "photos", style
+
+
+def test_gpu_workers_see_their_own_device_and_share_the_work_and_a_corrupt_file_fails(cluster, batch, tmp_path):
+    photos, style = batch
+    good = (photos / "p0.png").read_bytes()
+    bad_dir = tmp_path / "more"
+    bad_dir.mkdir()
+    (bad_dir / "broken.png").write_bytes(good[: len(good) // 2])  # valid header, truncated pixels
+    out = tmp_path / "out"
+    result = run(RunOptions([photos, bad_dir], [style], out, tiny_config(), gpus_per_worker=1.0, quiet=True))
+    assert sorted(w["cuda_visible_devices"] for w in result.workers) == ["0", "1"]
+    assert sorted(g for w in result.workers for g in w["gpu_ids"]) == ["0", "1"]
+    by_state = {}
+    for record in result.records:
+        by_state.setdefault(record["state"], []).append(record)
+    assert len(by_state["done"]) == 4
+    assert {r["worker"] for r in by_state["done"]} == {"worker-0", "worker-1"}
+    assert [r["id"] for r in by_state["failed"]] == ["more/broken.png"]
+    assert "truncated" in by_state["failed"][0]["reason"]
+    assert result.exit_code == 1
+    for record in by_state["done"]:
+        assert Path(record["output"]).is_file()
+    with Ledger(out, readonly=True) as ledger:
+        assert ledger.item("more/broken.png")["attempts"] == 1  # an input error is not retried
+
+
+def test_two_nodes_both_receive_work(cluster, batch, tmp_path):
+    photos, style = batch
+    options = [{"resources": {"node_a": 1}}, {"resources": {"node_b": 1}}]
+    result = run(RunOptions([photos], [style], tmp_path / "out", tiny_config(), workers=2, gpus_per_worker=0,
+                            worker_options=options, quiet=True))
+    assert result.exit_code == 0
+    nodes = {r["node"] for r in result.records if r["state"] == "done"}
+    assert len({w["node_id"] for w in result.workers}) == 2
+    assert len(nodes) == 2
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """16 frames of a real photo panning sideways, encoded with ffmpeg (H.264)."""
+    import skimage.data
+    from fractions import Fraction
+
+    from pipeline.frames import encode_video
+    from pipeline.stylizer import resize
+
+    image = resize(skimage.data.astronaut().astype(np.float32), (64, 64))
+    frames = [np.roll(image, 2 * t, axis=1)[8:56] for t in range(16)]
+    return encode_video(frames, tmp_path_factory.mktemp("clip") / "pan.mp4", Fraction(24), None)
+
+
+def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluster, batch, clip, tmp_path):
+    from pipeline.frames import probe
+    from pipeline.segments import segment_dir
+
+    _, style = batch
+    cfg = tiny_config(**{"image.size": 64, "video.first_frame_iterations": 8, "video.later_frame_iterations": 4,
+                         "video.segment_frames": 8, "video.segment_overlap": 2, "video.save_frames": True,
+                         "video.cut_threshold": 0.9})  # one shot: this test is about segments
+    killed: list[dict] = []
+
+    def on_event(kind: str, data: dict) -> None:
+        # The first segment sent to worker-0: kill its process while it is working on it.
+        if kind == "submit" and not killed and data["worker"] == "worker-0":
+            killed.append(data)
+            threading.Timer(1.5, os.kill, (data["pid"], signal.SIGKILL)).start()
+
+    out = tmp_path / "out"
+    result = run(RunOptions([clip], [style], out, cfg, workers=2, gpus_per_worker=0, quiet=True, on_event=on_event))
+    assert killed
+    assert result.exit_code == 0, result.records
+    with Ledger(out, readonly=True) as ledger:
+        segments = ledger.segments("pan.mp4")
+        assert ledger.item("pan.mp4")["state"] == DONE
+    assert [(s["start"], s["stop"]) for s in segments] == [(0, 8), (6, 16)]
+    assert all(s["state"] == DONE for s in segments)
+    killed_idx = killed[0]["key"][2]
+    assert segments[killed_idx]["attempts"] == 2  # lost with the worker, redone once on its replacement
+    assert "~1" in segments[killed_idx]["worker"]
+    for s in segments:  # each frame of each segment exactly once, nothing half-written
+        files = sorted(p.name for p in segment_dir(out, "pan.mp4", s["idx"]).iterdir())
+        assert files == [f"{i:06d}.png" for i in range(s["start"], s["stop"])]
+    source, stylized = probe(clip), probe(out / "pan.mp4")
+    assert stylized.frame_count == source.frame_count == 16
+    assert stylized.fps == source.fps
+    assert not list(out.rglob("*.part*"))
