@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +255,77 @@ def test_keep_resolution_upscales_to_the_source_size(tmp_path, extractor):
     assert records["p/big.jpg"]["state"] == "done"
     with Image.open(plan.items[0].output) as written:
         assert written.size == (300, 400)
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes in the session the test started (the driver and whatever it spawned)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    members.append(int(entry.name))
+            except OSError:
+                continue
+    return members
+
+
+def _kill_session(sid: int) -> None:
+    for pid in _session_members(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _ledger_rows(out: Path) -> dict[str, sqlite3.Row]:
+    with sqlite3.connect(f"file:{out / '.nst' / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        return {row["id"]: row for row in db.execute("SELECT id, state, output, error FROM items")}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_or_losing_work(archive, tmp_path):
+    nst = Path(sys.executable).with_name("nst")
+    if not nst.is_file():
+        pytest.skip(f"{nst} is not installed (pip install -e .)")
+    style = tmp_path / "style.png"
+    Image.fromarray(gradient(64, 64)[:, ::-1]).save(style)
+    out = tmp_path / "out"
+    before = snapshot(archive.parent)
+    command = [str(nst), "run", str(archive), "--style", str(style), "--output", str(out), "--size", "64",
+               "--iterations", "40", "--scales", "1", "--workers", "1", "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    outputs = {item_id: out / rel for item_id, (rel, size, _) in GOOD.items() if size}
+    driver = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 400
+        while sum(p.exists() for p in outputs.values()) < 3:
+            assert driver.poll() is None, f"the run ended before it could be killed: {driver.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "no outputs after 400 s"
+            time.sleep(0.1)
+        _kill_session(driver.pid)
+        driver.wait(timeout=30)
+    finally:
+        _kill_session(driver.pid)
+    assert driver.returncode == -signal.SIGKILL
+    rows = _ledger_rows(out)
+    finished_first = {i: (outputs[i].stat().st_mtime_ns, outputs[i].stat().st_ino) for i, row in rows.items()
+                      if row["state"] == "done"}
+    assert 3 <= len(finished_first) < len(outputs)  # killed in the middle of the batch
+    assert not list(out.rglob(".*.part"))  # no half-written file survives the kill
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert rerun.returncode == 1, rerun.stderr[-2000:]  # 1: the truncated JPEG failed and files were refused
+    rows = _ledger_rows(out)
+    assert {i for i, row in rows.items() if row["state"] == "done"} == set(outputs), (  # nothing missing
+        {i: (row["state"], row["error"]) for i, row in rows.items()}, rerun.stdout[-3000:], rerun.stderr[-3000:])
+    assert rows["Photos/bad/truncated.jpg"]["state"] == "failed"
+    for item_id, (mtime, inode) in finished_first.items():  # nothing redone
+        assert (outputs[item_id].stat().st_mtime_ns, outputs[item_id].stat().st_ino) == (mtime, inode), item_id
+    summary = json.loads((out / "summary.json").read_text())
+    states = {r["id"]: r["state"] for r in summary["records"] if r["state"] != "refused"}
+    assert {i for i, s in states.items() if s == "skipped"} == set(finished_first)
+    assert summary["counts"]["refused"] == len(REFUSED) and summary["counts"]["failed"] == 1
+    assert snapshot(archive.parent) == before
