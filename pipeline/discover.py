@@ -101,7 +101,17 @@ def sniff_image(path: Path, max_pixels: int) -> str | None:
 
 
 def _root_name(root: Path) -> str:
-    return Path(os.path.abspath(root)).name or "root"
+    return _printable(Path(os.path.abspath(root)).name or "root")
+
+
+def _printable(name: str) -> str:
+    """A name whose bytes are not UTF-8 (an old Latin-1 archive) as valid text for ids, outputs and
+    reports: undecodable bytes become U+FFFD. The source path itself keeps the real bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "replace")
+    return name
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -208,13 +218,18 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
     candidates: list[tuple[str, str, Path]] = []
     seen_sources: dict[str, str] = {}
     seen_ids: set[str] = set()
+    walked_roots: set[str] = set()
     for root in inputs:
         root = Path(root)
         if root.is_dir():
+            if os.path.realpath(root) in walked_roots:
+                plan.refused.append(Refusal(root, "folder given twice"))
+                continue
+            walked_roots.add(os.path.realpath(root))
             prefix = _root_name(root)
-            files = [(path, f"{prefix}/{rel}") for path, rel in _walk(root, out_real, plan.refused)]
+            files = [(path, f"{prefix}/{_printable(rel)}") for path, rel in _walk(root, out_real, plan.refused)]
         elif root.exists() or root.is_symlink():
-            files = [(root, root.name)]
+            files = [(root, _printable(root.name))]
         else:
             plan.refused.append(Refusal(root, "file not found"))
             continue
@@ -240,7 +255,14 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 n += 1
             seen_ids.add(item_id)
             candidates.append((item_id, kind, path))
-    plan.items = _assign_outputs(candidates, out_dir, fmt)
+    items = _assign_outputs(candidates, out_dir, fmt)
+    # A file given directly from inside the output folder could map onto itself: never write over an input.
+    sources = set(seen_sources)
+    for item in items:
+        if os.path.realpath(item.output) in sources:
+            plan.refused.append(Refusal(item.source, f"its output {item.output} would overwrite an input file"))
+        else:
+            plan.items.append(item)
     log.info("%d items, %d refused", len(plan.items), len(plan.refused))
     return plan
 

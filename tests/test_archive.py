@@ -174,6 +174,31 @@ def test_files_given_directly_videos_and_name_clashes(tmp_path):
         ("a/x.jpg", "a/x-jpg.png"), ("a/x.png", "a/x.png")]
 
 
+def test_output_never_overwrites_an_input_and_folders_count_once(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.new("RGB", (40, 40)).save(out / "a.jpg")
+    plan = discover([out / "a.jpg"], out)
+    assert plan.items == [] and "would overwrite an input file" in plan.refused[0].reason
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 40)).save(photos / "b.png")
+    plan = discover([photos, photos / ".." / "photos"], tmp_path / "elsewhere")
+    assert [i.id for i in plan.items] == ["photos/b.png"] and [r.reason for r in plan.refused] == ["folder given twice"]
+
+
+def test_names_that_are_not_utf8(tmp_path):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    latin1 = os.fsdecode(bytes(photos) + b"/caf\xe9.jpg")
+    Image.new("RGB", (40, 40)).save(latin1, format="JPEG")
+    plan = discover([photos], tmp_path / "out")
+    [item] = plan.items
+    assert item.id == "p/caf\ufffd.jpg" and item.id.encode("utf-8")
+    assert os.fsencode(item.source) == bytes(photos) + b"/caf\xe9.jpg"  # the real file is still found
+    str(item.output).encode("utf-8")  # outputs, ids and reports are valid text
+
+
 def test_unreadable_file_is_refused(tmp_path):
     photos = tmp_path / "p"
     photos.mkdir()

@@ -91,3 +91,12 @@ def test_report_renders_the_grid_in_chromium(tmp_path):
     for colour in (SOURCE_COLOUR, OUTPUT_COLOUR):
         close = (np.abs(pixels - colour).max(axis=-1) < 16).sum()
         assert close > 2 * 160 * 120 * 0.8, colour  # both thumbnails of each kind are drawn
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    out, records = small_run(tmp_path)
+    odd = records[-1] | {"source": "/photos/caf\udce9.jpg", "id": "photos/caf\ufffd.jpg"}
+    json_path, html_path = write_report(out, [*records, odd], {}, 0.0, 1.0)
+    summary = json.loads(json_path.read_text(encoding="utf-8"))
+    assert summary["records"][-1]["source"] == "/photos/caf\udce9.jpg"
+    assert "caf\ufffd.jpg" in html_path.read_text(encoding="utf-8")
