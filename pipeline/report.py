@@ -24,12 +24,12 @@ THUMB = 160
 RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "seconds", "worker", "node")
 
 
-def atomic_write_text(path: Path, text: str, errors: str = "strict") -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     """Temp file in the same folder, then os.replace: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -181,6 +181,7 @@ def write_report(out_dir: Path, records: list[dict], settings: dict, started: fl
     except UnicodeEncodeError:  # a file name that is not UTF-8: JSON's \u escapes keep the file valid
         text = json.dumps(summary, indent=2, default=str, ensure_ascii=True)
     atomic_write_text(json_path, text)
-    atomic_write_text(html_path, render_html(summary), errors="replace")
+    page = render_html(summary).encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # U+FFFD
+    atomic_write_text(html_path, page)
     log.info("report written to %s", html_path)
     return json_path, html_path
