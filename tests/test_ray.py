@@ -131,3 +131,24 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
     assert stylized.frame_count == source.frame_count == 16
     assert stylized.fps == source.fps
     assert not list(out.rglob("*.part*"))
+
+
+def test_cluster_launcher_config_has_the_launcher_schema_and_starts_ray_correctly():
+    yaml = pytest.importorskip("yaml")
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml").read_text())
+    for key in ("cluster_name", "provider", "available_node_types", "head_node_type", "setup_commands",
+                "head_start_ray_commands", "worker_start_ray_commands", "file_mounts"):
+        assert key in data, key
+    assert data["provider"]["type"]
+    types = data["available_node_types"]
+    assert data["head_node_type"] in types
+    for name, node in types.items():
+        assert {"resources", "node_config", "max_workers"} <= set(node), name
+    assert any(node["resources"].get("GPU", 0) >= 1 for name, node in types.items() if name != data["head_node_type"])
+    assert any("pip install" in c and ".[gpu]" in c for c in data["setup_commands"])
+    head = " ".join(data["head_start_ray_commands"])
+    worker = " ".join(data["worker_start_ray_commands"])
+    assert "ray start --head" in head and "--port=6379" in head and "--dashboard-host=127.0.0.1" in head
+    assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head
+    assert "ray start --address=$RAY_HEAD_IP:6379" in worker and "--head" not in worker
+    assert all("ray stop" in cmds[0] for cmds in (data["head_start_ray_commands"], data["worker_start_ray_commands"]))
