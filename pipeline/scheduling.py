@@ -85,6 +85,9 @@ def plan_workers(resources: dict[str, float], workers: int = 0, gpus_per_worker:
     per_gpu = 1.0 if gpus_per_worker is None else gpus_per_worker
     if gpus > 0 and per_gpu > 0:
         count = workers or max(1, int(gpus // per_gpu))
+        if count * per_gpu > gpus + 1e-9:
+            raise NstError(f"{count} workers x {per_gpu:g} GPU need {count * per_gpu:g} GPUs; the cluster has "
+                           f"{gpus:g} (lower --workers or --gpus-per-worker, or 0 for CPU workers)")
         threads = max(1, cpus // count)
         return WorkerPlan(count, min(1.0, cpus / count), per_gpu, threads,
                           f"{count} GPU worker(s), {per_gpu:g} GPU each")
@@ -94,7 +97,7 @@ def plan_workers(resources: dict[str, float], workers: int = 0, gpus_per_worker:
                           f"{workers} CPU worker(s) as asked, {threads} thread(s) each on {cpus} cores")
     threads = 1 if cpus <= 4 else 2 if cpus <= 16 else 4
     count = max(1, cpus // threads)
-    by_memory = max(1, int(memory // WORKER_MEMORY_BYTES))
+    by_memory = max(1, int(memory // WORKER_MEMORY_BYTES)) if memory != float("inf") else count
     if by_memory < count:
         count = by_memory
         threads = max(1, cpus // count)

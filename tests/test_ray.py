@@ -152,3 +152,23 @@ def test_cluster_launcher_config_has_the_launcher_schema_and_starts_ray_correctl
     assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head
     assert "ray start --address=$RAY_HEAD_IP:6379" in worker and "--head" not in worker
     assert all("ray stop" in cmds[0] for cmds in (data["head_start_ray_commands"], data["worker_start_ray_commands"]))
+
+
+def test_worker_plan_uses_cores_without_oversubscribing_and_one_worker_per_gpu():
+    from pipeline.errors import NstError
+    from pipeline.scheduling import plan_workers
+
+    gb = 1e9
+    two = plan_workers({"CPU": 2, "memory": 16 * gb})
+    assert (two.count, two.threads, two.num_gpus) == (2, 1, 0.0)
+    eight = plan_workers({"CPU": 8, "memory": 32 * gb})
+    assert eight.count * eight.threads == 8 and eight.threads == 2
+    small_memory = plan_workers({"CPU": 8, "memory": 3.2 * gb})
+    assert small_memory.count == 2 and small_memory.count * small_memory.threads == 8
+    gpus = plan_workers({"CPU": 8, "GPU": 2, "memory": 32 * gb})
+    assert (gpus.count, gpus.num_gpus) == (2, 1.0)
+    half = plan_workers({"CPU": 8, "GPU": 2, "memory": 32 * gb}, gpus_per_worker=0.5)
+    assert (half.count, half.num_gpus) == (4, 0.5)
+    assert plan_workers({"CPU": 8, "GPU": 2}, gpus_per_worker=0).num_gpus == 0.0
+    with pytest.raises(NstError, match="GPUs"):
+        plan_workers({"CPU": 8, "GPU": 2}, workers=3, gpus_per_worker=1.0)
