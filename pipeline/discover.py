@@ -10,15 +10,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from pipeline.errors import InputError
-from pipeline.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format
+from pipeline.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format, probe_image
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +76,10 @@ def _stat_problem(path: Path) -> str | None:
 
 def sniff_image(path: Path, max_pixels: int) -> str | None:
     """Reads only the header: why the file is not a usable image, or None."""
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the size is checked below against our own limit
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                width, height = opened.size
-    except UnidentifiedImageError:
-        return "not an image: the content is not a format Pillow reads (wrong extension or not a picture)"
-    except PermissionError:
-        return "permission denied"
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        return f"corrupt image header ({exc})"
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    if width * height > max_pixels:
-        return (f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-                f"(image.max_pixels); refused before decoding as a possible decompression bomb")
+        probe_image(path, max_pixels)
+    except InputError as exc:
+        return exc.reason
     return None
 
 

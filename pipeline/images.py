@@ -122,6 +122,40 @@ def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
 
 
+def _open_checked(path: Path, max_pixels: int) -> Image.Image:
+    """Image.open (header only) with the pixel count checked against our limit before any decoding."""
+    with _LIMIT_LOCK, warnings.catch_warnings():
+        previous_limit = Image.MAX_IMAGE_PIXELS
+        # Our own limit is checked below; Pillow's would refuse some sizes the config allows.
+        Image.MAX_IMAGE_PIXELS = None
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous_limit
+    width, height = opened.size
+    if width * height > max_pixels:
+        opened.close()
+        raise InputError(path, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                               f"(image.max_pixels); refused before decoding as a possible decompression bomb")
+    return opened
+
+
+def probe_image(path: Path | str, max_pixels: int = 200_000_000) -> tuple[int, int]:
+    """(width, height) from the header alone; InputError when it is no image, or too large."""
+    path = Path(path)
+    try:
+        with _open_checked(path, max_pixels) as opened:
+            return opened.size
+    except UnidentifiedImageError as exc:
+        raise InputError(path, "not an image: the content is not a format Pillow reads "
+                               "(wrong extension or not a picture)") from exc
+    except PermissionError as exc:
+        raise InputError(path, "permission denied") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise InputError(path, f"corrupt image header ({exc})") from exc
+
+
 def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | None = None) -> LoadedImage:
     """Reads any image Pillow can; raises InputError naming the file and the reason.
 
@@ -137,20 +171,9 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
     if path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
-        with _LIMIT_LOCK, warnings.catch_warnings():
-            previous_limit = Image.MAX_IMAGE_PIXELS
-            # Our own limit is checked below; Pillow's would refuse some sizes the config allows.
-            Image.MAX_IMAGE_PIXELS = None
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                opened = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous_limit
+        opened = _open_checked(path, max_pixels)
         with opened:
             width, height = opened.size
-            if width * height > max_pixels:
-                raise InputError(path, f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                                       f"{max_pixels} (image.max_pixels); refused before decoding")
             frames = getattr(opened, "n_frames", 1)
             source_format, source_mode = opened.format or "?", opened.mode
             if max_side and source_format == "JPEG" and max(width, height) > max_side:
