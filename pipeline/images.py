@@ -264,6 +264,9 @@ def save_image(rgb: np.ndarray | Image.Image, path: Path, fmt: str = "png", alph
         kwargs.update(quality=quality, subsampling=0)
     if fmt == "webp":
         kwargs.update(quality=quality)
+    if exif and fmt == "jpeg" and len(exif) > 65_000:  # one JPEG APP1 segment holds at most 64 KiB
+        log.warning("%s: EXIF of %d bytes does not fit a JPEG segment; written without it", path, len(exif))
+        exif = None
     if exif and fmt in ("jpeg", "webp", "png", "tiff"):
         kwargs["exif"] = exif
     atomic_save(image, path, **kwargs)
