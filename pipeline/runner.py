@@ -6,6 +6,7 @@ and the same command resumes with only the unfinished work.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -43,6 +44,7 @@ class RunOptions:
     address: str | None = None
     workers: int | None = None  # None: config's run.workers (0 = automatic)
     gpus_per_worker: float | None = None
+    threads_per_worker: int | None = None  # None: fitted to the cores (see scheduling.plan_workers)
     dry_run: bool = False
     overwrite: bool = False  # redo everything, also outputs that exist or are done
     quiet: bool = False
@@ -253,6 +255,9 @@ def run(opts: RunOptions) -> RunResult:
             workers = cfg.run.workers if opts.workers is None else opts.workers
             gpus = cfg.run.gpus_per_worker if opts.gpus_per_worker is None else opts.gpus_per_worker
             worker_plan = plan_workers(ray.cluster_resources(), workers, gpus)
+            if opts.threads_per_worker:
+                worker_plan = dataclasses.replace(worker_plan, threads=opts.threads_per_worker,
+                                                  num_cpus=min(worker_plan.num_cpus, float(opts.threads_per_worker)))
             ledger.set_run_workers(run_id, worker_plan.count)
             _say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
                              f"{len(plan.refused)} refused; {worker_plan.reason}")
