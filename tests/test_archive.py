@@ -319,7 +319,7 @@ def test_killed_run_resumes_without_redoing_or_losing_work(archive, tmp_path):
     out = tmp_path / "out"
     before = snapshot(archive.parent)
     command = [str(nst), "run", str(archive), "--style", str(style), "--output", str(out), "--size", "64",
-               "--iterations", "40", "--scales", "1", "--workers", "1", "--quiet"]
+               "--iterations", "20", "--scales", "1", "--workers", "1", "--quiet"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     outputs = {item_id: out / rel for item_id, (rel, size, _) in GOOD.items() if size}
     driver = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
