@@ -75,6 +75,7 @@ class OptimConfig:
     noise_ratio: float = _f(1.0, lo=0.0, hi=1.0)
     seed: int = _f(0, lo=0)
     precision: str = _f("fp32", choices=("fp32", "bf16", "fp16"))
+    jit_compile: bool = _f(False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class ImageConfig:
     keep_resolution: bool = _f(False)
     format: str = _f("auto", choices=("auto", "png", "jpeg", "webp", "tiff"))
     jpeg_quality: int = _f(95, lo=1, hi=100)
+    max_memory: str = _f("")  # "" = no limit; else e.g. "8GB", "512MB" (checked by tiling.parse_memory)
+    tile_overlap: int = _f(128, lo=16)
 
 
 @dataclass(frozen=True)

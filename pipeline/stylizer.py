@@ -124,8 +124,10 @@ def array_key(image: np.ndarray) -> str:
 class Stylizer:
     """Holds VGG once; stylizes arrays. Safe to reuse for many images and frames."""
 
-    def __init__(self, config: Config, extractor: FeatureExtractor | None = None, jit_compile: bool = False) -> None:
+    def __init__(self, config: Config, extractor: FeatureExtractor | None = None,
+                 jit_compile: bool | None = None) -> None:
         self.config = config
+        self.jit_compile = config.optim.jit_compile if jit_compile is None else jit_compile
         model = config.model
         self.content_layers = [canonical_layer(n) for n in model.content_layers]
         self.style_layers = [canonical_layer(n) for n in model.style_layers]
@@ -133,9 +135,12 @@ class Stylizer:
             model.network, model.pooling, self.content_layers + self.style_layers, config.optim.precision)
         self.trace_count = 0
         self._gram_cache: dict[tuple, dict[str, tf.Tensor]] = {}
+        # reduce_retracing: shapes become dynamic after the second size, so frames of any size
+        # share one trace (XLA still compiles once per concrete shape, and caches it).
         self._loss_and_grad = tf.function(self._loss_and_grad_impl, reduce_retracing=True,
-                                          jit_compile=jit_compile)
-        self._adam_steps = tf.function(self._adam_steps_impl, reduce_retracing=True, jit_compile=False)
+                                          jit_compile=self.jit_compile)
+        self._adam_steps = tf.function(self._adam_steps_impl, reduce_retracing=True,
+                                       jit_compile=self.jit_compile)
 
     # ------------------------------------------------------------------ targets
     def content_targets(self, content: np.ndarray) -> dict[str, tf.Tensor]:
@@ -297,6 +302,33 @@ class Stylizer:
         return StylizeResult(x.numpy()[0], done, time.perf_counter() - start, history[-1][2], history)
 
     # ------------------------------------------------------------------ whole image
+    def memory_budget(self) -> int | None:
+        from pipeline.tiling import parse_memory
+
+        return parse_memory(self.config.image.max_memory)
+
+    def _tiled_if_needed(self, content: np.ndarray, styles: Sequence[np.ndarray], style_weights: Sequence[float],
+                         temporal: TemporalTarget | None, iterations: int,
+                         callback: Callable[[Iterate], None] | None) -> StylizeResult | None:
+        from pipeline import tiling
+
+        budget = self.memory_budget()
+        if budget is None:
+            return None
+        opt = self.config.optim
+        need = tiling.whole_image_bytes(*content.shape[:2], opt.precision, opt.optimizer)
+        if need <= budget:
+            return None
+        if temporal is not None:
+            log.warning("a %dx%d frame needs about %.1f GB, over the %.1f GB budget; tiling does not "
+                        "support the temporal term, so the frame runs whole", content.shape[1],
+                        content.shape[0], need / 2**30, budget / 2**30)
+            return None
+        log.info("%dx%d needs about %.1f GB whole (budget %.1f GB): tiling", content.shape[1],
+                 content.shape[0], need / 2**30, budget / 2**30)
+        return tiling.tiled_stylize(self, content, styles, style_weights, budget=budget,
+                                    iterations=iterations, callback=callback)
+
     def initial_image(self, content: np.ndarray, init: np.ndarray | str | None) -> np.ndarray:
         opt = self.config.optim
         choice = opt.init if init is None else init
@@ -311,8 +343,12 @@ class Stylizer:
     def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], style_weights: Sequence[float] | None = None,
                 init: np.ndarray | str | None = None, temporal: TemporalTarget | None = None,
                 temporal_weight: float = 0.0, iterations: int | None = None, multiscale: bool = True,
-                callback: Callable[[Iterate], None] | None = None) -> StylizeResult:
-        """Stylizes ``content`` (H, W, 3, [0, 255]) at its own size; coarse-to-fine unless told otherwise."""
+                callback: Callable[[Iterate], None] | None = None, _allow_tiling: bool = True) -> StylizeResult:
+        """Stylizes ``content`` (H, W, 3, [0, 255]) at its own size; coarse-to-fine unless told otherwise.
+
+        With ``image.max_memory`` set and a whole-image step estimated above it, the image is
+        optimised in overlapping tiles after a coarse whole-image pass (pipeline.tiling).
+        """
         cfg = self.config
         content = np.asarray(content, np.float32)
         if min(content.shape[:2]) < MIN_SIDE:
@@ -324,6 +360,12 @@ class Stylizer:
             content = to_luminance_rgb(content)
             styles = [to_luminance_rgb(s, match=original) for s in styles]
         final_iterations = iterations or cfg.optim.iterations
+        tiled = self._tiled_if_needed(content, styles, style_weights, temporal, final_iterations,
+                                      callback) if _allow_tiling else None
+        if tiled is not None:
+            image = recombine_colors(tiled.image, original) if cfg.image.preserve_colors else tiled.image
+            return StylizeResult(image.astype(np.float32), tiled.evaluations, tiled.seconds,
+                                 tiled.final_loss, tiled.history)
         sizes = (scale_sizes(*content.shape[:2], cfg.image.scales, cfg.image.min_scale_size)
                  if multiscale and temporal is None else [content.shape[:2]])
         x = self.initial_image(resize(content, sizes[0]), init if not isinstance(init, np.ndarray)
