@@ -41,6 +41,9 @@ PoolOpt = Annotated[Optional[str], typer.Option("--pooling", help="max | avg")]
 StyleScaleOpt = Annotated[Optional[float], typer.Option("--style-scale", help="Style size relative to content.")]
 ScalesOpt = Annotated[Optional[str], typer.Option("--scales", help="Coarse-to-fine fractions, e.g. 0.25,0.5,1.")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16")]
+MaxMemoryOpt = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="Memory budget, e.g. 8GB: larger images are stylized in blended tiles.")]
+JitOpt = Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the optimisation step.")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", help="auto | png | jpeg | webp | tiff")]
 KeepResOpt = Annotated[Optional[bool], typer.Option("--keep-resolution/--no-keep-resolution",
                                                     help="Upscale results back to the source resolution.")]
@@ -54,6 +57,7 @@ def build_config(config_file: Path | None, preset: str | None, **options: object
                "content_loss_weight": "loss.content_weight", "style_loss_weight": "loss.style_weight",
                "tv_weight": "loss.tv_weight", "init": "optim.init", "preserve_colors": "image.preserve_colors",
                "pooling": "model.pooling", "style_scale": "image.style_scale", "precision": "optim.precision",
+               "max_memory": "image.max_memory", "jit": "optim.jit_compile",
                "format": "image.format", "keep_resolution": "image.keep_resolution"}
     overrides: dict[str, object] = {}
     for name, value in options.items():
@@ -92,15 +96,21 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, init: InitOpt = None,
           preserve_colors: ColorsOpt = None, pooling: PoolOpt = None, style_scale: StyleScaleOpt = None,
           scales: ScalesOpt = None, precision: PrecisionOpt = None, format: FormatOpt = None,
-          keep_resolution: KeepResOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+          keep_resolution: KeepResOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
+          max_memory: MaxMemoryOpt = None, jit: JitOpt = None) -> None:
     """Stylize photos, one output per input (in this process, no Ray)."""
     from pipeline.local import stylize_images
+    from pipeline.tiling import parse_memory
 
+    try:
+        parse_memory(max_memory)
+    except ValueError as exc:
+        raise NstError(f"--max-memory: {exc}") from exc
     cfg = build_config(config, preset, size=size, iterations=iterations, optimizer=optimizer,
                        content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
                        tv_weight=tv_weight, init=init, preserve_colors=preserve_colors, pooling=pooling,
                        style_scale=style_scale, scales=scales, precision=precision, format=format,
-                       keep_resolution=keep_resolution)
+                       keep_resolution=keep_resolution, max_memory=max_memory, jit=jit)
     failed = stylize_images(photos, style, style_weight, cfg, output, overwrite=overwrite, quiet=quiet)
     if failed:
         raise typer.Exit(1)
