@@ -5,7 +5,7 @@ All runs are judged by one fixed evaluator, whatever loss the preset itself opti
 weights, "relative" normalisation for both (squared error over the target's squared norm, so the
 numbers are comparable between presets and free of image size).
 
-    .venv/bin/python benchmarks/bench_presets.py [--size 256] [--out /tmp/nst_bench_presets]
+    .venv/bin/python benchmarks/bench_presets.py [--size 256] [--out /tmp/nst_bench_presets] [--only a,b]
 
 Seconds are wall time of Stylizer.stylize (targets, tracing and optimisation), one run each, on
 whatever else the machine is doing. Stylized images are written as PNG into --out.
@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/nst_bench_presets"))
     parser.add_argument("--content", default="tubingen.jpg")
     parser.add_argument("--style", default="starry_night.jpg")
+    parser.add_argument("--only", default="", help="comma-separated presets to run (default: all)")
     args = parser.parse_args()
+    only = {name for name in args.only.split(",") if name}
+    runs = [(p, r) for p, r in RUNS if not only or (p or "default") in only]
 
     photo = load_image(IMAGES / args.content, 10**9).rgb.astype(np.float32)
     painting = load_image(IMAGES / args.style, 10**9).rgb.astype(np.float32)
@@ -82,15 +85,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     h, w = content.shape[:2]
-    print(f"{args.content} x {args.style}, {w}x{h} px, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} "
-          f"intra-op threads; distances: VGG-19 max pooling, content {EVAL_CONTENT}, style conv1_1..conv5_1 "
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "all"
+    print(f"{args.content} x {args.style}, {w}x{h} px, {threads} intra-op threads; distances: VGG-19 max pooling, "
+          f"content {EVAL_CONTENT}, style conv1_1..conv5_1 "
           f"equal weights, relative normalisation (lower is closer); load average (1 min) at the start: "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
     rows = ["| preset | reproduces | iterations (evaluations) | seconds | style distance | content distance |",
             "|---|---|---|---|---|---|"]
     style_d, content_d = evaluator.distances(content)
     rows.append(f"| (the content photo itself) | reference | 0 | - | {style_d:.3f} | {content_d:.3f} |")
-    for preset, reproduces in RUNS:
+    for preset, reproduces in runs:
         cfg = config_mod.load(preset=preset, overrides={"image.size": args.size})
         name = preset or "default"
         planned = _planned(cfg, content.shape[:2])

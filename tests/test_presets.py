@@ -131,3 +131,15 @@ def test_preset_runs_two_iterations_and_lowers_the_loss(name, extractor, photo, 
     # Adam takes exactly the steps asked for; scipy's L-BFGS-B finishes a line search it has begun
     assert result.evaluations == 2 if cfg.optim.optimizer == "adam" else result.evaluations >= 2
     assert after < before
+
+
+def test_presets_command_prints_each_preset_with_its_description():
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["presets"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in result.output.splitlines() if line.strip()}
+    for name in PRESETS:
+        assert lines[name] == config_mod.preset_path(name).read_text().splitlines()[0][2:].strip()
