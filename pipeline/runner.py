@@ -502,7 +502,7 @@ def info_lines(address: str | None = None) -> list[str]:
 
     from pipeline.scheduling import start_ray, stop_ray
 
-    started = start_ray(address, num_cpus=1 if not (address or os.environ.get("RAY_ADDRESS")) else None)
+    started = start_ray(address)  # all cores declared, so the worker plan below is what `nst run` would do
     try:
         lines = [f"Ray {ray.__version__}: {'embedded local runtime, dashboard off' if started else 'cluster'}"]
         total = ray.cluster_resources()
