@@ -39,9 +39,10 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
               quiet: bool = True) -> bool:
     """Joins ``address`` (or RAY_ADDRESS), else starts an embedded local runtime; True if it started one.
 
-    The embedded runtime runs without the dashboard (Ray keeps a minimal head process on
-    127.0.0.1). Ray 2.x on Linux resolves a loopback node address to the machine's own address and
-    its gRPC services listen on all interfaces; Ray's token authentication guards them.
+    The embedded runtime runs without the dashboard, and every port it opens (GCS, raylet,
+    object manager, agents, workers) listens on 127.0.0.1 only: on Linux Ray replaces a loopback
+    node address with the machine's reachable one unless its "single-machine" mode is chosen,
+    which is what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 does (Ray's default on macOS/Windows).
     """
     if ray.is_initialized():
         return False
@@ -53,8 +54,22 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise NstError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         return False
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCAL_HOST, **common)
+    bind_loopback_only()
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCAL_HOST,
+             _node_ip_address=LOCAL_HOST, **common)
     return True
+
+
+def bind_loopback_only() -> None:
+    """Makes an embedded runtime resolve its node address to 127.0.0.1 (and so bind there).
+
+    The constant is read when Ray is imported, so it is set both in the environment (for the
+    processes Ray spawns) and on the already-imported module (for this one).
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def stop_ray(started: bool) -> None:
