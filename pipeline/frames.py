@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import VideoError
+from pipeline.weights import current_umask
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,7 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
             raise VideoEncodeError(out_path, f"ffmpeg could not encode H.264: {last}")
+        os.chmod(out_tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
         os.replace(out_tmp, out_path)
         out_tmp = None
         log.debug("wrote %s: %d frames at %s fps", out_path, count, fps)

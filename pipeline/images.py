@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import InputError
+from pipeline.weights import current_umask
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ def atomic_save(image: Image.Image, path: Path, **save_kwargs: object) -> None:
         image.save(tmp, **save_kwargs)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

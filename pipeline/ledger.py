@@ -23,6 +23,11 @@ from pipeline.errors import NstError
 
 log = logging.getLogger(__name__)
 
+
+def _text(path: Path | str) -> str:
+    """A path as valid UTF-8 text for SQLite: undecodable bytes of a file name become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
 STATE_DIR = ".nst"
 DB_NAME = "ledger.sqlite"
 LOCK_NAME = "driver.lock"
@@ -182,22 +187,22 @@ class Ledger:
             if row is None:
                 conn.execute("INSERT INTO items (id, kind, source, output, state, units, config_hash) "
                              "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                             (item_id, kind, str(source), str(output), units, config_hash))
+                             (item_id, kind, _text(source), str(output), units, config_hash))
                 return PENDING
             same = row["config_hash"] == config_hash
             if same and row["state"] == DONE and not force:
                 conn.execute("UPDATE items SET source = ?, output = ? WHERE id = ?",
-                             (str(source), str(output), item_id))
+                             (_text(source), str(output), item_id))
                 return DONE
             if same and not force and row["state"] != FAILED:
                 # pending (or stale running): keep attempts and any finished segments
                 conn.execute("UPDATE items SET state = 'pending', source = ?, output = ?, kind = ?, units = ? "
-                             "WHERE id = ?", (str(source), str(output), kind, units, item_id))
+                             "WHERE id = ?", (_text(source), str(output), kind, units, item_id))
                 return PENDING
             conn.execute("UPDATE items SET kind = ?, source = ?, output = ?, state = 'pending', attempts = 0, "
                          "error = NULL, worker = NULL, node = NULL, pid = NULL, started_at = NULL, "
                          "finished_at = NULL, seconds = NULL, units = ?, config_hash = ? WHERE id = ?",
-                         (kind, str(source), str(output), units, config_hash, item_id))
+                         (kind, _text(source), str(output), units, config_hash, item_id))
             conn.execute("DELETE FROM segments WHERE item = ?", (item_id,))
             return PENDING
 

@@ -244,6 +244,7 @@ def run(opts: RunOptions) -> RunResult:
         todo.append(d.item)
     result.skipped = len(skipped)
     done_now: set[str] = set()
+    notes: dict[str, str] = {}
     ray_started = False
     pool = None
     status = "interrupted"
@@ -263,7 +264,7 @@ def run(opts: RunOptions) -> RunResult:
                              f"{len(plan.refused)} refused; {worker_plan.reason}")
             pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options)
             result.workers = pool.start(timeout=900)
-            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, Task)
+            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, Task, notes)
         status = "finished"
     finally:
         if pool is not None:
@@ -272,7 +273,7 @@ def run(opts: RunOptions) -> RunResult:
         if status != "finished":
             ledger.recover_stale()  # what was running is simply pending for the next run
         ledger.finish_run(run_id, status)
-        records = _records(plan, ledger, skipped, done_now)
+        records = _records(plan, ledger, skipped, done_now, notes)
         ledger.close()
         lock.release()
     result.records = records
@@ -287,7 +288,9 @@ def run(opts: RunOptions) -> RunResult:
 
 
 def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: list[Item], pool: object,
-               worker_count: int, done_now: set[str], Task: type) -> None:  # noqa: N803
+               worker_count: int, done_now: set[str], Task: type,  # noqa: N803
+               notes: dict[str, str] | None = None) -> None:
+    notes = notes if notes is not None else {}
     cfg = opts.config
     out_dir = Path(opts.out_dir)
     emit = opts.on_event or (lambda kind, data: None)
@@ -357,6 +360,8 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             write_bytes_atomic(item.output, res["data"])  # the driver writes; workers need no shared disk
             ledger.mark_done(item.id, res["worker"], res["node"], res["seconds"], res["pid"])
             done_now.add(item.id)
+            if res.get("note"):
+                notes[item.id] = res["note"]  # e.g. "first frame of an animated GIF", for the report
             _say(opts.quiet, f"wrote {item.output} ({res['seconds']:.1f} s on {res['worker']} @ {res['node']})")
             return
         spec: SegmentSpec = task.extra["spec"]
@@ -408,7 +413,8 @@ def _finish(opts: RunOptions, ledger: Ledger, state: VideoState, done_now: set[s
     _say(opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {state.seconds:.1f} s of work)")
 
 
-def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[str]) -> list[dict]:
+def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[str],
+             notes: dict[str, str] | None = None) -> list[dict]:
     records = []
     for item in plan.items:
         row = ledger.item(item.id)
@@ -422,7 +428,8 @@ def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[
             continue
         state = {DONE: "done", FAILED: "failed"}.get(row["state"], "failed")
         reason = row["error"] or ("" if state == "done" else f"left {row['state']}")
-        records.append({**base, "state": state, "reason": reason if state != "done" else "",
+        done_reason = (notes or {}).get(item.id, "")
+        records.append({**base, "state": state, "reason": reason if state != "done" else done_reason,
                         "seconds": row["seconds"], "worker": row["worker"], "node": row["node"]})
     for refusal in plan.refused:
         records.append({"id": str(refusal.source), "kind": "", "source": str(refusal.source), "output": "",

@@ -197,7 +197,7 @@ class StylizeWorker:
             payload = output.read_bytes()
         return {"ok": True, "data": payload, "seconds": time.perf_counter() - started,
                 "optim_seconds": sum(scale_seconds.values()), "evaluations": outcome.evaluations,
-                "size": outcome.size, **self._who()}
+                "size": outcome.size, "note": outcome.reason, **self._who()}
 
     def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str) -> dict:
         """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out."""
@@ -268,26 +268,45 @@ class WorkerPool:
         return StylizeWorker.options(**self._options(index)).remote(
             name, self.config, self.styles_ref, self.style_weights, self.init_ref, self.plan.threads)
 
-    def start(self, timeout: float | None = None) -> list[dict]:
-        """Starts every worker and waits until each has loaded VGG-19; returns what each reports."""
-        handles = [(f"worker-{i}", self._create(i, f"worker-{i}")) for i in range(self.plan.count)]
-        infos = self._describe_all([h for _, h in handles], timeout)
-        self.slots = [WorkerSlot(name, handle, info) for (name, handle), info in zip(handles, infos)]
+    def start(self, timeout: float | None = None, attempts: int = 3) -> list[dict]:
+        """Starts every worker and waits until each has loaded VGG-19; returns what each reports.
+
+        A worker that dies while starting (killed, out of memory on a busy node) is started again,
+        up to ``attempts`` times; the run goes on with the workers that came up, and fails only
+        when none did.
+        """
+        pending = [(i, f"worker-{i}") for i in range(self.plan.count)]
+        started: dict[int, WorkerSlot] = {}
+        last_error = ""
+        for _ in range(attempts):
+            handles = [(i, name, self._create(i, name)) for i, name in pending]
+            refs = [h.describe.remote() for _, _, h in handles]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+            if len(ready) < len(refs) and not ready:
+                raise NstError(f"the Ray workers did not start within {timeout:.0f} s; the cluster may lack "
+                               f"{self.plan.num_cpus:g} CPU / {self.plan.num_gpus:g} GPU per worker "
+                               f"(`nst info` shows what it has)")
+            pending = []
+            for (i, name, handle), ref in zip(handles, refs):
+                try:
+                    started[i] = WorkerSlot(name, handle, ray.get(ref, timeout=0 if ref in ready else 1))
+                except (RayActorError, GetTimeoutError, WorkerCrashedError) as exc:
+                    last_error = str(exc).splitlines()[0]
+                    log.warning("%s did not start (%s); trying again", name, last_error)
+                    try:
+                        ray.kill(handle, no_restart=True)
+                    except Exception:  # noqa: BLE001 - it is dead already
+                        pass
+                    pending.append((i, name))
+            if not pending:
+                break
+        if not started:
+            raise NstError(f"no Ray worker could load the model after {attempts} tries: {last_error}")
+        self.slots = [started[i] for i in sorted(started)]
         for slot in self.slots:
             log.info("%s on %s pid %s, CUDA_VISIBLE_DEVICES=%s, %s intra-op threads", slot.name, slot.info["node"],
                      slot.info["pid"], slot.info["cuda_visible_devices"], slot.info["intra_op_threads"])
         return [s.info for s in self.slots]
-
-    def _describe_all(self, handles: list[Any], timeout: float | None) -> list[dict]:
-        refs = [h.describe.remote() for h in handles]
-        try:
-            return ray.get(refs, timeout=timeout)
-        except GetTimeoutError as exc:
-            raise NstError(f"the Ray workers did not start within {timeout:.0f} s; the cluster may lack "
-                           f"{self.plan.num_cpus:g} CPU / {self.plan.num_gpus:g} GPU per worker "
-                           f"(`nst info` shows what it has)") from exc
-        except RayActorError as exc:
-            raise NstError(f"a Ray worker died while loading the model: {exc}") from exc
 
     def replace(self, slot: WorkerSlot) -> None:
         """A fresh actor in the dead one's place (it reloads VGG-19; the lost tasks are requeued)."""
