@@ -62,6 +62,10 @@ class StylizeResult:
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (evals, seconds, loss)
 
 
+class _BudgetReached(Exception):
+    """The evaluation budget ran out in the middle of an L-BFGS-B line search."""
+
+
 class Cancelled(Exception):
     """Raised by a callback to stop the optimisation early, keeping nothing."""
 
@@ -238,6 +242,10 @@ class Stylizer:
         start = time.perf_counter()
 
         def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            if len(history) >= iterations:
+                # scipy checks maxfun only between iterations, so a line search could overrun the
+                # budget; stopping here makes `iterations` an exact cost bound (video frames rely on it).
+                raise _BudgetReached
             x = tf.constant(z.reshape(shape), tf.float32)
             loss, grad, _ = self._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
             value = float(loss)  # the one device-to-host transfer per evaluation (with the gradient)
@@ -246,7 +254,7 @@ class Stylizer:
             elapsed = time.perf_counter() - start
             history.append((len(history) + 1, elapsed, value))
             if value < best["loss"]:
-                best.update(loss=value, x=z)
+                best.update(loss=value, x=z.copy())  # scipy may reuse the buffer
             if callback is not None:
                 callback(Iterate(scale[0], scale[1], x0.shape[:2], min(len(history), iterations),
                                  iterations, value, elapsed))
@@ -263,11 +271,14 @@ class Stylizer:
                 if (before - now) / max(abs(before), 1e-12) < tolerance * window:
                     raise StopIteration
 
-        res = minimize(fun, x0.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
-                       bounds=Bounds(0.0, 255.0), callback=stop_when_flat,
-                       options={"maxiter": iterations, "maxfun": iterations, "ftol": 0.0, "gtol": 0.0,
-                                "maxcor": 20})
-        log.debug("L-BFGS-B: %s after %d evaluations", res.message, len(history))
+        try:
+            res = minimize(fun, x0.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
+                           bounds=Bounds(0.0, 255.0), callback=stop_when_flat,
+                           options={"maxiter": iterations, "maxfun": iterations, "ftol": 0.0, "gtol": 0.0,
+                                    "maxcor": 20})
+            log.debug("L-BFGS-B: %s after %d evaluations", res.message, len(history))
+        except _BudgetReached:
+            log.debug("L-BFGS-B: evaluation budget of %d reached inside a line search", iterations)
         image = np.asarray(best["x"], np.float32).reshape(x0.shape)
         return StylizeResult(image, len(history), time.perf_counter() - start, float(best["loss"]), history)
 
