@@ -56,8 +56,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     content_weight: float = _f(1.0, lo=0.0)
-    style_weight: float = _f(1.0, lo=0.0)
-    tv_weight: float = _f(0.0, lo=0.0)
+    style_weight: float = _f(10.0, lo=0.0)
+    tv_weight: float = _f(10.0, lo=0.0)
+    tv_form: str = _f("mean_sq", choices=("mean_sq", "sum_pow125"))
     content_normalization: str = _f("relative", choices=CONTENT_NORMS)
     style_normalization: str = _f("relative", choices=STYLE_NORMS)
 
@@ -65,7 +66,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = _f("lbfgs", choices=("lbfgs", "adam"))
-    iterations: int = _f(300, lo=1, hi=100000)
+    iterations: int = _f(200, lo=1, hi=100000)
     coarse_iterations: int = _f(100, lo=0, hi=100000)
     learning_rate: float = _f(5.0, positive=True)
     adam_beta1: float = _f(0.9, lo=0.0, hi=0.999999)

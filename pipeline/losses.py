@@ -7,7 +7,15 @@ Normalisations (``loss.content_normalization`` / ``loss.style_normalization``):
 - ``mean``: mean squared error (Grams divided by the number of positions).
 - ``half_sum``: 1/2 sum (F - P)^2, content only (Gatys et al. 2015, eq. 1).
 - ``four_nhwc``: 1/(4 nH nW nC) sum (a_C - a_G)^2, content only (deeplearning.ai formulation).
-- ``four_n2m2``: 1/(4 N^2 M^2) sum (G - A)^2 with raw Grams, style only (Gatys et al. eq. 4).
+- ``four_n2m2``: 1/(4 N^2 M^2) sum (G - A)^2, style only (Gatys et al. eq. 4). Both Grams are taken
+  per position first (G/M), which equals the paper's raw-Gram form when the style and the generated
+  image have the same number of positions M, and stays right when they do not (another aspect
+  ratio, or ``image.style_scale`` != 1), where raw Grams would be off by M_style / M_generated.
+
+Total variation (``loss.tv_form``):
+- ``mean_sq`` (default): mean squared neighbour difference in [0, 1] units, size-independent.
+- ``sum_pow125``: sum ((dx^2 + dy^2) ^ 1.25) in [0, 255] units, the Keras example's form
+  (used by the Harish Narayanan article), which grows with the image.
 """
 from __future__ import annotations
 
@@ -17,11 +25,11 @@ EPS = 1e-8
 
 
 def gram(features: tf.Tensor, normalization: str = "relative") -> tf.Tensor:
-    """Gram matrices [B, C, C]; divided by the number of positions except for four_n2m2."""
+    """Gram matrices [B, C, C] divided by the number of positions (see four_n2m2 above)."""
     shape = tf.shape(features)
     flat = tf.reshape(features, [shape[0], shape[1] * shape[2], shape[3]])
     raw = tf.matmul(flat, flat, transpose_a=True)
-    if normalization == "four_n2m2":
+    if normalization == "raw":
         return raw
     return raw / tf.cast(shape[1] * shape[2], features.dtype)
 
@@ -34,10 +42,9 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor, normalization:
     if normalization == "mean":
         return diff / tf.cast(tf.size(target_gram), diff.dtype)
     if normalization == "four_n2m2":
-        shape = tf.shape(features)
-        n = tf.cast(shape[3], diff.dtype)
-        m = tf.cast(shape[1] * shape[2], diff.dtype)
-        return diff / (4.0 * n * n * m * m)
+        # sum((G/M - A/M)^2) / (4 N^2) == sum((G - A)^2) / (4 N^2 M^2) for matching M.
+        n = tf.cast(tf.shape(features)[3], diff.dtype)
+        return diff / (4.0 * n * n)
     raise ValueError(f"unknown style normalization {normalization!r}")
 
 
@@ -54,8 +61,12 @@ def content_layer_loss(features: tf.Tensor, target: tf.Tensor, normalization: st
     raise ValueError(f"unknown content normalization {normalization!r}")
 
 
-def total_variation(image: tf.Tensor) -> tf.Tensor:
-    """Mean squared difference of neighbouring pixels, in [0, 1] units (size-independent)."""
+def total_variation(image: tf.Tensor, form: str = "mean_sq") -> tf.Tensor:
+    """Mean squared difference of neighbouring pixels in [0, 1] units, or the Keras example's form."""
+    if form == "sum_pow125":
+        dy = image[:, :-1, :-1, :] - image[:, 1:, :-1, :]
+        dx = image[:, :-1, :-1, :] - image[:, :-1, 1:, :]
+        return tf.reduce_sum(tf.pow(tf.square(dx) + tf.square(dy) + 1e-12, 1.25))
     scaled = image / 255.0
     dy = scaled[:, 1:, :, :] - scaled[:, :-1, :, :]
     dx = scaled[:, :, 1:, :] - scaled[:, :, :-1, :]

@@ -183,7 +183,7 @@ class Stylizer:
                 feats[n], content_targets[n], cfg.loss.content_normalization) for n in self.content_layers])
             style = tf.add_n([style_w[n] * losses.style_layer_loss(
                 feats[n], grams[n], cfg.loss.style_normalization) for n in self.style_layers])
-            tv = losses.total_variation(x)
+            tv = losses.total_variation(x, cfg.loss.tv_form)
             temporal = losses.temporal_loss(x, warped, mask)
             terms = tf.stack([content, style, tv, temporal])
             loss = tf.reduce_sum(weights * terms)

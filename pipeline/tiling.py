@@ -178,11 +178,9 @@ def _grams_by_tiles(stylizer, image: np.ndarray, core: int, norm: str) -> dict[s
                 a, b = round((y0 - hy0) / stride), round((y1 - hy0) / stride)
                 c, d = round((x0 - hx0) / stride), round((x1 - hx0) / stride)
                 crop = f[:, a:b, c:d, :]
-                raw = losses.gram(crop, "four_n2m2")  # the plain sum F^T F
+                raw = losses.gram(crop, "raw")  # the plain sum F^T F
                 sums[name] = sums[name] + raw if name in sums else raw
                 positions[name] = positions.get(name, 0) + int(crop.shape[1] * crop.shape[2])
-    if norm == "four_n2m2":
-        return sums
     return {name: sums[name] / float(positions[name]) for name in sums}
 
 

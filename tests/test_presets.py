@@ -49,6 +49,7 @@ FACTS = {
         "model.network": "vgg16", "model.content_layers": ["block2_conv2"],
         "model.style_layers": ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"],
         "loss.content_normalization": "half_sum", "loss.style_normalization": "four_n2m2",
+        "loss.tv_weight": 1.0, "loss.tv_form": "sum_pow125",
         "optim.optimizer": "lbfgs", "optim.init": "noise", "image.size": 512},
 }
 
@@ -111,7 +112,7 @@ def test_cli_preset_option_is_applied():
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_runs_two_iterations_and_lowers_the_loss(name, extractor, photo, painting):
+def test_preset_runs_a_few_iterations_and_lowers_the_loss(name, extractor, photo, painting):
     cfg = config_mod.load(preset=name)
     layers = list(cfg.model.content_layers) + list(cfg.model.style_layers)
     if cfg.model.network == "vgg19":
@@ -124,12 +125,12 @@ def test_preset_runs_two_iterations_and_lowers_the_loss(name, extractor, photo, 
     targets = Targets(stylizer.content_targets(content), stylizer.style_grams([painting], [1.0], content.shape[:2]))
     start = stylizer.initial_image(content, None)
     before, terms, _ = stylizer.evaluate(start, targets)
-    result = stylizer.stylize(content, [painting], iterations=2, multiscale=False)
+    # L-BFGS-B's first step is a unit-norm probe; a few evaluations let every optimiser move.
+    result = stylizer.stylize(content, [painting], iterations=5, multiscale=False)
     after, _, _ = stylizer.evaluate(result.image, targets)
     assert result.image.shape == content.shape and np.isfinite(result.image).all()
     assert math.isfinite(before) and math.isfinite(after) and terms["style"] > 0
-    # Adam takes exactly the steps asked for; scipy's L-BFGS-B finishes a line search it has begun
-    assert result.evaluations == 2 if cfg.optim.optimizer == "adam" else result.evaluations >= 2
+    assert result.evaluations <= 5  # the budget is exact (L-BFGS may also stop early when flat)
     assert after < before
 
 

@@ -102,3 +102,31 @@ def test_too_small_image_is_a_clear_error(extractor, painting):
     stylizer = make(extractor)
     with pytest.raises(ValueError, match="at least 32 px"):
         stylizer.stylize(np.zeros((20, 40, 3), np.float32), [painting])
+
+
+def test_four_n2m2_matches_the_paper_and_ignores_the_style_size():
+    """1/(4 N^2 M^2) sum (G - A)^2 with raw Grams when sizes match; unchanged by a larger style."""
+    from pipeline import losses
+
+    rng = np.random.default_rng(1)
+    generated = rng.random((1, 6, 8, 5)).astype(np.float32)
+    style = rng.random((1, 6, 8, 5)).astype(np.float32)
+    g_raw = np.einsum("bhwc,bhwd->cd", generated, generated)
+    a_raw = np.einsum("bhwc,bhwd->cd", style, style)
+    n, m = 5, 6 * 8
+    expected = ((g_raw - a_raw) ** 2).sum() / (4 * n * n * m * m)
+    target = losses.gram(style, "four_n2m2")
+    got = float(losses.style_layer_loss(generated, target, "four_n2m2"))
+    assert got == pytest.approx(expected, rel=1e-4)
+    tiled = np.concatenate([style, style], axis=2)  # the same texture, twice the positions
+    assert float(losses.style_layer_loss(generated, losses.gram(tiled, "four_n2m2"), "four_n2m2")) == \
+        pytest.approx(expected, rel=1e-4)
+
+
+def test_tv_sum_pow125_is_the_keras_example_form():
+    from pipeline import losses
+
+    image = np.zeros((1, 4, 4, 3), np.float32)
+    image[0, :, 2:, :] = 10.0  # one vertical edge of height 10 between columns 1 and 2
+    # rows 0..2 (the last row and column are dropped) x 3 channels, each (10^2)^1.25
+    assert float(losses.total_variation(image, "sum_pow125")) == pytest.approx(3 * 3 * 100 ** 1.25, rel=1e-4)
