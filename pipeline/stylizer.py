@@ -190,18 +190,21 @@ class Stylizer:
         return loss, tape.gradient(loss, x), terms
 
     def _adam_steps_impl(self, x, m, v, t, steps, content_targets, grams, warped, mask, weights, hyper):  # noqa: ANN001, ANN202
+        # Functional state (tensors in, tensors out) rather than tf.Variable arguments: a traced
+        # function generalised over shapes would otherwise keep the first call's variables, and a
+        # coarse-to-fine run (new size per scale) would feed it mismatched shapes.
         lr, beta1, beta2 = hyper[0], hyper[1], hyper[2]
         last = tf.constant(0.0)
         for _ in tf.range(steps):
             loss, grad, _ = self._loss_and_grad_impl(x, content_targets, grams, warped, mask, weights)
-            t.assign_add(1.0)
-            m.assign(beta1 * m + (1.0 - beta1) * grad)
-            v.assign(beta2 * v + (1.0 - beta2) * tf.square(grad))
+            t = t + 1.0
+            m = beta1 * m + (1.0 - beta1) * grad
+            v = beta2 * v + (1.0 - beta2) * tf.square(grad)
             m_hat = m / (1.0 - tf.pow(beta1, t))
             v_hat = v / (1.0 - tf.pow(beta2, t))
-            x.assign(tf.clip_by_value(x - lr * m_hat / (tf.sqrt(v_hat) + 1e-8), 0.0, 255.0))
+            x = tf.clip_by_value(x - lr * m_hat / (tf.sqrt(v_hat) + 1e-8), 0.0, 255.0)
             last = loss
-        return last
+        return x, m, v, t, last
 
     # ------------------------------------------------------------------ optimisation
     def loss_weights(self, temporal: TemporalTarget | None, temporal_weight: float) -> tf.Tensor:
@@ -286,9 +289,9 @@ class Stylizer:
         opt = self.config.optim
         warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
         weights = self.loss_weights(temporal, temporal_weight)
-        x = tf.Variable(x0[None], dtype=tf.float32)
-        m, v = tf.Variable(tf.zeros_like(x)), tf.Variable(tf.zeros_like(x))
-        t = tf.Variable(0.0)
+        x = tf.constant(x0[None], dtype=tf.float32)
+        m, v = tf.zeros_like(x), tf.zeros_like(x)
+        t = tf.constant(0.0)
         hyper = tf.constant([opt.learning_rate, opt.adam_beta1, opt.adam_beta2], tf.float32)
         history: list[tuple[int, float, float]] = []
         start = time.perf_counter()
@@ -297,8 +300,9 @@ class Stylizer:
         chunk = 10
         while done < iterations:
             steps = min(chunk, iterations - done)
-            loss = float(self._adam_steps(x, m, v, t, tf.constant(steps), targets.content, targets.grams,
-                                          warped, mask, weights, hyper))
+            x, m, v, t, loss_tensor = self._adam_steps(x, m, v, t, tf.constant(steps), targets.content,
+                                                       targets.grams, warped, mask, weights, hyper)
+            loss = float(loss_tensor)
             if not np.isfinite(loss):
                 raise FloatingPointError("loss is not finite")
             done += steps

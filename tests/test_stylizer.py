@@ -130,3 +130,14 @@ def test_tv_sum_pow125_is_the_keras_example_form():
     image[0, :, 2:, :] = 10.0  # one vertical edge of height 10 between columns 1 and 2
     # rows 0..2 (the last row and column are dropped) x 3 channels, each (10^2)^1.25
     assert float(losses.total_variation(image, "sum_pow125")) == pytest.approx(3 * 3 * 100 ** 1.25, rel=1e-4)
+
+
+def test_adam_runs_coarse_to_fine_and_on_a_new_size(extractor, painting):
+    """Each scale has its own size; the compiled Adam chunk must accept all of them."""
+    stylizer = make(extractor, **{"optim.optimizer": "adam", "image.scales": [0.5, 1.0], "image.min_scale_size": 32,
+                                  "optim.iterations": 3, "optim.coarse_iterations": 3})
+    rng = np.random.default_rng(3)
+    first = stylizer.stylize(rng.uniform(0, 255, (80, 96, 3)).astype(np.float32), [painting])
+    second = stylizer.stylize(rng.uniform(0, 255, (64, 64, 3)).astype(np.float32), [painting])
+    assert first.image.shape == (80, 96, 3) and second.image.shape == (64, 64, 3)
+    assert first.evaluations == 6 and second.evaluations == 6
