@@ -125,7 +125,8 @@ def time_to_reach(trace: list[tuple[bool, float, float]], level: float) -> float
     return None
 
 
-def part_quality(content: np.ndarray, style: np.ndarray, extractors: dict, precision: str) -> None:
+def part_quality(content: np.ndarray, style: np.ndarray, extractors: dict, precision: str,
+                 only_reference_pair: bool = False) -> None:
     print(f"\n== 3. loss against time at {content.shape[1]}x{content.shape[0]} ({precision}) ==")
     print("one evaluator: the full-resolution loss under the default weights (relative style + content "
           "distances at 512, tv), same targets for every run")
@@ -140,6 +141,8 @@ def part_quality(content: np.ndarray, style: np.ndarray, extractors: dict, preci
         ("Adam    [0.5,1] 100+400", {"optim.optimizer": "adam", "image.scales": [0.5, 1.0],
                                      "optim.coarse_iterations": 100, "optim.iterations": 400}),
     ]
+    if only_reference_pair:  # the target's two runs only: the default and 500 single-scale Adam
+        runs = runs[:2]
     results = {}
     evaluator = stylizer_for(precision, extractors)
     targets = Targets(evaluator.content_targets(content), evaluator.style_grams([style], [1.0], content.shape[:2]))
@@ -173,16 +176,20 @@ def main() -> None:
     parser.add_argument("--skip-pastiche", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--quality-precision", default="fp32")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--reference-pair-only", action="store_true",
+                        help="part 3: only the default and the 500-iteration Adam reference")
     args = parser.parse_args()
     if not images_present():
         return
     content, style = load_pair(args.size)
     extractors: dict = {}
-    part_speed(content, style, args.rounds, extractors)
+    if not args.skip_speed:
+        part_speed(content, style, args.rounds, extractors)
     if not args.skip_pastiche:
         part_pastiche(content, style, args.rounds, extractors, args.size)
     if not args.skip_quality:
-        part_quality(content, style, extractors, args.quality_precision)
+        part_quality(content, style, extractors, args.quality_precision, args.reference_pair_only)
 
 
 if __name__ == "__main__":
