@@ -25,8 +25,10 @@ test: setup
 	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest -q -ra
 
+# Speed and quality numbers (long; one benchmark at a time). See benchmarks/README.md for the others.
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_speed.py
+	$(PY) benchmarks/bench_core.py
 
 clean:
 	rm -rf $(VENV) output/demo
