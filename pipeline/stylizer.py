@@ -24,6 +24,7 @@ from pipeline.vgg import FeatureExtractor
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 32  # four 2x2 poolings before conv5_1 leave at least 2x2 positions
+LBFGS_FIRST_STEP_RMS = 2.0  # grey levels per pixel of L-BFGS-B's first (unit-norm) step
 
 
 @dataclass(frozen=True)
@@ -244,12 +245,19 @@ class Stylizer:
         best: dict = {"loss": np.inf, "x": x0}
         start = time.perf_counter()
 
+        # L-BFGS-B's first line search starts with a step of unit norm. In raw pixel units that
+        # moves 600k pixels by a total of 1 grey level, and the search then spends several
+        # evaluations growing the step by 4x at a time. Optimising z = x / s with s = 2 sqrt(n)
+        # makes that first step about 2 grey levels per pixel; later iterations are
+        # quasi-Newton steps, which do not depend on the scale.
+        unit = LBFGS_FIRST_STEP_RMS * float(np.sqrt(x0.size))
+
         def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
             if len(history) >= iterations:
                 # scipy checks maxfun only between iterations, so a line search could overrun the
                 # budget; stopping here makes `iterations` an exact cost bound (video frames rely on it).
                 raise _BudgetReached
-            x = tf.constant(z.reshape(shape), tf.float32)
+            x = tf.constant((z * unit).reshape(shape), tf.float32)
             loss, grad, _ = self._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
             value = float(loss)  # the one device-to-host transfer per evaluation (with the gradient)
             if not np.isfinite(value):
@@ -257,26 +265,28 @@ class Stylizer:
             elapsed = time.perf_counter() - start
             history.append((len(history) + 1, elapsed, value))
             if value < best["loss"]:
-                best.update(loss=value, x=z.copy())  # scipy may reuse the buffer
+                best.update(loss=value, x=z * unit)  # a new array: scipy may reuse its buffer
             if callback is not None:
                 callback(Iterate(scale[0], scale[1], x0.shape[:2], min(len(history), iterations),
                                  iterations, value, elapsed))
-            return value, grad.numpy().astype(np.float64).ravel()
+            return value, grad.numpy().astype(np.float64).ravel() * unit
 
         tolerance = self.config.optim.tolerance
-        window = 10
+        window = 5
+        iterate_losses: list[float] = []
 
         def stop_when_flat(intermediate_result) -> None:  # noqa: ANN001
-            # Relative loss change over the last `window` evaluations; scipy's own ftol test
-            # looks at a single step and fires on L-BFGS-B's tiny unit-norm first step.
-            if tolerance > 0 and len(history) > window:
-                before, now = history[-window - 1][2], history[-1][2]
+            # Mean relative loss decrease per iteration over the last `window` iterations, checked
+            # only after 2 * window iterations: scipy's own ftol test looks at one step at a time.
+            iterate_losses.append(float(intermediate_result.fun))
+            if tolerance > 0 and len(iterate_losses) >= 2 * window:
+                before, now = iterate_losses[-window - 1], iterate_losses[-1]
                 if (before - now) / max(abs(before), 1e-12) < tolerance * window:
                     raise StopIteration
 
         try:
-            res = minimize(fun, x0.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
-                           bounds=Bounds(0.0, 255.0), callback=stop_when_flat,
+            res = minimize(fun, x0.astype(np.float64).ravel() / unit, jac=True, method="L-BFGS-B",
+                           bounds=Bounds(0.0, 255.0 / unit), callback=stop_when_flat,
                            options={"maxiter": iterations, "maxfun": iterations, "ftol": 0.0, "gtol": 0.0,
                                     "maxcor": 20})
             log.debug("L-BFGS-B: %s after %d evaluations", res.message, len(history))

@@ -227,7 +227,12 @@ def tiled_stylize(stylizer, content: np.ndarray, styles: Sequence[np.ndarray],  
     for index, t in enumerate(tiles):
         crop = np.ascontiguousarray(content[t.y0:t.y1, t.x0:t.x1])
         targets = Targets(stylizer.content_targets(crop), grams)
-        result = stylizer.optimise(canvas[t.y0:t.y1, t.x0:t.x1], targets, iterations,
+        # Start from what the finished neighbours made of the overlap (the coarse pass elsewhere):
+        # tiles then agree where they meet instead of converging to different local optima.
+        done = weight_sum[t.y0:t.y1, t.x0:t.x1]
+        start_image = np.where(done > 0, blended[t.y0:t.y1, t.x0:t.x1] / np.maximum(done, 1e-6),
+                               canvas[t.y0:t.y1, t.x0:t.x1])
+        result = stylizer.optimise(start_image, targets, iterations,
                                    callback=callback, scale=(index + 1, len(tiles)))
         evaluations += result.evaluations
         w = blend_weights(t, height, width, overlap)[..., None]
