@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import VideoError
-from pipeline.weights import current_umask
+from pipeline.atomic import current_umask
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import InputError
-from pipeline.weights import current_umask
+from pipeline.atomic import atomic_target
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +227,9 @@ def output_format(input_path: Path, requested: str = "auto") -> str:
 
 
 def atomic_save(image: Image.Image, path: Path, **save_kwargs: object) -> None:
-    """Writes to a temp file beside ``path`` and renames it: a crash never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    """Saves through a temp file beside ``path``: a crash never leaves a half file."""
+    with atomic_target(path) as tmp:
         image.save(tmp, **save_kwargs)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:

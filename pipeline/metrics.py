@@ -64,7 +64,8 @@ def video_warping_errors(source_path: Path, stylized_path: Path, size: int = 384
     from pipeline.errors import VideoError
     from pipeline.frames import probe, read_frames, working_size
 
-    src_info, out_info = probe(source_path), probe(stylized_path)
+    src_info = probe(source_path)
+    probe(stylized_path)  # a bad stylized file fails here, named, before any decoding
     wh = working_size(src_info.width, src_info.height, size)
     source = list(read_frames(source_path, size, stop=max_frames))
     output = [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) if f.shape[1::-1] != wh else f

