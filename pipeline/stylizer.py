@@ -341,7 +341,7 @@ class Stylizer:
         if budget is None:
             return None
         opt = self.config.optim
-        need = tiling.whole_image_bytes(*content.shape[:2], opt.precision, opt.optimizer)
+        need = tiling.whole_image_bytes(*content.shape[:2], self.extractor.precision, opt.optimizer)
         if need <= budget:
             return None
         if temporal is not None:

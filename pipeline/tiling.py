@@ -195,7 +195,7 @@ def tiled_stylize(stylizer, content: np.ndarray, styles: Sequence[np.ndarray],  
     from pipeline.stylizer import StylizeResult, Targets, resize
 
     cfg = stylizer.config
-    precision, optimizer = cfg.optim.precision, cfg.optim.optimizer
+    precision, optimizer = stylizer.extractor.precision, cfg.optim.optimizer
     height, width = content.shape[:2]
     overlap = cfg.image.tile_overlap
     if tile is None:

@@ -62,3 +62,12 @@ def test_a_second_image_of_the_same_size_reuses_the_trace(extractor, photo, pain
     second = stylizer.stylize(other, [painting[::-1]])
     assert stylizer.trace_count == traces
     assert np.isfinite(first.final_loss) and np.isfinite(second.final_loss)
+
+
+def test_auto_precision_follows_the_hardware():
+    from pipeline.vgg import resolve_precision
+
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        native_bf16 = any(flag in handle.read() for flag in ("avx512_bf16", "amx_bf16"))
+    assert resolve_precision("auto") == ("bf16" if native_bf16 else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
