@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.frames import VIDEO_EXTENSIONS
 from pipeline.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format, probe_image
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
 VIDEO_SUFFIX = ".mp4"  # stylized videos are always re-encoded as H.264 MP4
 DEFAULT_MAX_PIXELS = 200_000_000
 

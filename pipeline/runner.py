@@ -163,6 +163,10 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
 
     encode_video(assembled_frames(out_dir, state.item.id, state.specs), state.item.output, state.fps,
                  state.item.source if state.has_audio else None, crf=cfg.video.crf)
+
+
+def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
+    """Segment frames go only after the ledger says done: a kill before that re-encodes from them."""
     if not cfg.video.save_frames:
         shutil.rmtree(frames_dir(out_dir, state.item.id), ignore_errors=True)
 
@@ -408,7 +412,12 @@ def _finish(opts: RunOptions, ledger: Ledger, state: VideoState, done_now: set[s
     except NstError as exc:
         fail_item(state.item, exc.message)
         return
+    except (OSError, ValueError) as exc:  # e.g. a segment frame missing or damaged on disk
+        fail_item(state.item, f"cannot assemble the video from its segment frames ({exc}); "
+                              f"rerun with --force to redo it")
+        return
     ledger.mark_done(state.item.id, None, None, state.seconds)
+    drop_frames(state, Path(opts.out_dir), opts.config)
     done_now.add(state.item.id)
     _say(opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {state.seconds:.1f} s of work)")
 

@@ -282,10 +282,17 @@ class WorkerPool:
             handles = [(i, name, self._create(i, name)) for i, name in pending]
             refs = [h.describe.remote() for _, _, h in handles]
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-            if len(ready) < len(refs) and not ready:
+            if not ready and not started:
                 raise NstError(f"the Ray workers did not start within {timeout:.0f} s; the cluster may lack "
                                f"{self.plan.num_cpus:g} CPU / {self.plan.num_gpus:g} GPU per worker "
                                f"(`nst info` shows what it has)")
+            if not ready:  # the retried workers did not come up in time: go on with those that did
+                for _, _, handle in handles:
+                    try:
+                        ray.kill(handle, no_restart=True)
+                    except Exception:  # noqa: BLE001 - best effort
+                        pass
+                break
             pending = []
             for (i, name, handle), ref in zip(handles, refs):
                 try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from pipeline.vgg import FeatureExtractor
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 32  # four 2x2 poolings before conv5_1 leave at least 2x2 positions
+GRAM_CACHE_SIZE = 16  # (styles, weights, size) entries of style Gram targets kept per Stylizer
 LBFGS_FIRST_STEP_RMS = 2.0  # grey levels per pixel of L-BFGS-B's first (unit-norm) step
 
 
@@ -139,7 +141,10 @@ class Stylizer:
         self.extractor = extractor or FeatureExtractor(
             model.network, model.pooling, self.content_layers + self.style_layers, config.optim.precision)
         self.trace_count = 0
-        self._gram_cache: dict[tuple, dict[str, tf.Tensor]] = {}
+        # Small LRU: colour preservation makes new style arrays per content image, and a long-lived
+        # worker must not keep every one of them.
+        self._gram_cache: OrderedDict[tuple, dict[str, tf.Tensor]] = OrderedDict()
+        self._style_keys: dict[int, tuple[np.ndarray, str]] = {}
         # reduce_retracing: shapes become dynamic after the second size, so frames of any size
         # share one trace (XLA still compiles once per concrete shape, and caches it).
         self._loss_and_grad = tf.function(self._loss_and_grad_impl, reduce_retracing=True,
@@ -157,8 +162,9 @@ class Stylizer:
         """Blended Gram targets, cached per (styles, weights, size)."""
         norm = self.config.loss.style_normalization
         longest = max(MIN_SIDE, round(max(content_hw) * self.config.image.style_scale))
-        key = (tuple(array_key(s) for s in styles), tuple(style_weights), longest, norm)
+        key = (tuple(self._style_key(s) for s in styles), tuple(style_weights), longest, norm)
         if key in self._gram_cache:
+            self._gram_cache.move_to_end(key)
             return self._gram_cache[key]
         total = float(sum(style_weights))
         blended: dict[str, tf.Tensor] = {}
@@ -168,8 +174,24 @@ class Stylizer:
             for name in self.style_layers:
                 g = losses.gram(feats[name], norm) * (weight / total)
                 blended[name] = blended[name] + g if name in blended else g
-        self._gram_cache[key] = blended
+        self.remember_grams(key, blended)
         return blended
+
+    def remember_grams(self, key: tuple, grams: dict[str, tf.Tensor]) -> None:
+        self._gram_cache[key] = grams
+        while len(self._gram_cache) > GRAM_CACHE_SIZE:
+            self._gram_cache.popitem(last=False)
+
+    def _style_key(self, style: np.ndarray) -> str:
+        """Content hash of a style array, computed once per array object (styles can be 100+ MB)."""
+        known = self._style_keys.get(id(style))
+        if known is not None and known[0] is style:
+            return known[1]
+        digest = array_key(style)
+        if len(self._style_keys) >= 4 * GRAM_CACHE_SIZE:
+            self._style_keys.clear()
+        self._style_keys[id(style)] = (style, digest)  # the reference keeps the id valid
+        return digest
 
     # ------------------------------------------------------------------ compiled step
     def _loss_and_grad_impl(self, x, content_targets, grams, warped, mask, weights):  # noqa: ANN001, ANN202

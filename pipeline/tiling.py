@@ -140,11 +140,11 @@ def tiled_style_grams(stylizer, styles: Sequence[np.ndarray], style_weights: Seq
     with a halo of context and its feature maps are cropped back to the tile, which leaves only
     the far reach of the deepest layers approximate.
     """
-    from pipeline.stylizer import MIN_SIDE, array_key, fit_longest, resize
+    from pipeline.stylizer import MIN_SIDE, fit_longest, resize
 
     norm = stylizer.config.loss.style_normalization
     longest = max(MIN_SIDE, round(max(content_hw) * stylizer.config.image.style_scale))
-    key = (tuple(array_key(s) for s in styles), tuple(style_weights), longest, norm, "tiled", tile)
+    key = (tuple(stylizer._style_key(s) for s in styles), tuple(style_weights), longest, norm, "tiled", tile)
     if key in stylizer._gram_cache:
         return stylizer._gram_cache[key]
     total = float(sum(style_weights))
@@ -158,7 +158,7 @@ def tiled_style_grams(stylizer, styles: Sequence[np.ndarray], style_weights: Seq
         for name, g in grams.items():
             g = g * (weight / total)
             blended[name] = blended[name] + g if name in blended else g
-    stylizer._gram_cache[key] = blended
+    stylizer.remember_grams(key, blended)
     return blended
 
 
