@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import VideoError
-from pipeline.atomic import current_umask
+from pipeline.atomic import atomic_target
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,6 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer: cv2.VideoWriter | None = None
     intermediate: Path | None = None
-    out_tmp: Path | None = None
     try:
         count = 0
         for frame in frames:
@@ -358,28 +357,22 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
             raise VideoEncodeError(out_path, "no frames to write")
         writer.release()
         writer = None
-        fd, name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".part.mp4")
-        os.close(fd)
-        out_tmp = Path(name)
-        proc = _transcode(intermediate, out_tmp, fps, audio_source, crf, "copy")
-        if proc.returncode != 0 and audio_source is not None:
-            log.info("%s: audio stream copy refused (%s); re-encoding the audio as AAC",
-                     audio_source, proc.stderr.strip().splitlines()[-1:] or "")
-            proc = _transcode(intermediate, out_tmp, fps, audio_source, crf, "aac")
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-            raise VideoEncodeError(out_path, f"ffmpeg could not encode H.264: {last}")
-        os.chmod(out_tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
-        os.replace(out_tmp, out_path)
-        out_tmp = None
+        with atomic_target(out_path, suffix=".part.mp4") as out_tmp:
+            proc = _transcode(intermediate, out_tmp, fps, audio_source, crf, "copy")
+            if proc.returncode != 0 and audio_source is not None:
+                log.info("%s: audio stream copy refused (%s); re-encoding the audio as AAC",
+                         audio_source, proc.stderr.strip().splitlines()[-1:] or "")
+                proc = _transcode(intermediate, out_tmp, fps, audio_source, crf, "aac")
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+                raise VideoEncodeError(out_path, f"ffmpeg could not encode H.264: {last}")
         log.debug("wrote %s: %d frames at %s fps", out_path, count, fps)
         return out_path
     finally:
         if writer is not None:
             writer.release()
-        for leftover in (intermediate, out_tmp):
-            if leftover is not None:
-                Path(leftover).unlink(missing_ok=True)
+        if intermediate is not None:
+            Path(intermediate).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- reading results back

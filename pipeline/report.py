@@ -24,10 +24,6 @@ THUMB = 160
 RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "seconds", "worker", "node")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
 def _video_frame(path: Path) -> Image.Image | None:
     import cv2
 
@@ -169,8 +165,8 @@ def write_report(out_dir: Path, records: list[dict], settings: dict, started: fl
         text.encode("utf-8")
     except UnicodeEncodeError:  # a file name that is not UTF-8: JSON's \u escapes keep the file valid
         text = json.dumps(summary, indent=2, default=str, ensure_ascii=True)
-    atomic_write_text(json_path, text)
+    write_text_atomic(json_path, text)
     page = render_html(summary).encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # U+FFFD
-    atomic_write_text(html_path, page)
+    write_text_atomic(html_path, page)
     log.info("report written to %s", html_path)
     return json_path, html_path

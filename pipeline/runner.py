@@ -25,9 +25,9 @@ from pipeline.errors import InputError, NstError
 from pipeline.imagejob import check_style_weights, load_styles
 from pipeline.images import load_image
 from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
+from pipeline.atomic import write_bytes_atomic
 from pipeline.progress import console
-from pipeline.segments import (assembled_frames, auto_segment_frames, frames_dir, plan_segments,
-                               write_bytes_atomic, write_segment_frames)
+from pipeline.segments import assembled_frames, auto_segment_frames, frames_dir, plan_segments, write_segment_frames
 
 log = logging.getLogger(__name__)
 

