@@ -146,7 +146,7 @@ def main() -> int:
 
             vcfg = cfg.replace(**{"image.size": 192, "video.first_frame_iterations": 20,
                                   "video.later_frame_iterations": 8, "video.cut_threshold": 0.9,
-                                  "video.segment_overlap": args.overlap})
+                                  "video.segment_overlap": args.overlap, "video.save_frames": True})
             clip = make_clip(tmp_path / "clip" / "pan.mp4", 48, 192)
             print("\n(2) one 48-frame clip at 192 px, flow mode, 20 first-frame / 8 later-frame iterations, "
                   f"overlap {args.overlap}")
@@ -159,16 +159,27 @@ def main() -> int:
             vratio = vwin.get(1, float("nan")) / vwin[2]
             print(f"  speed-up 2 vs 1 worker: {vratio:.2f}x (target >= 1.6x): {'met' if vratio >= 1.6 else 'MISSED'}")
             from pipeline.ledger import Ledger
+            from pipeline.segments import frame_weights
 
             with Ledger(tmp_path / "outv-2", readonly=True) as ledger:
                 specs = ledger.segment_specs("pan.mp4")
             source = list(read_frames(clip, 192))
             out = list(read_frames(tmp_path / "outv-2" / "pan.mp4", 192))
             errors = [pair_warping_error(source[t], source[t + 1], out[t], out[t + 1]) for t in range(len(out) - 1)]
-            seam_pairs = [t for s in specs[1:] for t in range(s.start - 1, specs[s.idx - 1].stop)]
+            # pairs of consecutive frames that touch a frame shared by two segments, or change segment
+            owners = [tuple(sorted(spec.idx for spec, _ in frame_weights(t, specs))) for t in range(len(out))]
+            seam_pairs = [t for t in range(len(out) - 1) if owners[t] != owners[t + 1] or len(owners[t]) > 1]
             seam = max(errors[t] for t in seam_pairs) if seam_pairs else float("nan")
             mean = float(np.mean(errors))
-            print(f"  segments {[(s.start, s.stop) for s in specs]}; warping error: clip mean {mean:.5f}, "
+            from pipeline.segments import read_segment_frame
+
+            for t in [t for t in range(len(out)) if len(owners[t]) > 1]:  # key frames and cross-fades
+                shared = [read_segment_frame(tmp_path / "outv-2", "pan.mp4", spec, t)
+                          for spec, _ in frame_weights(t, specs)]
+                print(f"  frame {t} computed by segments {owners[t]}: mean |difference| "
+                      f"{float(np.abs(shared[0] - shared[1]).mean()):.3f} grey levels")
+            print(f"  segments {[(s.start, s.stop, 'backward' if s.reverse else 'forward') for s in specs]}; "
+                  f"seam pairs {seam_pairs}; warping error: clip mean {mean:.5f}, "
                   f"worst pair at the seam {seam:.5f} = {seam / mean:.2f}x the mean (target <= 1.5x): "
                   f"{'met' if seam <= 1.5 * mean else 'MISSED'}")
 

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS segments (
     start INTEGER NOT NULL,
     stop INTEGER NOT NULL,
     shot_start INTEGER NOT NULL DEFAULT 0,
+    reverse INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
@@ -101,6 +102,7 @@ class SegmentSpec:
     start: int
     stop: int
     shot_start: int = 0
+    reverse: bool = False  # propagates from its last frame (a key frame) towards its first
 
 
 class Ledger:
@@ -120,8 +122,15 @@ class Ledger:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
+            self._upgrade()
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.row_factory = sqlite3.Row
+
+    def _upgrade(self) -> None:
+        """Run state written by an earlier version: its segments all ran forward."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(segments)")}
+        if "reverse" not in columns:
+            self.conn.execute("ALTER TABLE segments ADD COLUMN reverse INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.conn.close()
@@ -179,8 +188,9 @@ class Ledger:
                     units: int = 1, force: bool = False) -> str:
         """Registers an item for this run and returns its state after reconciliation.
 
-        Same config hash and done: stays done (skipped). Another hash, failed, or ``force``: pending
-        again with fresh counters, and its old segments are dropped (a new style must not mix in).
+        Same config hash and done: stays done (skipped). Same hash and failed: pending again with
+        fresh counters; its finished video segments are kept, the others start over. Another hash
+        or ``force``: pending from scratch, old segments dropped (a new style must not mix in).
         """
         with self.transaction() as conn:
             row = conn.execute("SELECT state, config_hash FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -203,7 +213,11 @@ class Ledger:
                          "error = NULL, worker = NULL, node = NULL, pid = NULL, started_at = NULL, "
                          "finished_at = NULL, seconds = NULL, units = ?, config_hash = ? WHERE id = ?",
                          (kind, _text(source), str(output), units, config_hash, item_id))
-            conn.execute("DELETE FROM segments WHERE item = ?", (item_id,))
+            if same and not force:  # failed under these settings: redo only what did not finish
+                conn.execute("UPDATE segments SET state = 'pending', attempts = 0, error = NULL "
+                             "WHERE item = ? AND state != 'done'", (item_id,))
+            else:
+                conn.execute("DELETE FROM segments WHERE item = ?", (item_id,))
             return PENDING
 
     def item(self, item_id: str) -> sqlite3.Row | None:
@@ -247,15 +261,18 @@ class Ledger:
     def set_segments(self, item_id: str, specs: Iterable[SegmentSpec], config_hash: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM segments WHERE item = ?", (item_id,))
-            conn.executemany("INSERT INTO segments (item, idx, start, stop, shot_start, config_hash) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             [(item_id, s.idx, s.start, s.stop, s.shot_start, config_hash) for s in specs])
+            conn.executemany("INSERT INTO segments (item, idx, start, stop, shot_start, reverse, config_hash) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(item_id, s.idx, s.start, s.stop, s.shot_start, int(s.reverse), config_hash)
+                              for s in specs])
 
     def segments(self, item_id: str) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM segments WHERE item = ? ORDER BY idx", (item_id,)).fetchall()
 
     def segment_specs(self, item_id: str) -> list[SegmentSpec]:
-        return [SegmentSpec(r["idx"], r["start"], r["stop"], r["shot_start"]) for r in self.segments(item_id)]
+        rows = self.segments(item_id)
+        return [SegmentSpec(r["idx"], r["start"], r["stop"], r["shot_start"],
+                            bool(r["reverse"]) if "reverse" in r.keys() else False) for r in rows]
 
     def mark_segment_attempt(self, item_id: str, idx: int, worker: str, node: str) -> int:
         with self.transaction() as conn:

@@ -334,7 +334,8 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
                 continue
 
             def seg_args(item: Item = item, spec: SegmentSpec = spec) -> tuple:
-                return item.id, spec.idx, read_segment_frames(item, spec, cfg.image.size), cfg.video.temporal
+                return (item.id, spec.idx, read_segment_frames(item, spec, cfg.image.size), cfg.video.temporal,
+                        spec.reverse)
 
             tasks.append(Task(("segment", item.id, spec.idx), "stylize_segment", seg_args,
                               f"{item.source} frames {spec.start}-{spec.stop - 1}", extra={"item": item, "spec": spec}))
@@ -370,13 +371,12 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             return
         spec: SegmentSpec = task.extra["spec"]
         state = videos[item.id]
-        if item.id in failed_items:
-            return
+        # Kept even when another segment of the video failed: a rerun redoes only the failed ones.
         write_segment_frames(out_dir, item.id, spec, res["frames"])
         ledger.mark_segment_done(item.id, spec.idx, res["worker"], res["node"], res["seconds"], res["pid"])
         state.done.add(spec.idx)
         state.seconds += res["seconds"]
-        if len(state.done) == len(state.specs):
+        if len(state.done) == len(state.specs) and item.id not in failed_items:
             _finish(opts, ledger, state, done_now, fail_item)
 
     def on_failure(task: object, reason: str) -> None:

@@ -199,8 +199,12 @@ class StylizeWorker:
                 "optim_seconds": sum(scale_seconds.values()), "evaluations": outcome.evaluations,
                 "size": outcome.size, "note": outcome.reason, **self._who()}
 
-    def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str) -> dict:
-        """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out."""
+    def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str, reverse: bool = False) -> dict:
+        """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out (same order).
+
+        ``reverse`` chains from the last frame towards the first: the optical flow and the temporal
+        loss are symmetric in time, so a backward chain is as coherent as a forward one.
+        """
         from pipeline.segments import encode_png
         from pipeline.video import stylize_sequence
 
@@ -211,8 +215,11 @@ class StylizeWorker:
             optim[0] += result.seconds
 
         try:
-            out = stylize_sequence(self.stylizer, [f.astype(np.float32) for f in frames], self.styles,
+            order = [f.astype(np.float32) for f in frames]
+            out = stylize_sequence(self.stylizer, order[::-1] if reverse else order, self.styles,
                                    self.style_weights, self.config, mode=mode, callback=on_frame)
+            if reverse:
+                out = out[::-1]
         except NstError as exc:
             return {"ok": False, "deterministic": True, "error": exc.message, **self._who()}
         pngs = [encode_png(frame) for frame in out]

@@ -1,9 +1,13 @@
-"""Video work units: shots split into overlapping segments, and the cross-fade that joins them.
+"""Video work units: shots split into segments that run in parallel, and how their frames join.
 
 A shot (cut detection) never shares a temporal chain with its neighbours. A long shot is cut into
-segments that run in parallel on different workers; each segment but a shot's first starts
-``overlap`` frames early, so its chain is already warm when it reaches its own frames, and over
-those overlap frames the result fades linearly from the previous segment to this one.
+pieces that run on different workers. Pieces pair up around key frames: a backward piece and a
+forward piece both start by stylizing the same key frame (the same computation on both workers)
+and propagate away from it, one towards the shot's start and one towards its end, so the two
+chains meet at one frame computed alike instead of at a seam between independent solutions. With
+two workers a shot has no seam at all. Where a forward piece meets the backward piece of the next
+key frame, the forward piece runs ``overlap`` frames further and the result cross-fades linearly
+from one chain to the other over those frames.
 """
 from __future__ import annotations
 
@@ -34,20 +38,28 @@ def auto_segment_frames(total_frames: int, workers: int, overlap: int) -> int:
 
 def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames: int,
                   overlap: int) -> list[SegmentSpec]:
-    """Segments covering every frame; within a shot, segment k>0 starts ``overlap`` frames early."""
+    """Segments covering every frame, never across a cut; see the module docstring for the layout.
+
+    Piece j of P in a shot runs backward when P - j is even, so the last piece always runs forward
+    and an odd piece count starts with a forward piece from the shot's first frame.
+    """
     starts = sorted({s for s in shot_starts if 0 <= s < total_frames} | {0})
     bounds = starts + [total_frames]
     specs: list[SegmentSpec] = []
     for shot_start, shot_stop in zip(bounds, bounds[1:]):
         length = shot_stop - shot_start
         pieces = max(1, round(length / segment_frames)) if segment_frames > 0 else 1
+        pieces = min(pieces, length)
         # Equal pieces, so a shot of 50 with length 24 becomes 25+25, not 24+24+2.
         cores = [shot_start + round(i * length / pieces) for i in range(pieces + 1)]
-        # An overlap longer than a piece would reach into the segment before the previous one.
+        # The cross-fade must stay inside the backward piece it runs into.
         shot_overlap = max(0, min(overlap, length // pieces - 1))
-        for a, b in zip(cores, cores[1:]):
-            start = max(shot_start, a - shot_overlap) if a > shot_start else a
-            specs.append(SegmentSpec(len(specs), start, b, shot_start))
+        for j, (a, b) in enumerate(zip(cores, cores[1:])):
+            if (pieces - j) % 2 == 0:  # backward from b, the key frame it shares with the next piece
+                specs.append(SegmentSpec(len(specs), a, b + 1, shot_start, reverse=True))
+            else:
+                stop = min(shot_stop, b + shot_overlap) if j + 1 < pieces else b
+                specs.append(SegmentSpec(len(specs), a, stop, shot_start))
     return specs
 
 
@@ -92,29 +104,31 @@ def read_segment_frame(out_dir: Path, item_id: str, spec: SegmentSpec, index: in
     return decode_png(path.read_bytes())
 
 
-def blend_weight(index: int, spec: SegmentSpec, previous: SegmentSpec) -> float:
-    """Weight of ``spec`` (the later segment) at an overlap frame: linear from ~0 to ~1."""
-    overlap = previous.stop - spec.start
-    return (index - spec.start + 1) / (overlap + 1)
+def frame_weights(index: int, specs: Sequence[SegmentSpec]) -> list[tuple[SegmentSpec, float]]:
+    """The segments that computed frame ``index`` and their weights in the final frame.
+
+    Two segments share a frame only where they meet: over the shared frames the weight moves
+    linearly from the lower-numbered segment to the higher one (a shared key frame is their mean).
+    """
+    covering = [s for s in specs if s.start <= index < s.stop]
+    if len(covering) == 1:
+        return [(covering[0], 1.0)]
+    if len(covering) != 2:
+        raise ValueError(f"frame {index} is in {len(covering)} segments")
+    first, second = sorted(covering, key=lambda s: s.idx)
+    lo, hi = second.start, first.stop
+    w = (index - lo + 1) / (hi - lo + 1)
+    return [(first, 1.0 - w), (second, w)]
 
 
 def assembled_frames(out_dir: Path, item_id: str, specs: Sequence[SegmentSpec]) -> Iterator[np.ndarray]:
-    """Final frames in order, one per source frame; overlaps cross-faded, read lazily from disk."""
-    specs = sorted(specs, key=lambda s: s.idx)
-    for k, spec in enumerate(specs):
-        previous = specs[k - 1] if k > 0 and specs[k - 1].shot_start == spec.shot_start else None
-        own_from = previous.stop if previous is not None else spec.start
-        if previous is not None:
-            for index in range(spec.start, previous.stop):
-                w = blend_weight(index, spec, previous)
-                old = read_segment_frame(out_dir, item_id, previous, index)
-                new = read_segment_frame(out_dir, item_id, spec, index)
-                yield (1.0 - w) * old + w * new
-        # frames this segment owns; the next segment's overlap (if any) is emitted by the next one
-        following = specs[k + 1] if k + 1 < len(specs) and specs[k + 1].shot_start == spec.shot_start else None
-        own_to = following.start if following is not None else spec.stop
-        for index in range(own_from, own_to):
-            yield read_segment_frame(out_dir, item_id, spec, index)
+    """Final frames in order, one per source frame; shared frames blended, read lazily from disk."""
+    for index in range(frame_count(specs)):
+        parts = frame_weights(index, specs)
+        if len(parts) == 1:
+            yield read_segment_frame(out_dir, item_id, parts[0][0], index)
+        else:
+            yield sum(w * read_segment_frame(out_dir, item_id, spec, index) for spec, w in parts)
 
 
 def frame_count(specs: Sequence[SegmentSpec]) -> int:

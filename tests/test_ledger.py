@@ -95,6 +95,23 @@ def test_failed_item_is_retried_with_fresh_counters_on_the_next_run(ledger: Ledg
     assert ledger.item("bad.jpg")["attempts"] == 0
 
 
+def test_failed_video_keeps_its_finished_segments_under_the_same_settings(ledger: Ledger) -> None:
+    ledger.upsert_item("v.mp4", "video", Path("v.mp4"), Path("o/v.mp4"), "h1")
+    ledger.set_segments("v.mp4", [SegmentSpec(0, 0, 11, reverse=True), SegmentSpec(1, 10, 20)], "h1")
+    ledger.mark_segment_done("v.mp4", 0, "w", "n", 2.0)
+    ledger.mark_segment_attempt("v.mp4", 1, "w", "n")
+    ledger.mark_segment_failed("v.mp4", 1, "worker died")
+    ledger.mark_failed("v.mp4", "worker died")
+    assert ledger.upsert_item("v.mp4", "video", Path("v.mp4"), Path("o/v.mp4"), "h1") == PENDING
+    rows = ledger.segments("v.mp4")
+    assert [(r["state"], r["attempts"], r["error"]) for r in rows] == [(DONE, 0, None), (PENDING, 0, None)]
+    assert ledger.item("v.mp4")["error"] is None
+    # --force starts the video over
+    ledger.mark_failed("v.mp4", "again")
+    assert ledger.upsert_item("v.mp4", "video", Path("v.mp4"), Path("o/v.mp4"), "h1", force=True) == PENDING
+    assert ledger.segments("v.mp4") == []
+
+
 def test_one_driver_per_output_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with DriverLock(out):
@@ -106,24 +123,65 @@ def test_one_driver_per_output_folder(tmp_path: Path) -> None:
 
 def test_segments_cover_every_frame_and_never_cross_a_cut() -> None:
     specs = plan_segments(50, [0, 30], segment_frames=12, overlap=3)
-    shot1 = [s for s in specs if s.shot_start == 0]
-    shot2 = [s for s in specs if s.shot_start == 30]
-    assert shot1[0].start == 0 and shot1[-1].stop == 30 and shot2[0].start == 30 and shot2[-1].stop == 50
-    for a, b in zip(shot1, shot1[1:]):
-        assert a.stop - b.start == 3  # overlap frames within a shot
-    assert all(s.start >= 30 for s in shot2)
-    # overlap longer than a piece is clamped, so no segment reaches past its predecessor's start
+    # Two pieces per shot: backward to the shot's start from a key frame, forward from the same frame.
+    assert [(s.start, s.stop, s.reverse) for s in specs] == [(0, 16, True), (15, 30, False),
+                                                            (30, 41, True), (40, 50, False)]
+    assert {s.shot_start for s in specs[:2]} == {0} and {s.shot_start for s in specs[2:]} == {30}
+    for total, cuts, length, overlap in [(50, [0, 30], 12, 3), (20, [0], 4, 10), (61, [0, 7, 8], 9, 4),
+                                         (13, [0], 1, 2), (1, [0], 0, 4)]:
+        specs = plan_segments(total, cuts, length, overlap)
+        shots = sorted(set(cuts) | {0}) + [total]
+        for index in range(total):
+            covering = [s for s in specs if s.start <= index < s.stop]
+            assert 1 <= len(covering) <= 2, (total, cuts, length, overlap, index)
+            shot = max(c for c in shots if c <= index)
+            assert all(s.shot_start == shot for s in covering)  # never across a cut
+        for shot in shots[:-1]:
+            in_shot = [s for s in specs if s.shot_start == shot]
+            assert not in_shot[-1].reverse  # the shot's last frames come from a forward chain
+            # a backward piece starts from the very frame its forward partner starts from
+            for a, b in zip(in_shot, in_shot[1:]):
+                if a.reverse:
+                    assert not b.reverse and a.stop - 1 == b.start
+    # overlap longer than a piece is clamped, so the cross-fade stays inside the next piece
     tight = plan_segments(20, [0], segment_frames=4, overlap=10)
-    assert all(b.start > a.start for a, b in zip(tight, tight[1:]))
+    assert [(s.start, s.stop, s.reverse) for s in tight] == [(0, 7, False), (4, 9, True), (8, 15, False),
+                                                            (12, 17, True), (16, 20, False)]
 
 
-def test_assembly_cross_fades_the_overlap_and_yields_each_frame_once(tmp_path: Path) -> None:
-    specs = plan_segments(12, [0], segment_frames=6, overlap=3)
-    assert [(s.start, s.stop) for s in specs] == [(0, 6), (3, 12)]
-    for spec, value in zip(specs, (0.0, 240.0)):
+def test_assembly_cross_fades_where_chains_meet_and_yields_each_frame_once(tmp_path: Path) -> None:
+    specs = plan_segments(12, [0], segment_frames=4, overlap=2)
+    assert [(s.start, s.stop, s.reverse) for s in specs] == [(0, 6, False), (4, 9, True), (8, 12, False)]
+    for spec, value in zip(specs, (0.0, 120.0, 240.0)):
         frames = [np.full((8, 8, 3), value, np.float32) for _ in range(spec.stop - spec.start)]
         write_segment_frames(tmp_path, "clip.mp4", spec, [encode_png(f) for f in frames])
     out = [float(f.mean()) for f in assembled_frames(tmp_path, "clip.mp4", specs)]
     assert len(out) == 12
-    assert out[:3] == [0.0, 0.0, 0.0] and out[6:] == [240.0] * 6
-    assert out[3] == pytest.approx(60.0) and out[4] == pytest.approx(120.0) and out[5] == pytest.approx(180.0)
+    assert out[:4] == [0.0] * 4 and out[6:8] == [120.0] * 2 and out[9:] == [240.0] * 3
+    # forward chain 0 fades into backward chain 1 over the overlap; the shared key frame is their mean
+    assert out[4] == pytest.approx(40.0) and out[5] == pytest.approx(80.0)
+    assert out[8] == pytest.approx(180.0)
+
+
+def test_segment_direction_is_stored_and_old_run_state_is_upgraded(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as ledger:
+        specs = plan_segments(30, [0], segment_frames=15, overlap=3)
+        ledger.set_segments("v.mp4", specs, "h1")
+        assert ledger.segment_specs("v.mp4") == specs and specs[0].reverse
+    old = tmp_path / "old"
+    db_path(old).parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path(old))
+    conn.execute("CREATE TABLE segments (item TEXT NOT NULL, idx INTEGER NOT NULL, start INTEGER NOT NULL, "
+                 "stop INTEGER NOT NULL, shot_start INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT "
+                 "'pending', attempts INTEGER NOT NULL DEFAULT 0, error TEXT, worker TEXT, node TEXT, pid INTEGER, "
+                 "started_at REAL, finished_at REAL, seconds REAL, config_hash TEXT NOT NULL, "
+                 "PRIMARY KEY (item, idx))")
+    conn.execute("INSERT INTO segments (item, idx, start, stop, config_hash) VALUES ('v.mp4', 0, 0, 9, 'h')")
+    conn.commit()
+    conn.close()
+    with Ledger(old, readonly=True) as ledger:  # read as it is: an earlier version's segments ran forward
+        assert ledger.segment_specs("v.mp4") == [SegmentSpec(0, 0, 9, 0, False)]
+    with Ledger(old) as ledger:
+        assert ledger.segment_specs("v.mp4") == [SegmentSpec(0, 0, 9, 0, False)]
+        ledger.set_segments("w.mp4", specs, "h2")
+        assert ledger.segment_specs("w.mp4") == specs

@@ -96,9 +96,14 @@ def clip(tmp_path_factory) -> Path:
     return encode_video(frames, tmp_path_factory.mktemp("clip") / "pan.mp4", Fraction(24), None)
 
 
+def ledger_specs(out: Path) -> list:
+    with Ledger(out, readonly=True) as ledger:
+        return ledger.segment_specs("pan.mp4")
+
+
 def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluster, batch, clip, tmp_path):
     from pipeline.frames import probe
-    from pipeline.segments import segment_dir
+    from pipeline.segments import read_segment_frame, segment_dir
 
     _, style = batch
     cfg = tiny_config(**{"image.size": 64, "video.first_frame_iterations": 8, "video.later_frame_iterations": 4,
@@ -119,7 +124,8 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
     with Ledger(out, readonly=True) as ledger:
         segments = ledger.segments("pan.mp4")
         assert ledger.item("pan.mp4")["state"] == DONE
-    assert [(s["start"], s["stop"]) for s in segments] == [(0, 8), (6, 16)]
+    # backward over frames 8..0 and forward over 8..15: both chains start from key frame 8
+    assert [(s["start"], s["stop"], s["reverse"]) for s in segments] == [(0, 9, 1), (8, 16, 0)]
     assert all(s["state"] == DONE for s in segments)
     killed_idx = killed[0]["key"][2]
     assert segments[killed_idx]["attempts"] == 2  # lost with the worker, redone once on its replacement
@@ -127,6 +133,10 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
     for s in segments:  # each frame of each segment exactly once, nothing half-written
         files = sorted(p.name for p in segment_dir(out, "pan.mp4", s["idx"]).iterdir())
         assert files == [f"{i:06d}.png" for i in range(s["start"], s["stop"])]
+    # The key frame is the same computation on both workers (one of them a replacement), so the two
+    # chains meet without a seam; independent solutions differ by tens of grey levels.
+    key = [read_segment_frame(out, "pan.mp4", spec, 8) for spec in ledger_specs(out)]
+    assert float(np.abs(key[0] - key[1]).mean()) < 1.0
     source, stylized = probe(clip), probe(out / "pan.mp4")
     assert stylized.frame_count == source.frame_count == 16
     assert stylized.fps == source.fps
