@@ -100,6 +100,10 @@ class VideoConfig:
     temporal_weight: float = _f(50.0, lo=0.0)
     first_frame_iterations: int = _f(200, lo=1)
     later_frame_iterations: int = _f(50, lo=1)
+    # A fresh frame is an optimum without the temporal term, a later frame is not: chained straight
+    # from it, the next frames drift away from it. Rolling the chain forward and back first starts
+    # it from a frame that is already in the chain's steady state.
+    settle_frames: int = _f(1, lo=0, hi=8)
     cut_threshold: float = _f(0.35, lo=0.0, hi=1.0)
     min_shot_frames: int = _f(4, lo=1)
     segment_frames: int = _f(0, lo=0)  # 0 = automatic split of long shots across workers

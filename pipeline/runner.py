@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class RunResult:
     workers: list[dict] = field(default_factory=list)
     report: Path | None = None
     config_hash: str = ""
+    replaced_workers: int = 0  # actors started in place of dead ones
 
     @property
     def exit_code(self) -> int:
@@ -171,13 +173,25 @@ def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
         shutil.rmtree(frames_dir(out_dir, state.item.id), ignore_errors=True)
 
 
-def read_segment_frames(item: Item, spec: SegmentSpec, size: int) -> np.ndarray:
+def read_segment_frames(item: Item, spec: SegmentSpec, specs: Sequence[SegmentSpec], cfg: Config,
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The segment's frames, and for a backward segment the frames its key frame settles through.
+
+    Those are the frames after the key frame that its forward partner settles through (see
+    pipeline.video.settle), so both compute the same key frame.
+    """
     from pipeline.frames import read_frames
 
-    frames = [f.astype(np.uint8) for f in read_frames(item.source, size, spec.start, spec.stop)]
-    if len(frames) != spec.stop - spec.start:
-        raise InputError(item.source, f"only {len(frames)} of frames {spec.start}-{spec.stop - 1} decode")
-    return np.stack(frames)
+    stop = spec.stop
+    if spec.reverse and cfg.video.settle_frames:
+        partner = next((s for s in specs if not s.reverse and s.start == spec.stop - 1), None)
+        if partner is not None:
+            stop = max(spec.stop, min(spec.stop + cfg.video.settle_frames, partner.stop))
+    frames = [f.astype(np.uint8) for f in read_frames(item.source, cfg.image.size, spec.start, stop)]
+    if len(frames) != stop - spec.start:
+        raise InputError(item.source, f"only {len(frames)} of frames {spec.start}-{stop - 1} decode")
+    count = spec.stop - spec.start
+    return np.stack(frames[:count]), (np.stack(frames[count:]) if len(frames) > count else None)
 
 
 # ---------------------------------------------------------------- the run
@@ -272,6 +286,7 @@ def run(opts: RunOptions) -> RunResult:
         status = "finished"
     finally:
         if pool is not None:
+            result.replaced_workers = pool.replacements
             pool.shutdown()
         stop_ray(ray_started)
         if status != "finished":
@@ -308,6 +323,8 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
         console.print(f"[red]failed[/red] {item.source}: {reason}", highlight=False)  # even with --quiet
         emit("failure", {"item": item.id, "reason": reason})
 
+    encodes = VideoEncodes(opts, ledger, done_now, fail_item)
+
     for item in todo:
         ledger.mark_running(item.id, run_id)
         if item.kind == "image":
@@ -327,15 +344,15 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             continue
         videos[item.id] = state
         if len(state.done) == len(state.specs):  # every segment survived the last run: only encode
-            _finish(opts, ledger, state, done_now, fail_item)
+            encodes.start(state)
             continue
         for spec in state.specs:
             if spec.idx in state.done:
                 continue
 
-            def seg_args(item: Item = item, spec: SegmentSpec = spec) -> tuple:
-                return (item.id, spec.idx, read_segment_frames(item, spec, cfg.image.size), cfg.video.temporal,
-                        spec.reverse)
+            def seg_args(item: Item = item, spec: SegmentSpec = spec, specs: list = state.specs) -> tuple:
+                frames, ahead = read_segment_frames(item, spec, specs, cfg)
+                return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, ahead
 
             tasks.append(Task(("segment", item.id, spec.idx), "stylize_segment", seg_args,
                               f"{item.source} frames {spec.start}-{spec.stop - 1}", extra={"item": item, "spec": spec}))
@@ -359,6 +376,7 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
     def on_result(task: object, res: dict) -> None:
         item: Item = task.extra["item"]
         advance()
+        encodes.collect()
         emit("result", {"key": task.key, "item": item.id, "worker": res["worker"], "pid": res["pid"],
                         "seconds": res["seconds"], "optim_seconds": res["optim_seconds"]})
         if "spec" not in task.extra:
@@ -377,7 +395,7 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
         state.done.add(spec.idx)
         state.seconds += res["seconds"]
         if len(state.done) == len(state.specs) and item.id not in failed_items:
-            _finish(opts, ledger, state, done_now, fail_item)
+            encodes.start(state)
 
     def on_failure(task: object, reason: str) -> None:
         item: Item = task.extra["item"]
@@ -399,27 +417,55 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
         progress.start()
     try:
         pool.run(tasks, on_submit, on_result, on_failure, on_retry, max_attempts=cfg.run.max_attempts,
-                 max_in_flight=cfg.run.max_in_flight)
+                 max_in_flight=cfg.run.max_in_flight, on_idle=encodes.collect)
+        encodes.collect(wait=True)
     finally:
+        encodes.close()
         if progress is not None:
             progress.stop()
 
 
-def _finish(opts: RunOptions, ledger: Ledger, state: VideoState, done_now: set[str],
-            fail_item: Callable[[Item, str], None]) -> None:
-    try:
-        finish_video(state, Path(opts.out_dir), opts.config)
-    except NstError as exc:
-        fail_item(state.item, exc.message)
-        return
-    except (OSError, ValueError) as exc:  # e.g. a segment frame missing or damaged on disk
-        fail_item(state.item, f"cannot assemble the video from its segment frames ({exc}); "
-                              f"rerun with --force to redo it")
-        return
-    ledger.mark_done(state.item.id, None, None, state.seconds)
-    drop_frames(state, Path(opts.out_dir), opts.config)
-    done_now.add(state.item.id)
-    _say(opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {state.seconds:.1f} s of work)")
+class VideoEncodes:
+    """Encodes finished videos on a background thread, so the driver keeps feeding the workers.
+
+    Only the encoding runs there; the ledger (one SQLite connection, the driver's thread) is
+    updated by ``collect`` when an encode has finished.
+    """
+
+    def __init__(self, opts: RunOptions, ledger: Ledger, done_now: set[str],
+                 fail_item: Callable[[Item, str], None]) -> None:
+        self.opts, self.ledger, self.done_now, self.fail_item = opts, ledger, done_now, fail_item
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self.running: list[tuple[VideoState, Future]] = []
+
+    def start(self, state: VideoState) -> None:
+        self.running.append((state, self.executor.submit(finish_video, state, Path(self.opts.out_dir),
+                                                         self.opts.config)))
+
+    def collect(self, wait: bool = False) -> None:
+        for state, future in list(self.running):
+            if not wait and not future.done():
+                continue
+            self.running.remove((state, future))
+            try:
+                future.result()
+            except NstError as exc:
+                self.fail_item(state.item, exc.message)
+                continue
+            except (OSError, ValueError) as exc:  # e.g. a segment frame missing or damaged on disk
+                self.fail_item(state.item, f"cannot assemble the video from its segment frames ({exc}); "
+                                           f"rerun with --force to redo it")
+                continue
+            self.ledger.mark_done(state.item.id, None, None, state.seconds)
+            drop_frames(state, Path(self.opts.out_dir), self.opts.config)
+            self.done_now.add(state.item.id)
+            _say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), "
+                                  f"{state.seconds:.1f} s of work)")
+
+    def close(self) -> None:
+        # After an interruption an encode may still be writing its temporary file; the output
+        # appears whole or not at all, and the next run encodes again from the kept frames.
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[str],

@@ -199,11 +199,14 @@ class StylizeWorker:
                 "optim_seconds": sum(scale_seconds.values()), "evaluations": outcome.evaluations,
                 "size": outcome.size, "note": outcome.reason, **self._who()}
 
-    def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str, reverse: bool = False) -> dict:
+    def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str, reverse: bool = False,
+                        ahead: np.ndarray | None = None) -> dict:
         """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out (same order).
 
         ``reverse`` chains from the last frame towards the first: the optical flow and the temporal
-        loss are symmetric in time, so a backward chain is as coherent as a forward one.
+        loss are symmetric in time, so a backward chain is as coherent as a forward one. ``ahead``
+        (the frames after the segment) settle a backward chain's key frame exactly as its forward
+        partner settles it.
         """
         from pipeline.segments import encode_png
         from pipeline.video import stylize_sequence
@@ -216,8 +219,10 @@ class StylizeWorker:
 
         try:
             order = [f.astype(np.float32) for f in frames]
+            settle_ahead = [f.astype(np.float32) for f in ahead] if reverse and ahead is not None else None
             out = stylize_sequence(self.stylizer, order[::-1] if reverse else order, self.styles,
-                                   self.style_weights, self.config, mode=mode, callback=on_frame)
+                                   self.style_weights, self.config, mode=mode, callback=on_frame,
+                                   settle_ahead=settle_ahead)
             if reverse:
                 out = out[::-1]
         except NstError as exc:
@@ -248,6 +253,8 @@ class WorkerSlot:
     generation: int = 0
     in_flight: int = 0
     alive: bool = True
+    starting: Any = None  # describe() of a replacement still loading; the driver loop does not wait for it
+    starting_since: float = 0.0
 
 
 class WorkerPool:
@@ -323,7 +330,7 @@ class WorkerPool:
         return [s.info for s in self.slots]
 
     def replace(self, slot: WorkerSlot) -> None:
-        """A fresh actor in the dead one's place (it reloads VGG-19; the lost tasks are requeued)."""
+        """A fresh actor in the dead one's place; it loads VGG-19 while the others keep working."""
         index = self.slots.index(slot)
         try:
             ray.kill(slot.handle, no_restart=True)
@@ -335,13 +342,26 @@ class WorkerPool:
         slot.name = f"{base}~{slot.generation}"
         slot.handle = self._create(index, slot.name)
         slot.in_flight = 0
-        try:
-            slot.info = ray.get(slot.handle.describe.remote(), timeout=600)
-            slot.alive = True
-            log.warning("replaced a dead worker with %s (pid %s)", slot.name, slot.info["pid"])
-        except (RayActorError, GetTimeoutError) as exc:
-            slot.alive = False
-            log.error("could not replace a dead worker: %s", exc)
+        slot.alive = False
+        slot.starting = slot.handle.describe.remote()
+        slot.starting_since = time.monotonic()
+
+    def _check_starting(self, ready: Sequence[Any], start_timeout: float) -> None:
+        """Replacements that finished loading join the pool; one that died or hung is given up."""
+        for slot in self.slots:
+            if slot.starting is None:
+                continue
+            if slot.starting in ready:
+                try:
+                    slot.info = ray.get(slot.starting)
+                    slot.alive = True
+                    log.warning("replaced a dead worker with %s (pid %s)", slot.name, slot.info["pid"])
+                except (RayActorError, WorkerCrashedError) as exc:
+                    log.error("could not replace a dead worker: %s", str(exc).splitlines()[0])
+                slot.starting = None
+            elif time.monotonic() - slot.starting_since > start_timeout:
+                log.error("could not replace a dead worker: %s did not load within %.0f s", slot.name, start_timeout)
+                slot.starting = None
 
     def shutdown(self) -> None:
         for slot in self.slots:
@@ -354,7 +374,8 @@ class WorkerPool:
     def run(self, tasks: Iterable[Task], on_submit: Callable[[Task, WorkerSlot], None],
             on_result: Callable[[Task, dict], None], on_failure: Callable[[Task, str], None],
             on_retry: Callable[[Task, str], None] | None = None, max_attempts: int = 3,
-            max_in_flight: int = 2, poll: float = 0.5, on_idle: Callable[[], None] | None = None) -> None:
+            max_in_flight: int = 2, poll: float = 0.5, on_idle: Callable[[], None] | None = None,
+            start_timeout: float = 600.0) -> None:
         """Feeds every task to the workers; each ends in exactly one on_result or on_failure call.
 
         A worker that dies (process killed, node lost) takes its queued calls with it; those
@@ -374,7 +395,8 @@ class WorkerPool:
 
         while queue or in_flight:
             live = [s for s in self.slots if s.alive]
-            if not live and not in_flight:
+            starting = [s.starting for s in self.slots if s.starting is not None]
+            if not live and not in_flight and not starting:
                 while queue:
                     on_failure(queue.popleft(), "no Ray worker is left alive")
                 break
@@ -394,12 +416,13 @@ class WorkerPool:
                 ref = getattr(slot.handle, task.method).remote(*args)
                 in_flight[ref] = (task, slot, slot.generation)
                 slot.in_flight += 1
-            if not in_flight:
+            if not in_flight and not starting:
                 continue
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll)
+            ready, _ = ray.wait(list(in_flight) + starting, num_returns=1, timeout=poll)
             if not ready and on_idle is not None:
                 on_idle()
-            for ref in ready:
+            self._check_starting(ready, start_timeout)
+            for ref in (r for r in ready if r in in_flight):
                 task, slot, generation = in_flight.pop(ref)
                 if slot.generation == generation:
                     slot.in_flight -= 1

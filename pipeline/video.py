@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -70,25 +72,83 @@ def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.nda
     return result, FramePlan(False, float(mask.mean()))
 
 
+def settle(stylizer: Stylizer, key: np.ndarray, key_stylized: np.ndarray, ahead: Sequence[np.ndarray],
+           styles: Sequence[np.ndarray], style_weights: Sequence[float], config: Config, mode: str = "flow",
+           callback: Callable[[StylizeResult], None] | None = None) -> np.ndarray:
+    """A fresh key frame rolled forward through ``ahead`` (the frames after it) and back to itself.
+
+    The result starts the chain in place of the fresh frame; ``2 * len(ahead)`` later-frame
+    optimisations. Deterministic, so two workers settling the same key frame get the same pixels.
+    """
+    if mode == "off" or not len(ahead):
+        return key_stylized
+    prev_s, prev_c = key_stylized, key
+    there_and_back = list(ahead) + list(ahead[:-1])[::-1] + [key]  # K+1 .. K+p, K+p-1 .. K+1, K
+    for frame in there_and_back:
+        frame = np.asarray(frame, np.float32)
+        result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
+        prev_s, prev_c = result.image, frame
+        if callback is not None:
+            callback(result)
+    return prev_s
+
+
 def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: Sequence[np.ndarray],
                      style_weights: Sequence[float], config: Config, mode: str = "flow",
                      previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
-                     callback: Callable[[int, StylizeResult], None] | None = None) -> list[np.ndarray]:
+                     callback: Callable[[int, StylizeResult], None] | None = None,
+                     settle_ahead: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """Stylizes consecutive frames of ONE shot (no cut detection here).
 
     With ``previous_stylized``/``previous_content`` (the frame before ``frames[0]``, e.g. the end of
     the previous segment), frame 0 is warm-started from them as a later frame instead of fresh.
+    Otherwise frame 0 is fresh and then settled (see ``settle``) through the next
+    ``video.settle_frames`` frames in time: ``frames[1:]`` by default, or ``settle_ahead`` when the
+    chain runs backward in time (frames reversed) and must settle exactly like its forward partner.
     """
     out: list[np.ndarray] = []
     prev_s, prev_c = previous_stylized, previous_content
     for index, frame in enumerate(frames):
         frame = np.asarray(frame, np.float32)
-        result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
-        out.append(result.image)
-        prev_s, prev_c = result.image, frame
+        result, plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
+        image = result.image
+        if plan.fresh and index == 0 and config.video.settle_frames:
+            ahead = frames[1:] if settle_ahead is None else settle_ahead
+            image = settle(stylizer, frame, image, ahead[:config.video.settle_frames], styles, style_weights,
+                           config, mode, callback=None if callback is None else (lambda r: callback(-1, r)))
+        out.append(image)
+        prev_s, prev_c = image, frame
         if callback is not None:
             callback(index, result)
     return out
+
+
+class LookAhead:
+    """An iterator whose next items can be looked at without being consumed."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = iter(items)
+        self.buffer: deque[Any] = deque()
+
+    def __iter__(self) -> "LookAhead":
+        return self
+
+    def __next__(self) -> Any:
+        return self.buffer.popleft() if self.buffer else next(self.items)
+
+    def peek_while(self, count: int, keep: Callable[[Any], bool]) -> list[Any]:
+        """Up to ``count`` next items, stopping before the first that ``keep`` refuses."""
+        while len(self.buffer) < count:
+            try:
+                self.buffer.append(next(self.items))
+            except StopIteration:
+                break
+        out = []
+        for item in list(self.buffer)[:count]:
+            if not keep(item):
+                break
+            out.append(item)
+        return out
 
 
 def output_paths(source: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -154,20 +214,25 @@ def process_video(path: Path, styles: Sequence[Path], style_weights: Sequence[fl
     source = BackgroundIterator(read_frames(path, config.image.size))
     prev_s: np.ndarray | None = None
     prev_c: np.ndarray | None = None
+    frames = LookAhead((frame, detector.push(frame)) for frame in source)  # (frame, starts a shot)
     try:
         with FrameBar(path.name, info.frame_count, quiet) as bar:
-            for frame in source:
+            for frame, shot_start in frames:
                 decoded += 1
-                if detector.push(frame):
+                if shot_start:
                     shots += 1
                     prev_s = prev_c = None  # never warp across a cut
                 result, plan = stylize_frame(stylizer, frame, style_arrays, weights, config, mode, prev_s, prev_c)
                 log.debug("frame %d: %s, %d evaluations, %.1f s", decoded, "fresh" if plan.fresh else
                           f"warm ({plan.reliable:.0%} carried)", result.evaluations, result.seconds)
-                prev_s, prev_c = result.image, frame
-                sink.put(result.image)
+                image = result.image
+                if plan.fresh and config.video.settle_frames:
+                    ahead = [f for f, _ in frames.peek_while(config.video.settle_frames, lambda x: not x[1])]
+                    image = settle(stylizer, frame, image, ahead, style_arrays, weights, config, mode)
+                prev_s, prev_c = image, frame
+                sink.put(image)
                 if save_frames:
-                    save_image(result.image, frames_dir / f"{decoded:06d}.png", "png")
+                    save_image(image, frames_dir / f"{decoded:06d}.png", "png")
                 bar.advance()
         if decoded == 0:
             raise VideoError(path, "no frame could be decoded")

@@ -121,6 +121,7 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
     result = run(RunOptions([clip], [style], out, cfg, workers=2, gpus_per_worker=0, quiet=True, on_event=on_event))
     assert killed
     assert result.exit_code == 0, result.records
+    assert result.replaced_workers == 1
     with Ledger(out, readonly=True) as ledger:
         segments = ledger.segments("pan.mp4")
         assert ledger.item("pan.mp4")["state"] == DONE
@@ -129,14 +130,14 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
     assert all(s["state"] == DONE for s in segments)
     killed_idx = killed[0]["key"][2]
     assert segments[killed_idx]["attempts"] == 2  # lost with the worker, redone once on its replacement
-    assert "~1" in segments[killed_idx]["worker"]
+    assert segments[killed_idx]["worker"] != killed[0]["worker"]  # retried on another (or a new) worker
     for s in segments:  # each frame of each segment exactly once, nothing half-written
         files = sorted(p.name for p in segment_dir(out, "pan.mp4", s["idx"]).iterdir())
         assert files == [f"{i:06d}.png" for i in range(s["start"], s["stop"])]
     # The key frame is the same computation on both workers (one of them a replacement), so the two
     # chains meet without a seam; independent solutions differ by tens of grey levels.
     key = [read_segment_frame(out, "pan.mp4", spec, 8) for spec in ledger_specs(out)]
-    assert float(np.abs(key[0] - key[1]).mean()) < 1.0
+    assert float(np.abs(key[0] - key[1]).mean()) < 0.05
     source, stylized = probe(clip), probe(out / "pan.mp4")
     assert stylized.frame_count == source.frame_count == 16
     assert stylized.fps == source.fps

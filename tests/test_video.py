@@ -167,11 +167,14 @@ def test_stylize_sequence_continues_from_a_previous_frame(extractor, photo, pain
                                         "video.first_frame_iterations": 25, "video.later_frame_iterations": 3})
     stylizer = Stylizer(config, extractor=extractor)
     frames = [photo, np.roll(photo, 1, axis=1), np.roll(photo, 2, axis=1)]
-    fresh_evals: list[int] = []
+    calls: list[tuple[int, int]] = []
     fresh = stylize_sequence(stylizer, frames, [painting], [1.0], config, "flow",
-                             callback=lambda i, r: fresh_evals.append(r.evaluations))
+                             callback=lambda i, r: calls.append((i, r.evaluations)))
     assert len(fresh) == 3 and all(f.shape == photo.shape for f in fresh)
-    assert fresh_evals[0] >= 25 and max(fresh_evals[1:]) < 25
+    # settling the fresh first frame: one later-frame optimisation there and one back (index -1)
+    assert [i for i, _ in calls] == [-1, -1, 0, 1, 2]
+    fresh_evals = [e for i, e in calls if i >= 0]
+    assert fresh_evals[0] >= 25 and max(fresh_evals[1:]) < 25 and max(e for i, e in calls if i < 0) < 25
     continued_evals: list[int] = []
     continued = stylize_sequence(stylizer, frames[1:], [painting], [1.0], config, "flow",
                                  previous_stylized=fresh[0], previous_content=frames[0],
@@ -181,3 +184,32 @@ def test_stylize_sequence_continues_from_a_previous_frame(extractor, photo, pain
     np.testing.assert_allclose(continued[0], fresh[1], atol=0.5)
     with pytest.raises(NstError, match="--temporal"):
         stylize_sequence(stylizer, frames[:1], [painting], [1.0], config, "sideways")
+
+
+def test_a_backward_chain_settles_its_key_frame_exactly_like_the_forward_chain(extractor, photo, painting):
+    """Two workers starting chains in opposite directions from one key frame must agree on it."""
+    config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0, "video.settle_frames": 2,
+                                        "video.first_frame_iterations": 12, "video.later_frame_iterations": 3})
+    stylizer = Stylizer(config, extractor=extractor)
+    frames = [np.roll(photo, 2 * t, axis=1) for t in range(5)]  # key frame 2
+    forward = stylize_sequence(stylizer, frames[2:], [painting], [1.0], config, "flow")
+    backward = stylize_sequence(stylizer, frames[:3][::-1], [painting], [1.0], config, "flow",
+                                settle_ahead=frames[3:])[::-1]
+    np.testing.assert_array_equal(forward[0], backward[2])
+    # settled through the frames before it instead, the key frame comes out different
+    unsettled = stylize_sequence(stylizer, frames[:3][::-1], [painting], [1.0], config, "flow")[::-1]
+    assert float(np.abs(unsettled[2] - forward[0]).mean()) > 0.5
+    # and settling changed the key frame (it is not the fresh solution)
+    fresh = stylize_sequence(stylizer, frames[2:3], [painting], [1.0], config, "flow")
+    assert float(np.abs(fresh[0] - forward[0]).mean()) > 0.5
+
+
+def test_lookahead_peeks_without_consuming_and_stops_at_a_cut():
+    from pipeline.video import LookAhead
+
+    items = LookAhead(iter([(0, True), (1, False), (2, False), (3, True), (4, False)]))
+    assert next(items) == (0, True)
+    assert items.peek_while(3, lambda x: not x[1]) == [(1, False), (2, False)]  # frame 3 starts a new shot
+    assert items.peek_while(1, lambda x: not x[1]) == [(1, False)]
+    assert list(items) == [(1, False), (2, False), (3, True), (4, False)]
+    assert items.peek_while(2, lambda x: True) == []
