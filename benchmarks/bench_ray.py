@@ -84,6 +84,33 @@ def make_clip(path: Path, frames: int, size: int) -> Path:
     return encode_video(shots, path, Fraction(24), None)
 
 
+def seam_report(out_dir: Path, clip: Path, source: list, label: str) -> None:
+    """Warping error of each pair of consecutive output frames; the pairs where segments meet."""
+    from pipeline.frames import read_frames
+    from pipeline.ledger import Ledger
+    from pipeline.metrics import pair_warping_error
+    from pipeline.segments import frame_weights, read_segment_frame
+
+    with Ledger(out_dir, readonly=True) as ledger:
+        specs = ledger.segment_specs(clip.name)
+    out = list(read_frames(out_dir / clip.name, 192))
+    errors = [pair_warping_error(source[t], source[t + 1], out[t], out[t + 1]) for t in range(len(out) - 1)]
+    mean = float(np.mean(errors))
+    # pairs of consecutive frames that touch a frame shared by two segments, or change segment
+    owners = [tuple(sorted(spec.idx for spec, _ in frame_weights(t, specs))) for t in range(len(out))]
+    seam_pairs = [t for t in range(len(out) - 1) if owners[t] != owners[t + 1] or len(owners[t]) > 1]
+    print(f"  {label}: segments {[(s.start, s.stop, 'backward' if s.reverse else 'forward') for s in specs]}; "
+          f"warping error: clip mean {mean:.5f}, worst pair {max(errors):.5f} (pair {int(np.argmax(errors))})")
+    for t in [t for t in range(len(out)) if len(owners[t]) > 1]:  # key frames and cross-fades
+        shared = [read_segment_frame(out_dir, clip.name, spec, t) for spec, _ in frame_weights(t, specs)]
+        print(f"    frame {t} computed by segments {owners[t]}: mean |difference| "
+              f"{float(np.abs(shared[0] - shared[1]).mean()):.3f} grey levels")
+    if seam_pairs:
+        seam = max(errors[t] for t in seam_pairs)
+        print(f"    seam pairs {seam_pairs}: worst {seam:.5f} = {seam / mean:.2f}x the clip mean (target <= 1.5x): "
+              f"{'met' if seam <= 1.5 * mean else 'MISSED'}")
+
+
 def timed_run(inputs: list[Path], style: Path, out: Path, cfg, workers: int,  # noqa: ANN001, ANN201
               threads: int | None = None):
     from pipeline.runner import RunOptions, run
@@ -106,6 +133,8 @@ def main() -> int:
     parser.add_argument("--only", choices=("images", "video", "overhead"), help="run one part only")
     parser.add_argument("--overlap", type=int, default=4, help="video.segment_overlap for (2)")
     parser.add_argument("--seam-only", action="store_true", help="in (2), only the 2-worker run and its seam")
+    parser.add_argument("--pieces", type=int, default=3,
+                        help="in (2), also cut the clip into this many segments (> 2: a cross-fade seam)")
     parser.add_argument("--one-thread-baseline", action="store_true",
                         help="in (1), the single worker also gets one thread (scaling per worker, not per machine)")
     args = parser.parse_args()
@@ -142,7 +171,6 @@ def main() -> int:
 
         if not args.skip_video and args.only in (None, "video"):
             from pipeline.frames import read_frames
-            from pipeline.metrics import pair_warping_error
 
             vcfg = cfg.replace(**{"image.size": 192, "video.first_frame_iterations": 20,
                                   "video.later_frame_iterations": 8, "video.cut_threshold": 0.9,
@@ -158,30 +186,15 @@ def main() -> int:
                       f"({48 / timeline.window * 3600:.0f} frames/h), {total:.1f} s with start-up")
             vratio = vwin.get(1, float("nan")) / vwin[2]
             print(f"  speed-up 2 vs 1 worker: {vratio:.2f}x (target >= 1.6x): {'met' if vratio >= 1.6 else 'MISSED'}")
-            from pipeline.ledger import Ledger
-            from pipeline.segments import frame_weights
-
-            with Ledger(tmp_path / "outv-2", readonly=True) as ledger:
-                specs = ledger.segment_specs("pan.mp4")
             source = list(read_frames(clip, 192))
-            out = list(read_frames(tmp_path / "outv-2" / "pan.mp4", 192))
-            errors = [pair_warping_error(source[t], source[t + 1], out[t], out[t + 1]) for t in range(len(out) - 1)]
-            # pairs of consecutive frames that touch a frame shared by two segments, or change segment
-            owners = [tuple(sorted(spec.idx for spec, _ in frame_weights(t, specs))) for t in range(len(out))]
-            seam_pairs = [t for t in range(len(out) - 1) if owners[t] != owners[t + 1] or len(owners[t]) > 1]
-            seam = max(errors[t] for t in seam_pairs) if seam_pairs else float("nan")
-            mean = float(np.mean(errors))
-            from pipeline.segments import read_segment_frame
-
-            for t in [t for t in range(len(out)) if len(owners[t]) > 1]:  # key frames and cross-fades
-                shared = [read_segment_frame(tmp_path / "outv-2", "pan.mp4", spec, t)
-                          for spec, _ in frame_weights(t, specs)]
-                print(f"  frame {t} computed by segments {owners[t]}: mean |difference| "
-                      f"{float(np.abs(shared[0] - shared[1]).mean()):.3f} grey levels")
-            print(f"  segments {[(s.start, s.stop, 'backward' if s.reverse else 'forward') for s in specs]}; "
-                  f"seam pairs {seam_pairs}; warping error: clip mean {mean:.5f}, "
-                  f"worst pair at the seam {seam:.5f} = {seam / mean:.2f}x the mean (target <= 1.5x): "
-                  f"{'met' if seam <= 1.5 * mean else 'MISSED'}")
+            if 1 in vwin:
+                seam_report(tmp_path / "outv-1", clip, source, "1 worker (one chain)")
+            seam_report(tmp_path / "outv-2", clip, source, "2 workers")
+            if args.pieces > 2:  # a forward chain meeting a backward one: the cross-fade
+                pcfg = vcfg.replace(**{"video.segment_frames": 48 // args.pieces})
+                timeline, _, _ = timed_run([clip], style, tmp_path / "outv-p", pcfg, 2)
+                print(f"  {args.pieces} segments on 2 workers: {timeline.window:.1f} s busy")
+                seam_report(tmp_path / "outv-p", clip, source, f"{args.pieces} segments")
 
         if args.only not in (None, "overhead"):
             ray.shutdown()
