@@ -131,7 +131,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--skip-video", action="store_true")
     parser.add_argument("--only", choices=("images", "video", "overhead"), help="run one part only")
-    parser.add_argument("--overlap", type=int, default=4, help="video.segment_overlap for (2)")
+    parser.add_argument("--overlap", type=int, default=12, help="video.segment_overlap for (2)")
     parser.add_argument("--seam-only", action="store_true", help="in (2), only the 2-worker run and its seam")
     parser.add_argument("--pieces", type=int, default=3,
                         help="in (2), also cut the clip into this many segments (> 2: a cross-fade seam)")
