@@ -55,6 +55,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
             raise NstError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         return False
     bind_loopback_only()
+    # Ray turns token authentication on for a new local runtime (kept) and says so on every run.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCAL_HOST,
              _node_ip_address=LOCAL_HOST, **common)
     return True
