@@ -191,10 +191,14 @@ def main() -> int:
                 seam_report(tmp_path / "outv-1", clip, source, "1 worker (one chain)")
             seam_report(tmp_path / "outv-2", clip, source, "2 workers")
             if args.pieces > 2:  # a forward chain meeting a backward one: the cross-fade
-                pcfg = vcfg.replace(**{"video.segment_frames": 48 // args.pieces})
-                timeline, _, _ = timed_run([clip], style, tmp_path / "outv-p", pcfg, 2)
-                print(f"  {args.pieces} segments on 2 workers: {timeline.window:.1f} s busy")
-                seam_report(tmp_path / "outv-p", clip, source, f"{args.pieces} segments")
+                for chain_keys in (True, False):
+                    pcfg = vcfg.replace(**{"video.segment_frames": 48 // args.pieces,
+                                           "video.chain_keys": chain_keys})
+                    folder = tmp_path / f"outv-p-{chain_keys}"
+                    timeline, _, _ = timed_run([clip], style, folder, pcfg, 2)
+                    how = "later key carried from the first" if chain_keys else "every key fresh"
+                    print(f"  {args.pieces} segments on 2 workers, {how}: {timeline.window:.1f} s busy")
+                    seam_report(folder, clip, source, f"{args.pieces} segments, {how}")
 
         if args.only not in (None, "overhead"):
             ray.shutdown()

@@ -104,6 +104,9 @@ class VideoConfig:
     # from it, the next frames drift away from it. Rolling the chain forward and back first starts
     # it from a frame that is already in the chain's steady state.
     settle_frames: int = _f(1, lo=0, hi=8)
+    # Later key frames of a shot split over workers start from the previous key frame carried by
+    # the composite flow, so chains from different key frames meet with the same texture.
+    chain_keys: bool = _f(True)
     cut_threshold: float = _f(0.35, lo=0.0, hi=1.0)
     min_shot_frames: int = _f(4, lo=1)
     segment_frames: int = _f(0, lo=0)  # 0 = automatic split of long shots across workers

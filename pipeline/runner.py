@@ -28,7 +28,8 @@ from pipeline.images import load_image
 from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
 from pipeline.atomic import write_bytes_atomic
 from pipeline.progress import console
-from pipeline.segments import assembled_frames, auto_segment_frames, frames_dir, plan_segments, write_segment_frames
+from pipeline.segments import (assembled_frames, auto_segment_frames, frames_dir, plan_segments, settle_stop, shot_keys,
+                               write_segment_frames)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class VideoState:
     has_audio: bool
     done: set[int] = field(default_factory=set)
     seconds: float = 0.0
+    flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
 
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
@@ -173,25 +175,39 @@ def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
         shutil.rmtree(frames_dir(out_dir, state.item.id), ignore_errors=True)
 
 
-def read_segment_frames(item: Item, spec: SegmentSpec, specs: Sequence[SegmentSpec], cfg: Config,
-                        ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The segment's frames, and for a backward segment the frames its key frame settles through.
-
-    Those are the frames after the key frame that its forward partner settles through (see
-    pipeline.video.settle), so both compute the same key frame.
-    """
+def read_range(item: Item, start: int, stop: int, size: int) -> list[np.ndarray]:
     from pipeline.frames import read_frames
 
-    stop = spec.stop
-    if spec.reverse and cfg.video.settle_frames:
-        partner = next((s for s in specs if not s.reverse and s.start == spec.stop - 1), None)
-        if partner is not None:
-            stop = max(spec.stop, min(spec.stop + cfg.video.settle_frames, partner.stop))
-    frames = [f.astype(np.uint8) for f in read_frames(item.source, cfg.image.size, spec.start, stop)]
-    if len(frames) != stop - spec.start:
-        raise InputError(item.source, f"only {len(frames)} of frames {spec.start}-{stop - 1} decode")
-    count = spec.stop - spec.start
-    return np.stack(frames[:count]), (np.stack(frames[count:]) if len(frames) > count else None)
+    frames = [f.astype(np.uint8) for f in read_frames(item.source, size, start, stop)]
+    if len(frames) != stop - start:
+        raise InputError(item.source, f"only {len(frames)} of frames {start}-{stop - 1} decode")
+    return frames
+
+
+def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
+    """What a worker needs to compute the segment's key frame exactly as every segment sharing it.
+
+    The shot's key frames up to the segment's own: each with the frames that settle it and, for
+    all but the first (with ``video.chain_keys``), the composite flow from the previous one. The
+    driver computes the flows once per video and keeps them for the other segments.
+    """
+    from pipeline.temporal import composite_flow
+    from pipeline.video import KeyStep
+
+    size = cfg.image.size
+    keys = shot_keys(spec, state.specs)
+    if not (cfg.video.chain_keys and cfg.video.temporal == "flow"):
+        keys = keys[-1:]
+    steps = []
+    for i, key in enumerate(keys):
+        frames = read_range(state.item, key, settle_stop(key, state.specs, cfg.video.settle_frames), size)
+        flow = mask = None
+        if i > 0:
+            if (keys[i - 1], key) not in state.flows:
+                state.flows[keys[i - 1], key] = composite_flow(read_range(state.item, keys[i - 1], key + 1, size))
+            flow, mask = state.flows[keys[i - 1], key]
+        steps.append(KeyStep(frames[0], frames[1:], flow, mask))
+    return steps
 
 
 # ---------------------------------------------------------------- the run
@@ -350,9 +366,9 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             if spec.idx in state.done:
                 continue
 
-            def seg_args(item: Item = item, spec: SegmentSpec = spec, specs: list = state.specs) -> tuple:
-                frames, ahead = read_segment_frames(item, spec, specs, cfg)
-                return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, ahead
+            def seg_args(item: Item = item, spec: SegmentSpec = spec, state: VideoState = state) -> tuple:
+                frames = np.stack(read_range(item, spec.start, spec.stop, cfg.image.size))
+                return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, key_steps(state, spec, cfg)
 
             tasks.append(Task(("segment", item.id, spec.idx), "stylize_segment", seg_args,
                               f"{item.source} frames {spec.start}-{spec.stop - 1}", extra={"item": item, "spec": spec}))

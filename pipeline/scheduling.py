@@ -202,29 +202,33 @@ class StylizeWorker:
                 "size": outcome.size, "note": outcome.reason, **self._who()}
 
     def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str, reverse: bool = False,
-                        ahead: np.ndarray | None = None) -> dict:
+                        key_steps: Sequence[Any] | None = None) -> dict:
         """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out (same order).
 
-        ``reverse`` chains from the last frame towards the first: the optical flow and the temporal
-        loss are symmetric in time, so a backward chain is as coherent as a forward one. ``ahead``
-        (the frames after the segment) settle a backward chain's key frame exactly as its forward
-        partner settles it.
+        The chain starts at its key frame (the last frame when ``reverse``, else the first),
+        computed from ``key_steps`` (pipeline.video.KeyStep) exactly as every other segment that
+        shares it computes it. Optical flow and the temporal loss are symmetric in time, so a
+        backward chain is as coherent as a forward one.
         """
         from pipeline.segments import encode_png
-        from pipeline.video import stylize_sequence
+        from pipeline.video import key_frame, stylize_sequence
 
         started = time.perf_counter()
         optim = [0.0]
 
-        def on_frame(_index: int, result: Any) -> None:
+        def on_result(result: Any) -> None:
             optim[0] += result.seconds
 
         try:
             order = [f.astype(np.float32) for f in frames]
-            settle_ahead = [f.astype(np.float32) for f in ahead] if reverse and ahead is not None else None
-            out = stylize_sequence(self.stylizer, order[::-1] if reverse else order, self.styles,
-                                   self.style_weights, self.config, mode=mode, callback=on_frame,
-                                   settle_ahead=settle_ahead)
+            if reverse:
+                order = order[::-1]
+            key = None
+            if key_steps and mode != "off":
+                key = key_frame(self.stylizer, key_steps, self.styles, self.style_weights, self.config, mode,
+                                callback=on_result)
+            out = stylize_sequence(self.stylizer, order, self.styles, self.style_weights, self.config, mode=mode,
+                                   callback=lambda _index, result: on_result(result), first_stylized=key)
             if reverse:
                 out = out[::-1]
         except NstError as exc:

@@ -63,6 +63,24 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
     return specs
 
 
+def segment_key(spec: SegmentSpec) -> int:
+    """The frame a segment's chain starts from: its last frame when it runs backward, else its first."""
+    return spec.stop - 1 if spec.reverse else spec.start
+
+
+def shot_keys(spec: SegmentSpec, specs: Sequence[SegmentSpec]) -> list[int]:
+    """Key frames of the segment's shot in time order, up to and including the segment's own."""
+    own = segment_key(spec)
+    return sorted({segment_key(s) for s in specs if s.shot_start == spec.shot_start and segment_key(s) <= own})
+
+
+def settle_stop(key: int, specs: Sequence[SegmentSpec], settle_frames: int) -> int:
+    """End (exclusive) of the frames after ``key`` that settle it: inside the forward segment
+    starting there, so both segments sharing the key frame settle it through the same frames."""
+    partner = next(s for s in specs if not s.reverse and s.start == key)
+    return min(key + 1 + settle_frames, partner.stop)
+
+
 def frames_dir(out_dir: Path, item_id: str) -> Path:
     """Where a video's finished segment frames wait for the final encode."""
     safe = item_id.replace(os.sep, "__").replace("/", "__")

@@ -68,6 +68,28 @@ def reliability_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return (~(occluded | boundary | outside)).astype(np.float32)
 
 
+def composite_flow(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Flow on the last frame's grid into the first, composed frame by frame, and its reliability.
+
+    ``warp(stylized_first, flow)`` carries a stylization of ``frames[0]`` onto ``frames[-1]``; the
+    mask is 1 only where every step was reliable (one occlusion on the way and the pixel is lost).
+    Composing flows and warping once avoids the blur of warping an image many times.
+    """
+    if len(frames) < 2:
+        raise ValueError("composite_flow needs at least two frames")
+    flow = mask = None
+    for earlier, later in zip(frames, frames[1:]):
+        back = compute_flow(later, earlier)
+        step_mask = reliability_mask(back, compute_flow(earlier, later))
+        if flow is None:
+            flow, mask = back, step_mask
+        else:
+            # a pixel of the later frame: one step back, then the composed flow from there
+            flow = back + warp(flow, back)
+            mask = step_mask * (warp(mask, back) > 0.999)
+    return flow.astype(np.float32), mask.astype(np.float32)
+
+
 def hsv_difference(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute HSV difference in [0, 1], each channel scaled by its range (ContentDetector's score)."""
     ha = cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)

@@ -93,33 +93,79 @@ def settle(stylizer: Stylizer, key: np.ndarray, key_stylized: np.ndarray, ahead:
     return prev_s
 
 
+@dataclass(frozen=True)
+class KeyStep:
+    """One key frame of a shot: where chains start, the same on every worker that needs it.
+
+    The shot's first key frame is fresh; a later one (``flow`` set) starts from the previous key
+    frame carried over by the composite optical flow between them, so that chains growing from
+    different key frames carry the same texture where they meet.
+    """
+
+    frame: np.ndarray  # the key frame's content
+    ahead: Sequence[np.ndarray]  # the frames after it in time, which settle it
+    flow: np.ndarray | None = None  # on this frame's grid into the previous key frame
+    mask: np.ndarray | None = None  # where that flow is reliable
+
+
+def key_frame(stylizer: Stylizer, steps: Sequence[KeyStep], styles: Sequence[np.ndarray],
+              style_weights: Sequence[float], config: Config, mode: str = "flow",
+              callback: Callable[[StylizeResult], None] | None = None) -> np.ndarray:
+    """The stylized key frame of ``steps[-1]``, computed through the key frames before it."""
+    video = config.video
+    if mode != "flow":  # carrying a key frame over needs the flow; without it each key is fresh
+        steps = steps[-1:]
+    stylized: np.ndarray | None = None
+    for step in steps:
+        frame = np.asarray(step.frame, np.float32)
+        if step.flow is None or stylized is None:
+            result = stylizer.stylize(frame, styles, style_weights, init="content",
+                                      iterations=video.first_frame_iterations, multiscale=True)
+        else:
+            warped = warp(stylized, step.flow)
+            mask = np.asarray(step.mask, np.float32)
+            init = mask[..., None] * warped + (1.0 - mask[..., None]) * frame
+            result = stylizer.stylize(frame, styles, style_weights, init=init.astype(np.float32),
+                                      temporal=TemporalTarget(warped, mask), temporal_weight=video.temporal_weight,
+                                      iterations=video.first_frame_iterations, multiscale=False)
+        if callback is not None:
+            callback(result)
+        stylized = settle(stylizer, frame, result.image, list(step.ahead)[:video.settle_frames], styles,
+                          style_weights, config, mode, callback=callback)
+    return stylized
+
+
 def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: Sequence[np.ndarray],
                      style_weights: Sequence[float], config: Config, mode: str = "flow",
                      previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
                      callback: Callable[[int, StylizeResult], None] | None = None,
-                     settle_ahead: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+                     first_stylized: np.ndarray | None = None) -> list[np.ndarray]:
     """Stylizes consecutive frames of ONE shot (no cut detection here).
 
     With ``previous_stylized``/``previous_content`` (the frame before ``frames[0]``, e.g. the end of
-    the previous segment), frame 0 is warm-started from them as a later frame instead of fresh.
-    Otherwise frame 0 is fresh and then settled (see ``settle``) through the next
-    ``video.settle_frames`` frames in time: ``frames[1:]`` by default, or ``settle_ahead`` when the
-    chain runs backward in time (frames reversed) and must settle exactly like its forward partner.
+    the previous segment), frame 0 is warm-started from them as a later frame. With
+    ``first_stylized`` (a key frame computed by ``key_frame``), that is frame 0's result. Otherwise
+    frame 0 is fresh and settled through ``frames[1:]``.
     """
+    if mode not in MODES:
+        raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
+    if first_stylized is None and previous_stylized is None and len(frames) and mode != "off":
+        ahead = [np.asarray(f, np.float32) for f in frames[1:1 + config.video.settle_frames]]
+        first_stylized = key_frame(stylizer, [KeyStep(frames[0], ahead)], styles, style_weights, config, mode,
+                                   callback=None if callback is None else (lambda r: callback(0, r)))
     out: list[np.ndarray] = []
     prev_s, prev_c = previous_stylized, previous_content
     for index, frame in enumerate(frames):
         frame = np.asarray(frame, np.float32)
-        result, plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
-        image = result.image
-        if plan.fresh and index == 0 and config.video.settle_frames:
-            ahead = frames[1:] if settle_ahead is None else settle_ahead
-            image = settle(stylizer, frame, image, ahead[:config.video.settle_frames], styles, style_weights,
-                           config, mode, callback=None if callback is None else (lambda r: callback(-1, r)))
+        if index == 0 and first_stylized is not None:
+            image = np.asarray(first_stylized, np.float32)
+        else:
+            result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
+            image = result.image
+            if callback is not None:
+                callback(index, result)
         out.append(image)
         prev_s, prev_c = image, frame
-        if callback is not None:
-            callback(index, result)
     return out
 
 

@@ -149,6 +149,17 @@ def test_segments_cover_every_frame_and_never_cross_a_cut() -> None:
                                                             (12, 17, True), (16, 20, False)]
 
 
+def test_key_frames_of_a_segment_and_the_frames_that_settle_them() -> None:
+    from pipeline.segments import segment_key, settle_stop, shot_keys
+
+    specs = plan_segments(40, [0, 24], segment_frames=6, overlap=2)  # shot 0-23: 4 pieces, shot 24-39: 3
+    assert [segment_key(s) for s in specs] == [6, 6, 18, 18, 24, 35, 35]
+    # a segment needs its shot's key frames up to its own (each later one is carried from the one before)
+    assert [shot_keys(s, specs) for s in specs] == [[6], [6], [6, 18], [6, 18], [24], [24, 35], [24, 35]]
+    # settled inside the forward segment that starts at the key frame, whichever side asks
+    assert settle_stop(6, specs, 1) == 8 and settle_stop(18, specs, 3) == 22 and settle_stop(18, specs, 8) == 24
+
+
 def test_assembly_cross_fades_where_chains_meet_and_yields_each_frame_once(tmp_path: Path) -> None:
     specs = plan_segments(12, [0], segment_frames=4, overlap=2)
     assert [(s.start, s.stop, s.reverse) for s in specs] == [(0, 6, False), (4, 9, True), (8, 12, False)]

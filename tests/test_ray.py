@@ -11,6 +11,7 @@ import pytest
 
 from conftest import write_png
 from pipeline import config as config_mod
+from pipeline.frames import probe
 from pipeline.ledger import DONE, Ledger
 from pipeline.runner import RunOptions, run
 
@@ -142,6 +143,34 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
     assert stylized.frame_count == source.frame_count == 16
     assert stylized.fps == source.fps
     assert not list(out.rglob("*.part*"))
+
+
+def test_three_segments_share_key_frames_and_the_later_key_is_carried_from_the_first(cluster, batch, clip, tmp_path):
+    from pipeline.segments import read_segment_frame
+
+    _, style = batch
+    cfg = tiny_config(**{"image.size": 64, "video.first_frame_iterations": 8, "video.later_frame_iterations": 3,
+                         "video.segment_frames": 5, "video.segment_overlap": 2, "video.save_frames": True,
+                         "video.cut_threshold": 0.9})
+    out = tmp_path / "out"
+    result = run(RunOptions([clip], [style], out, cfg, workers=2, gpus_per_worker=0, quiet=True))
+    assert result.exit_code == 0, result.records
+    specs = ledger_specs(out)
+    # forward from frame 0, then a pair around key frame 11, whose key is carried from frame 0's
+    assert [(s.start, s.stop, s.reverse) for s in specs] == [(0, 7, False), (5, 12, True), (11, 16, False)]
+    key = [read_segment_frame(out, "pan.mp4", spec, 11) for spec in specs[1:]]
+    assert float(np.abs(key[0] - key[1]).mean()) < 0.05
+    assert probe(out / "pan.mp4").frame_count == 16
+    # what the driver sent for the later segments: key frame 0, then 11 with the flow from 0
+    from pipeline.discover import Item
+    from pipeline.runner import VideoState, key_steps
+
+    state = VideoState(Item("pan.mp4", "video", clip, out / "pan.mp4"), specs, None, False)
+    steps = key_steps(state, specs[2], cfg)
+    assert len(steps) == 2 and steps[0].flow is None and steps[1].flow.shape == (48, 64, 2)
+    assert 0.3 < float(steps[1].mask.mean()) < 1.0  # the pan brought in new pixels on one side
+    assert [len(s.ahead) for s in steps] == [1, 1] and list(state.flows) == [(0, 11)]
+    assert len(key_steps(state, specs[0], cfg)) == 1
 
 
 def test_cluster_launcher_config_has_the_launcher_schema_and_starts_ray_correctly():

@@ -121,3 +121,20 @@ def test_style_content_distances_are_zero_on_their_own_targets(extractor, photo,
     assert c_photo < 1e-6 and s_photo > 0.1
     s_style, c_style = style_content_distances(style_small, photo, painting, extractor)
     assert s_style < s_photo / 10 and c_style > 0.1
+
+
+def test_composite_flow_adds_up_the_steps_and_loses_pixels_that_leave():
+    from pipeline.temporal import composite_flow
+
+    base = texture(64, 96, seed=3)
+    frames = [shifted(base, 2 * t, 0) for t in range(5)]  # 2 px right per frame, 8 px in all
+    flow, mask = composite_flow(frames)
+    inner = mask > 0.5
+    assert inner.mean() > 0.6
+    # on the last frame's grid, each reliable pixel is found 8 px to the left in the first frame
+    assert abs(float(np.median(flow[..., 0][inner])) + 8.0) < 0.5
+    assert abs(float(np.median(flow[..., 1][inner]))) < 0.5
+    # the 8 columns that entered from the left during the pan have no source in the first frame
+    assert mask[:, :6].mean() < 0.1
+    with pytest.raises(ValueError):
+        composite_flow(frames[:1])

@@ -171,10 +171,9 @@ def test_stylize_sequence_continues_from_a_previous_frame(extractor, photo, pain
     fresh = stylize_sequence(stylizer, frames, [painting], [1.0], config, "flow",
                              callback=lambda i, r: calls.append((i, r.evaluations)))
     assert len(fresh) == 3 and all(f.shape == photo.shape for f in fresh)
-    # settling the fresh first frame: one later-frame optimisation there and one back (index -1)
-    assert [i for i, _ in calls] == [-1, -1, 0, 1, 2]
-    fresh_evals = [e for i, e in calls if i >= 0]
-    assert fresh_evals[0] >= 25 and max(fresh_evals[1:]) < 25 and max(e for i, e in calls if i < 0) < 25
+    # frame 0: the fresh optimisation, then settling it (one later-frame optimisation there, one back)
+    assert [i for i, _ in calls] == [0, 0, 0, 1, 2]
+    assert calls[0][1] >= 25 and max(e for _, e in calls[1:]) < 25
     continued_evals: list[int] = []
     continued = stylize_sequence(stylizer, frames[1:], [painting], [1.0], config, "flow",
                                  previous_stylized=fresh[0], previous_content=frames[0],
@@ -186,22 +185,49 @@ def test_stylize_sequence_continues_from_a_previous_frame(extractor, photo, pain
         stylize_sequence(stylizer, frames[:1], [painting], [1.0], config, "sideways")
 
 
-def test_a_backward_chain_settles_its_key_frame_exactly_like_the_forward_chain(extractor, photo, painting):
+def test_a_key_frame_is_the_same_computation_for_the_chains_on_both_sides(extractor, photo, painting):
     """Two workers starting chains in opposite directions from one key frame must agree on it."""
+    from pipeline.video import KeyStep, key_frame
+
     config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0, "video.settle_frames": 2,
                                         "video.first_frame_iterations": 12, "video.later_frame_iterations": 3})
     stylizer = Stylizer(config, extractor=extractor)
     frames = [np.roll(photo, 2 * t, axis=1) for t in range(5)]  # key frame 2
     forward = stylize_sequence(stylizer, frames[2:], [painting], [1.0], config, "flow")
-    backward = stylize_sequence(stylizer, frames[:3][::-1], [painting], [1.0], config, "flow",
-                                settle_ahead=frames[3:])[::-1]
-    np.testing.assert_array_equal(forward[0], backward[2])
+    key = key_frame(stylizer, [KeyStep(frames[2], frames[3:])], [painting], [1.0], config)
+    np.testing.assert_array_equal(forward[0], key)
+    backward = stylize_sequence(stylizer, frames[:3][::-1], [painting], [1.0], config, "flow", first_stylized=key)
+    np.testing.assert_array_equal(backward[0], key)
     # settled through the frames before it instead, the key frame comes out different
-    unsettled = stylize_sequence(stylizer, frames[:3][::-1], [painting], [1.0], config, "flow")[::-1]
-    assert float(np.abs(unsettled[2] - forward[0]).mean()) > 0.5
+    other_side = key_frame(stylizer, [KeyStep(frames[2], frames[:2][::-1])], [painting], [1.0], config)
+    assert float(np.abs(other_side - key).mean()) > 0.5
     # and settling changed the key frame (it is not the fresh solution)
-    fresh = stylize_sequence(stylizer, frames[2:3], [painting], [1.0], config, "flow")
-    assert float(np.abs(fresh[0] - forward[0]).mean()) > 0.5
+    fresh = key_frame(stylizer, [KeyStep(frames[2], [])], [painting], [1.0], config)
+    assert float(np.abs(fresh - key).mean()) > 0.5
+
+
+def test_a_later_key_frame_carries_the_texture_of_the_previous_one(extractor, photo, painting):
+    from pipeline.temporal import composite_flow, warp
+    from pipeline.video import KeyStep, key_frame
+
+    config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0, "video.settle_frames": 0,
+                                        "video.first_frame_iterations": 15})
+    stylizer = Stylizer(config, extractor=extractor)
+    frames = [np.roll(photo, 2 * t, axis=1) for t in range(7)]
+    flow, mask = composite_flow(frames)
+    assert 0.3 < mask.mean() < 1.0
+    first = key_frame(stylizer, [KeyStep(frames[0], [])], [painting], [1.0], config)
+    carried = key_frame(stylizer, [KeyStep(frames[0], []), KeyStep(frames[6], [], flow, mask)], [painting], [1.0],
+                        config)
+    fresh = key_frame(stylizer, [KeyStep(frames[6], [])], [painting], [1.0], config)
+    target = warp(first, flow)
+    reliable = mask > 0.5
+
+    def distance(image: np.ndarray) -> float:
+        return float(np.abs(image - target)[reliable].mean())
+
+    # the fresh key frame has its own texture; the carried one keeps the previous key frame's
+    assert distance(carried) < 0.5 * distance(fresh)
 
 
 def test_lookahead_peeks_without_consuming_and_stops_at_a_cut():
