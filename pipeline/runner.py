@@ -184,6 +184,9 @@ def read_range(item: Item, start: int, stop: int, size: int) -> list[np.ndarray]
     return frames
 
 
+COMPOSITE_FLOW_SIDE = 256  # px: ~6 ms per frame step on one core, whatever the working size
+
+
 def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
     """What a worker needs to compute the segment's key frame exactly as every segment sharing it.
 
@@ -204,7 +207,8 @@ def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
         flow = mask = None
         if i > 0:
             if (keys[i - 1], key) not in state.flows:
-                state.flows[keys[i - 1], key] = composite_flow(read_range(state.item, keys[i - 1], key + 1, size))
+                frames_between = read_range(state.item, keys[i - 1], key + 1, size)
+                state.flows[keys[i - 1], key] = composite_flow(frames_between, max_side=COMPOSITE_FLOW_SIDE)
             flow, mask = state.flows[keys[i - 1], key]
         steps.append(KeyStep(frames[0], frames[1:], flow, mask))
     return steps

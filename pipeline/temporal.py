@@ -68,15 +68,28 @@ def reliability_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return (~(occluded | boundary | outside)).astype(np.float32)
 
 
-def composite_flow(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def composite_flow(frames: Sequence[np.ndarray], max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Flow on the last frame's grid into the first, composed frame by frame, and its reliability.
 
     ``warp(stylized_first, flow)`` carries a stylization of ``frames[0]`` onto ``frames[-1]``; the
     mask is 1 only where every step was reliable (one occlusion on the way and the pixel is lost).
-    Composing flows and warping once avoids the blur of warping an image many times.
+    Composing flows and warping once avoids the blur of warping an image many times. With
+    ``max_side``, the flows are computed on copies that small and scaled up: hundreds of steps
+    then cost seconds, not minutes, at any working size.
     """
     if len(frames) < 2:
         raise ValueError("composite_flow needs at least two frames")
+    h, w = np.asarray(frames[0]).shape[:2]
+    if max_side is not None and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        small = [cv2.resize(np.asarray(f, np.float32), size, interpolation=cv2.INTER_AREA) for f in frames]
+        flow, mask = composite_flow(small)
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= w / size[0]
+        flow[..., 1] *= h / size[1]
+        mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.999).astype(np.float32)
+        return flow, mask
     flow = mask = None
     for earlier, later in zip(frames, frames[1:]):
         back = compute_flow(later, earlier)
