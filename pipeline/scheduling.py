@@ -10,6 +10,7 @@ This module must not import TensorFlow at the top: a worker sets its thread coun
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -308,10 +309,8 @@ class WorkerPool:
                                f"(`nst info` shows what it has)")
             if not ready:  # the retried workers did not come up in time: go on with those that did
                 for _, _, handle in handles:
-                    try:
+                    with contextlib.suppress(Exception):  # best effort
                         ray.kill(handle, no_restart=True)
-                    except Exception:  # noqa: BLE001 - best effort
-                        pass
                 break
             pending = []
             for (i, name, handle), ref in zip(handles, refs):
@@ -320,10 +319,8 @@ class WorkerPool:
                 except (RayActorError, GetTimeoutError, WorkerCrashedError) as exc:
                     last_error = str(exc).splitlines()[0]
                     log.warning("%s did not start (%s); trying again", name, last_error)
-                    try:
+                    with contextlib.suppress(Exception):  # it is dead already
                         ray.kill(handle, no_restart=True)
-                    except Exception:  # noqa: BLE001 - it is dead already
-                        pass
                     pending.append((i, name))
             if not pending:
                 break
@@ -338,10 +335,8 @@ class WorkerPool:
     def replace(self, slot: WorkerSlot) -> None:
         """A fresh actor in the dead one's place; it loads VGG-19 while the others keep working."""
         index = self.slots.index(slot)
-        try:
+        with contextlib.suppress(Exception):  # it is dead already
             ray.kill(slot.handle, no_restart=True)
-        except Exception:  # noqa: BLE001 - it is dead already
-            pass
         self.replacements += 1
         slot.generation += 1
         base = slot.name.split("~")[0]
@@ -371,10 +366,8 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         for slot in self.slots:
-            try:
+            with contextlib.suppress(Exception):  # best effort at the end
                 ray.kill(slot.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - best effort at the end
-                pass
         self.slots = []
 
     def run(self, tasks: Iterable[Task], on_submit: Callable[[Task, WorkerSlot], None],

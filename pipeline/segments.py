@@ -11,6 +11,7 @@ from one chain to the other over those frames.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -46,7 +47,7 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
     starts = sorted({s for s in shot_starts if 0 <= s < total_frames} | {0})
     bounds = starts + [total_frames]
     specs: list[SegmentSpec] = []
-    for shot_start, shot_stop in zip(bounds, bounds[1:]):
+    for shot_start, shot_stop in itertools.pairwise(bounds):
         length = shot_stop - shot_start
         pieces = max(1, round(length / segment_frames)) if segment_frames > 0 else 1
         pieces = min(pieces, length)
@@ -54,7 +55,7 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
         cores = [shot_start + round(i * length / pieces) for i in range(pieces + 1)]
         # The cross-fade must stay inside the backward piece it runs into.
         shot_overlap = max(0, min(overlap, length // pieces - 1))
-        for j, (a, b) in enumerate(zip(cores, cores[1:])):
+        for j, (a, b) in enumerate(itertools.pairwise(cores)):
             if (pieces - j) % 2 == 0:  # backward from b, the key frame it shares with the next piece
                 specs.append(SegmentSpec(len(specs), a, b + 1, shot_start, reverse=True))
             else:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from pipeline.tfsetup import tf
 from scipy.optimize import Bounds, minimize
 
 from pipeline import losses
 from pipeline.config import Config, canonical_layer
+from pipeline.tfsetup import tf
 from pipeline.vgg import FeatureExtractor
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class Stylizer:
         return digest
 
     # ------------------------------------------------------------------ compiled step
-    def _loss_and_grad_impl(self, x, content_targets, grams, warped, mask, weights):  # noqa: ANN001, ANN202
+    def _loss_and_grad_impl(self, x, content_targets, grams, warped, mask, weights):
         self.trace_count += 1  # runs only while tracing: counts compilations
         cfg = self.config
         content_w = dict(zip(self.content_layers, cfg.model.content_layer_weights))
@@ -212,7 +212,7 @@ class Stylizer:
             loss = tf.reduce_sum(weights * terms)
         return loss, tape.gradient(loss, x), terms
 
-    def _adam_steps_impl(self, x, m, v, t, steps, content_targets, grams, warped, mask, weights, hyper):  # noqa: ANN001, ANN202
+    def _adam_steps_impl(self, x, m, v, t, steps, content_targets, grams, warped, mask, weights, hyper):
         # Functional state (tensors in, tensors out) rather than tf.Variable arguments: a traced
         # function generalised over shapes would otherwise keep the first call's variables, and a
         # coarse-to-fine run (new size per scale) would feed it mismatched shapes.
@@ -259,7 +259,7 @@ class Stylizer:
         run = self._lbfgs if optimizer == "lbfgs" else self._adam
         return run(np.asarray(x0, np.float32), targets, iterations, temporal, temporal_weight, callback, scale)
 
-    def _lbfgs(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):  # noqa: ANN001, ANN202
+    def _lbfgs(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):
         shape = (1, *x0.shape)
         warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
         weights = self.loss_weights(temporal, temporal_weight)
@@ -297,7 +297,7 @@ class Stylizer:
         window = 5
         iterate_losses: list[float] = []
 
-        def stop_when_flat(intermediate_result) -> None:  # noqa: ANN001
+        def stop_when_flat(intermediate_result) -> None:
             # Mean relative loss decrease per iteration over the last `window` iterations, checked
             # only after 2 * window iterations: scipy's own ftol test looks at one step at a time.
             iterate_losses.append(float(intermediate_result.fun))
@@ -317,7 +317,7 @@ class Stylizer:
         image = np.asarray(best["x"], np.float32).reshape(x0.shape)
         return StylizeResult(image, len(history), time.perf_counter() - start, float(best["loss"]), history)
 
-    def _adam(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):  # noqa: ANN001, ANN202
+    def _adam(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):
         opt = self.config.optim
         warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
         weights = self.loss_weights(temporal, temporal_weight)
@@ -342,9 +342,9 @@ class Stylizer:
             history.append((done, elapsed, loss))
             if callback is not None:
                 callback(Iterate(scale[0], scale[1], x0.shape[:2], done, iterations, loss, elapsed))
-            if previous is not None and opt.tolerance > 0:
-                if (previous - loss) / max(abs(previous), 1e-12) < opt.tolerance * steps:
-                    break
+            if (previous is not None and opt.tolerance > 0
+                    and (previous - loss) / max(abs(previous), 1e-12) < opt.tolerance * steps):
+                break
             previous = loss
         return StylizeResult(x.numpy()[0], done, time.perf_counter() - start, history[-1][2], history)
 

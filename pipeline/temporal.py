@@ -6,6 +6,7 @@ into ``a``'s frame. To carry stylized frame t-1 into frame t, use ``compute_flow
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -91,7 +92,7 @@ def composite_flow(frames: Sequence[np.ndarray], max_side: int | None = None) ->
         mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.999).astype(np.float32)
         return flow, mask
     flow = mask = None
-    for earlier, later in zip(frames, frames[1:]):
+    for earlier, later in itertools.pairwise(frames):
         back = compute_flow(later, earlier)
         step_mask = reliability_mask(back, compute_flow(earlier, later))
         if flow is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,7 +29,7 @@ def _silenced_fd2() -> Iterator[None]:
 
 
 with _silenced_fd2():
-    import tensorflow as tf  # noqa: E402
+    import tensorflow as tf
 
     tf.config.list_physical_devices()  # CUDA probing happens here, once
     try:  # GPUs: grow memory as needed instead of taking it all (several workers may share a node)

@@ -132,7 +132,7 @@ def blend_weights(tile: Tile, height: int, width: int, overlap: int) -> np.ndarr
     return wy[:, None] * wx[None, :]
 
 
-def tiled_style_grams(stylizer, styles: Sequence[np.ndarray], style_weights: Sequence[float],  # noqa: ANN001
+def tiled_style_grams(stylizer, styles: Sequence[np.ndarray], style_weights: Sequence[float],
                       content_hw: tuple[int, int], tile: int) -> dict[str, tf.Tensor]:
     """Gram targets of the whole style at the content's scale, summed over tiles of the style.
 
@@ -162,7 +162,7 @@ def tiled_style_grams(stylizer, styles: Sequence[np.ndarray], style_weights: Seq
     return blended
 
 
-def _grams_by_tiles(stylizer, image: np.ndarray, core: int, norm: str) -> dict[str, tf.Tensor]:  # noqa: ANN001
+def _grams_by_tiles(stylizer, image: np.ndarray, core: int, norm: str) -> dict[str, tf.Tensor]:
     height, width = image.shape[:2]
     sums: dict[str, tf.Tensor] = {}
     positions: dict[str, int] = {}
@@ -184,10 +184,10 @@ def _grams_by_tiles(stylizer, image: np.ndarray, core: int, norm: str) -> dict[s
     return {name: sums[name] / float(positions[name]) for name in sums}
 
 
-def tiled_stylize(stylizer, content: np.ndarray, styles: Sequence[np.ndarray],  # noqa: ANN001
+def tiled_stylize(stylizer, content: np.ndarray, styles: Sequence[np.ndarray],
                   style_weights: Sequence[float], budget: int | None = None, tile: int | None = None,
                   iterations: int | None = None, coarse_longest: int | None = None,
-                  callback: Callable | None = None):  # noqa: ANN201 - StylizeResult
+                  callback: Callable | None = None):
     """Coarse whole-image pass, then full-resolution tiles; returns a StylizeResult of content's size.
 
     ``tile`` (px) overrides the size derived from ``budget`` (bytes); one of them is needed.

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.tfsetup import tf  # noqa: I001 - quiet TensorFlow import first
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pipeline.config import canonical_layer  # noqa: E402
-from pipeline.weights import WeightsSource, conv_layers, load_arrays  # noqa: E402
+from pipeline.config import canonical_layer
+from pipeline.tfsetup import tf
+from pipeline.weights import WeightsSource, conv_layers, load_arrays
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pipeline.frames import BackgroundIterator, BackgroundSink, encode_video, pr
 from pipeline.imagejob import check_style_weights, load_styles
 from pipeline.images import save_image
 from pipeline.progress import console
-from pipeline.stylizer import MIN_SIDE, StylizeResult, Stylizer, TemporalTarget
+from pipeline.stylizer import MIN_SIDE, Stylizer, StylizeResult, TemporalTarget
 from pipeline.temporal import CutDetector, compute_flow, reliability_mask, warp
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class LookAhead:
         self.items = iter(items)
         self.buffer: deque[Any] = deque()
 
-    def __iter__(self) -> "LookAhead":
+    def __iter__(self) -> LookAhead:
         return self
 
     def __next__(self) -> Any:
@@ -217,7 +217,7 @@ class FrameBar:
         self.start = time.perf_counter()
         self.done = 0
 
-    def __enter__(self) -> "FrameBar":
+    def __enter__(self) -> FrameBar:
         if self.progress is not None:
             self.progress.start()
         return self

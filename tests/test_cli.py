@@ -1,7 +1,6 @@
 """The CLI through typer.testing.CliRunner: success paths and one-line errors."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image

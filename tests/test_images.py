@@ -19,7 +19,7 @@ SRGB_D50 = {"r": (0.4361, 0.2225, 0.0139), "g": (0.3851, 0.7169, 0.0971), "b": (
 # --- small ICC v2 profiles built byte by byte (no profile files exist on this machine) -----------------
 
 def _s15(x: float) -> bytes:
-    return struct.pack(">i", int(round(x * 65536)))
+    return struct.pack(">i", round(x * 65536))
 
 
 def _xyz(x: float, y: float, z: float) -> bytes:
@@ -32,7 +32,7 @@ def _desc(text: str) -> bytes:
 
 
 def _curv(gamma: float) -> bytes:
-    return b"curv" + b"\0" * 4 + struct.pack(">IH", 1, int(round(gamma * 256))) + b"\0\0"
+    return b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
 
 
 def build_icc(colour_space: bytes, pcs: bytes, device_class: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:

@@ -1,6 +1,7 @@
 """The run ledger (real SQLite in the output folder) and the segment plan; no Ray here."""
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def test_segments_cover_every_frame_and_never_cross_a_cut() -> None:
             in_shot = [s for s in specs if s.shot_start == shot]
             assert not in_shot[-1].reverse  # the shot's last frames come from a forward chain
             # a backward piece starts from the very frame its forward partner starts from
-            for a, b in zip(in_shot, in_shot[1:]):
+            for a, b in itertools.pairwise(in_shot):
                 if a.reverse:
                     assert not b.reverse and a.stop - 1 == b.start
     # overlap longer than a piece is clamped, so the cross-fade stays inside the next piece

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_png
+
 from pipeline import config as config_mod
 from pipeline.frames import probe
 from pipeline.ledger import DONE, Ledger
@@ -86,8 +86,9 @@ def test_two_nodes_both_receive_work(cluster, batch, tmp_path):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """16 frames of a real photo panning sideways, encoded with ffmpeg (H.264)."""
-    import skimage.data
     from fractions import Fraction
+
+    import skimage.data
 
     from pipeline.frames import encode_video
     from pipeline.stylizer import resize

@@ -2,6 +2,8 @@
 the raised-cosine blend leaves no seam."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,7 @@ def test_tiles_cover_the_image_with_the_requested_overlap():
         covered[t.y0:t.y1, t.x0:t.x1] += 1
     assert covered.min() >= 1
     xs = sorted({(t.x0, t.x1) for t in tiles})
-    assert all(a[1] - b[0] >= 64 for a, b in zip(xs, xs[1:]))
+    assert all(a[1] - b[0] >= 64 for a, b in itertools.pairwise(xs))
 
 
 def test_raised_cosine_weights_of_neighbours_sum_to_one():

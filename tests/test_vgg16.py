@@ -136,7 +136,7 @@ def run_nst(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NST_OFFLINE": "1", "NST_PRETRAINED_DIR": str(tmp_path / "pretrained_model"),
            "KERAS_HOME": str(tmp_path / "keras")}
     nst = Path(sys.executable).parent / "nst"
-    return subprocess.run([str(nst), *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(nst), *args], env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_cli_weights_and_image_end_in_one_line_naming_the_file(tmp_path, photo):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_png
 from typer.testing import CliRunner
 
-from conftest import write_png
 from pipeline import config as config_mod
 from pipeline.cli import app
 from pipeline.errors import NstError, VideoError
@@ -74,7 +74,7 @@ def test_round_trip_keeps_frame_count_exact_rate_and_audio(tmp_path, style_png):
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp files left
     # It is H.264 4:2:0 in MP4, what ordinary players open.
     listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(stylized)], capture_output=True,
-                             text=True).stderr
+                             text=True, check=False).stderr
     assert re.search(r"Video: h264 .*yuv420p", listing), listing
     # A second run does not overwrite without --overwrite.
     before = stylized.stat().st_mtime_ns
@@ -125,7 +125,7 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path, style_png):
     # The installed command prints exactly one line and exits 1.
     nst = Path(sys.executable).with_name("nst")
     proc = subprocess.run([str(nst), "video", str(text), "--style", str(style_png), "-o", str(out)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and str(text) in lines[0] and "not a video" in lines[0], lines
