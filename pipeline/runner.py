@@ -30,9 +30,9 @@ from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSp
 from pipeline.progress import console
 from pipeline.segments import (
     assembled_frames,
-    auto_segment_frames,
     frames_dir,
     plan_segments,
+    segment_length,
     settle_stop,
     shot_keys,
     write_segment_frames,
@@ -141,7 +141,7 @@ class VideoState:
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
     """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan."""
-    from pipeline.frames import probe, read_frames
+    from pipeline.frames import probe, read_frames, working_size
     from pipeline.temporal import CutDetector
 
     info = probe(item.source)
@@ -159,7 +159,9 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
             log.info("%s: the container says %d frames, %d decode; using %d", item.source, info.frame_count,
                      count, count)
         overlap = cfg.video.segment_overlap
-        length = cfg.video.segment_frames or auto_segment_frames(count, workers, overlap)
+        w, h = working_size(info.width, info.height, cfg.image.size)
+        length = cfg.video.segment_frames or segment_length(count, workers, overlap, w * h * 3,
+                                                            cfg.video.max_segment_mb * 2**20)
         specs = plan_segments(count, starts, length, overlap)
         ledger.set_segments(item.id, specs, digest)
         log.info("%s: %d frames, %d shot(s), %d segment(s)", item.id, count, len(starts), len(specs))

@@ -37,6 +37,18 @@ def auto_segment_frames(total_frames: int, workers: int, overlap: int) -> int:
     return max(length, MIN_AUTO_SEGMENT, overlap + 1)
 
 
+def segment_length(total_frames: int, workers: int, overlap: int, frame_bytes: int, max_bytes: int) -> int:
+    """Automatic segment length: every worker busy, and one call's frames within ``max_bytes``.
+
+    A segment's frames travel to its worker in one call (uint8 at the working size) and come back
+    as PNGs, so a very long shot is split even for one worker; the pieces pair up around key
+    frames like any other split.
+    """
+    length = auto_segment_frames(total_frames, workers, overlap)
+    cap = max(MIN_AUTO_SEGMENT, max_bytes // max(frame_bytes, 1))
+    return min(length, cap)
+
+
 def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames: int,
                   overlap: int) -> list[SegmentSpec]:
     """Segments covering every frame, never across a cut; see the module docstring for the layout.
