@@ -111,7 +111,8 @@ class VideoConfig:
     cut_threshold: float = _f(0.35, lo=0.0, hi=1.0)
     min_shot_frames: int = _f(4, lo=1)
     segment_frames: int = _f(0, lo=0)  # 0 = automatic split of long shots across workers
-    max_segment_mb: int = _f(1024, lo=16)  # automatic segments carry at most this many MB of frames
+    # Frames per worker call: bounds what one call carries, and what a killed worker loses.
+    chunk_frames: int = _f(64, lo=1)
     segment_overlap: int = _f(12, lo=0)
     save_frames: bool = _f(False)
     crf: int = _f(18, lo=0, hi=51)

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS segments (
     stop INTEGER NOT NULL,
     shot_start INTEGER NOT NULL DEFAULT 0,
     reverse INTEGER NOT NULL DEFAULT 0,
+    done_frames INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
@@ -127,10 +128,11 @@ class Ledger:
         self.conn.row_factory = sqlite3.Row
 
     def _upgrade(self) -> None:
-        """Run state written by an earlier version: its segments all ran forward."""
+        """Run state written by an earlier version: its segments ran forward, in one piece."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(segments)")}
-        if "reverse" not in columns:
-            self.conn.execute("ALTER TABLE segments ADD COLUMN reverse INTEGER NOT NULL DEFAULT 0")
+        for column in ("reverse", "done_frames"):
+            if column not in columns:
+                self.conn.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.conn.close()
@@ -276,20 +278,28 @@ class Ledger:
         return [SegmentSpec(r["idx"], r["start"], r["stop"], r["shot_start"],
                             bool(r["reverse"]) if has_reverse else False) for r in rows]
 
-    def mark_segment_attempt(self, item_id: str, idx: int, worker: str, node: str) -> int:
+    def mark_segment_attempt(self, item_id: str, idx: int, worker: str, node: str, attempt: int = 1) -> int:
+        """A chunk of the segment was sent; ``attempts`` keeps the most tries any chunk needed."""
         with self.transaction() as conn:
-            conn.execute("UPDATE segments SET state = 'running', attempts = attempts + 1, worker = ?, node = ?, "
+            conn.execute("UPDATE segments SET state = 'running', attempts = MAX(attempts, ?), worker = ?, node = ?, "
                          "started_at = COALESCE(started_at, ?) WHERE item = ? AND idx = ?",
-                         (worker, node, time.time(), item_id, idx))
+                         (attempt, worker, node, time.time(), item_id, idx))
             row = conn.execute("SELECT attempts FROM segments WHERE item = ? AND idx = ?", (item_id, idx)).fetchone()
             return int(row[0])
 
+    def mark_segment_progress(self, item_id: str, idx: int, done_frames: int, seconds: float) -> None:
+        """Frames of the segment's chain that are on disk: a rerun continues after them."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE segments SET done_frames = ?, seconds = COALESCE(seconds, 0) + ? "
+                         "WHERE item = ? AND idx = ?", (done_frames, seconds, item_id, idx))
+
     def mark_segment_done(self, item_id: str, idx: int, worker: str, node: str, seconds: float,
                           worker_pid: int | None = None) -> None:
+        """``seconds``: the last chunk's; the segment's total adds up every chunk's."""
         with self.transaction() as conn:
             conn.execute("UPDATE segments SET state = 'done', error = NULL, worker = ?, node = ?, pid = ?, "
-                         "finished_at = ?, seconds = ? WHERE item = ? AND idx = ?",
-                         (worker, node, worker_pid, time.time(), seconds, item_id, idx))
+                         "finished_at = ?, seconds = COALESCE(seconds, 0) + ?, done_frames = stop - start "
+                         "WHERE item = ? AND idx = ?", (worker, node, worker_pid, time.time(), seconds, item_id, idx))
 
     def mark_segment_failed(self, item_id: str, idx: int, reason: str) -> None:
         with self.transaction() as conn:

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,12 @@ from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSp
 from pipeline.progress import console
 from pipeline.segments import (
     assembled_frames,
+    auto_segment_frames,
+    chain_previous,
+    chunk_range,
     frames_dir,
     plan_segments,
-    segment_length,
+    read_segment_frame,
     settle_stop,
     shot_keys,
     write_segment_frames,
@@ -137,11 +140,12 @@ class VideoState:
     done: set[int] = field(default_factory=set)
     seconds: float = 0.0
     flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
+    progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
 
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
     """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan."""
-    from pipeline.frames import probe, read_frames, working_size
+    from pipeline.frames import probe, read_frames
     from pipeline.temporal import CutDetector
 
     info = probe(item.source)
@@ -159,15 +163,15 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
             log.info("%s: the container says %d frames, %d decode; using %d", item.source, info.frame_count,
                      count, count)
         overlap = cfg.video.segment_overlap
-        w, h = working_size(info.width, info.height, cfg.image.size)
-        length = cfg.video.segment_frames or segment_length(count, workers, overlap, w * h * 3,
-                                                            cfg.video.max_segment_mb * 2**20)
+        length = cfg.video.segment_frames or auto_segment_frames(count, workers, overlap)
         specs = plan_segments(count, starts, length, overlap)
         ledger.set_segments(item.id, specs, digest)
         log.info("%s: %d frames, %d shot(s), %d segment(s)", item.id, count, len(starts), len(specs))
-    done = {r["idx"] for r in ledger.segments(item.id) if r["state"] == DONE}
-    seconds = sum(r["seconds"] or 0.0 for r in ledger.segments(item.id) if r["state"] == DONE)
-    return VideoState(item, specs, info.fps, info.has_audio, done, seconds)
+    rows = ledger.segments(item.id)
+    done = {r["idx"] for r in rows if r["state"] == DONE}
+    seconds = sum(r["seconds"] or 0.0 for r in rows)
+    progress = {r["idx"]: r["done_frames"] for r in rows if r["state"] != DONE}
+    return VideoState(item, specs, info.fps, info.has_audio, done, seconds, progress=progress)
 
 
 def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
@@ -185,12 +189,19 @@ def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
 
 
 def read_range(item: Item, start: int, stop: int, size: int) -> list[np.ndarray]:
+    return list(iter_range(item, start, stop, size))
+
+
+def iter_range(item: Item, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
+    """Frames [start, stop) as uint8 at the working size; a frame that does not decode is an error."""
     from pipeline.frames import read_frames
 
-    frames = [f.astype(np.uint8) for f in read_frames(item.source, size, start, stop)]
-    if len(frames) != stop - start:
-        raise InputError(item.source, f"only {len(frames)} of frames {start}-{stop - 1} decode")
-    return frames
+    count = 0
+    for frame in read_frames(item.source, size, start, stop):
+        count += 1
+        yield frame.astype(np.uint8)
+    if count != stop - start:
+        raise InputError(item.source, f"only {count} of frames {start}-{stop - 1} decode")
 
 
 COMPOSITE_FLOW_SIDE = 256  # px: ~6 ms per frame step on one core, whatever the working size
@@ -216,7 +227,7 @@ def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
         flow = mask = None
         if i > 0:
             if (keys[i - 1], key) not in state.flows:
-                frames_between = read_range(state.item, keys[i - 1], key + 1, size)
+                frames_between = iter_range(state.item, keys[i - 1], key + 1, size)
                 state.flows[keys[i - 1], key] = composite_flow(frames_between, max_side=COMPOSITE_FLOW_SIDE)
             flow, mask = state.flows[keys[i - 1], key]
         steps.append(KeyStep(frames[0], frames[1:], flow, mask))
@@ -376,18 +387,14 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             encodes.start(state)
             continue
         for spec in state.specs:
-            if spec.idx in state.done:
-                continue
+            if spec.idx not in state.done:
+                tasks.append(chunk_task(state, spec, state.progress.get(spec.idx, 0), cfg, out_dir))
 
-            def seg_args(item: Item = item, spec: SegmentSpec = spec, state: VideoState = state) -> tuple:
-                frames = np.stack(read_range(item, spec.start, spec.stop, cfg.image.size))
-                return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, key_steps(state, spec, cfg)
-
-            tasks.append(Task(("segment", item.id, spec.idx), "stylize_segment", seg_args,
-                              f"{item.source} frames {spec.start}-{spec.stop - 1}", extra={"item": item, "spec": spec}))
-
+    chunk = cfg.video.chunk_frames
+    total = sum(1 for t in tasks if "spec" not in t.extra) + sum(
+        -(-(t.extra["spec"].stop - t.extra["spec"].start - t.extra["done"]) // chunk) for t in tasks if "spec" in t.extra)
     progress = _progress(opts.quiet)
-    bar = progress.add_task("stylizing", total=len(tasks)) if progress else None
+    bar = progress.add_task("stylizing", total=total) if progress else None
 
     def advance() -> None:
         if progress is not None:
@@ -396,7 +403,7 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
     def on_submit(task: object, slot: object) -> None:
         item: Item = task.extra["item"]
         if "spec" in task.extra:
-            ledger.mark_segment_attempt(item.id, task.extra["spec"].idx, slot.name, slot.info["node"])
+            ledger.mark_segment_attempt(item.id, task.extra["spec"].idx, slot.name, slot.info["node"], task.attempts)
         else:
             ledger.mark_attempt(item.id, slot.name, slot.info["node"])
         emit("submit", {"key": task.key, "item": item.id, "worker": slot.name, "pid": slot.info["pid"],
@@ -418,8 +425,14 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             return
         spec: SegmentSpec = task.extra["spec"]
         state = videos[item.id]
-        # Kept even when another segment of the video failed: a rerun redoes only the failed ones.
-        write_segment_frames(out_dir, item.id, spec, res["frames"])
+        # Kept even when another segment of the video failed: a rerun redoes only what is missing.
+        write_segment_frames(out_dir, item.id, spec, res["frames"], task.extra["lo"])
+        done = task.extra["done"] + len(res["frames"])
+        if done < spec.stop - spec.start:  # the chain goes on from the frame just written
+            ledger.mark_segment_progress(item.id, spec.idx, done, res["seconds"])
+            state.seconds += res["seconds"]
+            pool.push(chunk_task(state, spec, done, cfg, out_dir))
+            return
         ledger.mark_segment_done(item.id, spec.idx, res["worker"], res["node"], res["seconds"], res["pid"])
         state.done.add(spec.idx)
         state.seconds += res["seconds"]
@@ -452,6 +465,37 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
         encodes.close()
         if progress is not None:
             progress.stop()
+
+
+def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out_dir: Path) -> object:
+    """The worker call for the next chunk of a segment's chain, after its first ``done`` frames.
+
+    The first chunk starts at the key frame (``key_steps``); a later one continues from the frame
+    before it in chain order, read back from the segment's frames on disk with its source frame.
+    """
+    from pipeline.scheduling import Task
+
+    item = state.item
+    lo, hi = chunk_range(spec, done, cfg.video.chunk_frames)
+
+    def args() -> tuple:
+        previous_index = chain_previous(spec, lo, hi)
+        if previous_index is None:
+            frames = np.stack(read_range(item, lo, hi, cfg.image.size))
+            return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, key_steps(state, spec, cfg), None
+        first, stop = min(lo, previous_index), max(hi, previous_index + 1)
+        frames = read_range(item, first, stop, cfg.image.size)
+        try:
+            stylized = read_segment_frame(out_dir, item.id, spec, previous_index)
+        except (OSError, ValueError) as exc:
+            raise NstError(f"{item.source}: frame {previous_index} of segment {spec.idx} is missing or damaged "
+                           f"in {frames_dir(out_dir, item.id)} ({exc}); rerun with --force to redo the video") from exc
+        previous = (np.clip(np.rint(stylized), 0, 255).astype(np.uint8), frames[previous_index - first])
+        own = np.stack(frames[lo - first:hi - first])
+        return item.id, spec.idx, own, cfg.video.temporal, spec.reverse, None, previous
+
+    return Task(("segment", item.id, spec.idx, lo), "stylize_segment", args, f"{item.source} frames {lo}-{hi - 1}",
+                extra={"item": item, "spec": spec, "lo": lo, "hi": hi, "done": done})
 
 
 class VideoEncodes:

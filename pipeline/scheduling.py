@@ -203,13 +203,15 @@ class StylizeWorker:
                 "size": outcome.size, "note": outcome.reason, **self._who()}
 
     def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str, reverse: bool = False,
-                        key_steps: Sequence[Any] | None = None) -> dict:
+                        key_steps: Sequence[Any] | None = None,
+                        previous: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
         """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out (same order).
 
-        The chain starts at its key frame (the last frame when ``reverse``, else the first),
-        computed from ``key_steps`` (pipeline.video.KeyStep) exactly as every other segment that
-        shares it computes it. Optical flow and the temporal loss are symmetric in time, so a
-        backward chain is as coherent as a forward one.
+        A chunk of a segment's chain, which runs backward in time when ``reverse``. The first chunk
+        starts at the key frame, computed from ``key_steps`` (pipeline.video.KeyStep) exactly as
+        every other segment that shares it computes it; a later chunk continues from ``previous``
+        (the stylized and the source frame before it in chain order). Optical flow and the temporal
+        loss are symmetric in time, so a backward chain is as coherent as a forward one.
         """
         from pipeline.segments import encode_png
         from pipeline.video import key_frame, stylize_sequence
@@ -224,11 +226,14 @@ class StylizeWorker:
             order = [f.astype(np.float32) for f in frames]
             if reverse:
                 order = order[::-1]
-            key = None
-            if key_steps and mode != "off":
+            key = prev_s = prev_c = None
+            if previous is not None:
+                prev_s, prev_c = (np.asarray(a, np.float32) for a in previous)
+            elif key_steps and mode != "off":
                 key = key_frame(self.stylizer, key_steps, self.styles, self.style_weights, self.config, mode,
                                 callback=on_result)
             out = stylize_sequence(self.stylizer, order, self.styles, self.style_weights, self.config, mode=mode,
+                                   previous_stylized=prev_s, previous_content=prev_c,
                                    callback=lambda _index, result: on_result(result), first_stylized=key)
             if reverse:
                 out = out[::-1]
@@ -277,6 +282,7 @@ class WorkerPool:
         self.worker_options = list(worker_options or [])
         self.slots: list[WorkerSlot] = []
         self.replacements = 0
+        self.queue: deque[Task] = deque()
 
     def _options(self, index: int) -> dict:
         options: dict[str, Any] = {"num_cpus": self.plan.num_cpus, "num_gpus": self.plan.num_gpus,
@@ -364,6 +370,10 @@ class WorkerPool:
                 log.error("could not replace a dead worker: %s did not load within %.0f s", slot.name, start_timeout)
                 slot.starting = None
 
+    def push(self, task: Task) -> None:
+        """Queues a follow-up task (e.g. the next chunk of a video segment) ahead of new work."""
+        self.queue.appendleft(task)
+
     def shutdown(self) -> None:
         for slot in self.slots:
             with contextlib.suppress(Exception):  # best effort at the end
@@ -382,6 +392,7 @@ class WorkerPool:
         is replaced. A worker that reports a deterministic input error fails the task at once.
         """
         queue: deque[Task] = deque(tasks)
+        self.queue = queue  # push() adds follow-up tasks while this runs
         in_flight: dict[Any, tuple[Task, WorkerSlot, int]] = {}
 
         def retry_or_fail(task: Task, reason: str) -> None:

@@ -37,18 +37,6 @@ def auto_segment_frames(total_frames: int, workers: int, overlap: int) -> int:
     return max(length, MIN_AUTO_SEGMENT, overlap + 1)
 
 
-def segment_length(total_frames: int, workers: int, overlap: int, frame_bytes: int, max_bytes: int) -> int:
-    """Automatic segment length: every worker busy, and one call's frames within ``max_bytes``.
-
-    A segment's frames travel to its worker in one call (uint8 at the working size) and come back
-    as PNGs, so a very long shot is split even for one worker; the pieces pair up around key
-    frames like any other split.
-    """
-    length = auto_segment_frames(total_frames, workers, overlap)
-    cap = max(MIN_AUTO_SEGMENT, max_bytes // max(frame_bytes, 1))
-    return min(length, cap)
-
-
 def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames: int,
                   overlap: int) -> list[SegmentSpec]:
     """Segments covering every frame, never across a cut; see the module docstring for the layout.
@@ -120,13 +108,38 @@ def decode_png(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
 
 
-def write_segment_frames(out_dir: Path, item_id: str, spec: SegmentSpec, pngs: Sequence[bytes]) -> Path:
-    """Each frame as NNNNNN.png (global frame index); a rerun of the segment overwrites, never adds."""
-    if len(pngs) != spec.stop - spec.start:
-        raise ValueError(f"segment {spec.idx}: {len(pngs)} frames for [{spec.start}, {spec.stop})")
+def chunk_range(spec: SegmentSpec, done: int, chunk_frames: int) -> tuple[int, int]:
+    """Frames [lo, hi) of the chunk that follows the first ``done`` frames of the segment's chain.
+
+    A chain runs from the segment's key frame: forward from ``start``, or backward from ``stop - 1``.
+    """
+    count = spec.stop - spec.start
+    step = min(chunk_frames, count - done)
+    if step <= 0:
+        raise ValueError(f"segment {spec.idx}: nothing left after {done} of {count} frames")
+    if spec.reverse:
+        return spec.stop - done - step, spec.stop - done
+    return spec.start + done, spec.start + done + step
+
+
+def chain_previous(spec: SegmentSpec, lo: int, hi: int) -> int | None:
+    """The frame the chunk [lo, hi) continues from (the one before it in chain order), if any."""
+    if spec.reverse:
+        return hi if hi < spec.stop else None
+    return lo - 1 if lo > spec.start else None
+
+
+def write_segment_frames(out_dir: Path, item_id: str, spec: SegmentSpec, pngs: Sequence[bytes],
+                         lo: int | None = None) -> Path:
+    """Frames lo, lo+1, ... (default: the whole segment) as NNNNNN.png, the global frame index; a
+    rerun of the segment overwrites, never adds."""
+    whole = lo is None
+    lo = spec.start if lo is None else lo
+    if (whole and len(pngs) != spec.stop - spec.start) or lo < spec.start or lo + len(pngs) > spec.stop:
+        raise ValueError(f"segment {spec.idx}: {len(pngs)} frames from {lo} for [{spec.start}, {spec.stop})")
     folder = segment_dir(out_dir, item_id, spec.idx)
     for offset, data in enumerate(pngs):
-        write_bytes_atomic(folder / f"{spec.start + offset:06d}.png", data)
+        write_bytes_atomic(folder / f"{lo + offset:06d}.png", data)
     return folder
 
 

@@ -6,9 +6,8 @@ into ``a``'s frame. To carry stylized frame t-1 into frame t, use ``compute_flow
 """
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -69,30 +68,34 @@ def reliability_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return (~(occluded | boundary | outside)).astype(np.float32)
 
 
-def composite_flow(frames: Sequence[np.ndarray], max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def composite_flow(frames: Iterable[np.ndarray], max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Flow on the last frame's grid into the first, composed frame by frame, and its reliability.
 
-    ``warp(stylized_first, flow)`` carries a stylization of ``frames[0]`` onto ``frames[-1]``; the
+    ``warp(stylized_first, flow)`` carries a stylization of the first frame onto the last; the
     mask is 1 only where every step was reliable (one occlusion on the way and the pixel is lost).
-    Composing flows and warping once avoids the blur of warping an image many times. With
-    ``max_side``, the flows are computed on copies that small and scaled up: hundreds of steps
-    then cost seconds, not minutes, at any working size.
+    Composing flows and warping once avoids the blur of warping an image many times. Frames are
+    consumed one by one (a long stretch of video is never held in memory). With ``max_side``, the
+    flows are computed on copies that small and scaled up: thousands of steps then cost seconds
+    to minutes, whatever the working size.
     """
-    if len(frames) < 2:
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
         raise ValueError("composite_flow needs at least two frames")
-    h, w = np.asarray(frames[0]).shape[:2]
+    h, w = np.asarray(first).shape[:2]
+    size = (w, h)
     if max_side is not None and max(h, w) > max_side:
         scale = max_side / max(h, w)
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
-        small = [cv2.resize(np.asarray(f, np.float32), size, interpolation=cv2.INTER_AREA) for f in frames]
-        flow, mask = composite_flow(small)
-        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-        flow[..., 0] *= w / size[0]
-        flow[..., 1] *= h / size[1]
-        mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.999).astype(np.float32)
-        return flow, mask
+
+    def prepared(frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame, np.float32)
+        return frame if size == (w, h) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+    earlier = prepared(first)
     flow = mask = None
-    for earlier, later in itertools.pairwise(frames):
+    for frame in frames:
+        later = prepared(frame)
         back = compute_flow(later, earlier)
         step_mask = reliability_mask(back, compute_flow(earlier, later))
         if flow is None:
@@ -101,6 +104,14 @@ def composite_flow(frames: Sequence[np.ndarray], max_side: int | None = None) ->
             # a pixel of the later frame: one step back, then the composed flow from there
             flow = back + warp(flow, back)
             mask = step_mask * (warp(mask, back) > 0.999)
+        earlier = later
+    if flow is None:
+        raise ValueError("composite_flow needs at least two frames")
+    if size != (w, h):
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= w / size[0]
+        flow[..., 1] *= h / size[1]
+        mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.999).astype(np.float32)
     return flow.astype(np.float32), mask.astype(np.float32)
 
 

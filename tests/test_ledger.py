@@ -161,18 +161,6 @@ def test_key_frames_of_a_segment_and_the_frames_that_settle_them() -> None:
     assert settle_stop(6, specs, 1) == 8 and settle_stop(18, specs, 3) == 22 and settle_stop(18, specs, 8) == 24
 
 
-def test_automatic_segments_keep_every_worker_busy_and_each_call_bounded() -> None:
-    from pipeline.segments import segment_length
-
-    frame = 512 * 288 * 3
-    assert segment_length(48, 1, 12, frame, 2**30) == 48  # one worker, small clip: one chain
-    assert segment_length(48, 2, 12, frame, 2**30) == 24
-    # 9000 frames (5 min at 30 fps) at 512x288 are 4 GB: cut so one call carries at most 1 GiB
-    assert segment_length(9000, 1, 12, frame, 2**30) == 2**30 // frame == 2427
-    assert len(plan_segments(9000, [0], 2427, 12)) == 4
-    assert segment_length(100, 1, 12, 1920 * 1080 * 3 * 1000, 2**30) == 8  # never below 8 frames
-
-
 def test_assembly_cross_fades_where_chains_meet_and_yields_each_frame_once(tmp_path: Path) -> None:
     specs = plan_segments(12, [0], segment_frames=4, overlap=2)
     assert [(s.start, s.stop, s.reverse) for s in specs] == [(0, 6, False), (4, 9, True), (8, 12, False)]

@@ -174,6 +174,56 @@ def test_three_segments_share_key_frames_and_the_later_key_is_carried_from_the_f
     assert len(key_steps(state, specs[0], cfg)) == 1
 
 
+def test_segments_go_in_chunks_that_continue_the_chain_and_an_interrupted_run_resumes_mid_segment(
+        cluster, batch, clip, tmp_path):
+    from pipeline.segments import read_segment_frame, segment_dir
+
+    _, style = batch
+    base = {"image.size": 64, "video.first_frame_iterations": 6, "video.later_frame_iterations": 3,
+            "video.segment_frames": 8, "video.save_frames": True, "video.cut_threshold": 0.9}
+    whole = tmp_path / "whole"
+    assert run(RunOptions([clip], [style], whole, tiny_config(**base), workers=2, gpus_per_worker=0,
+                          quiet=True)).exit_code == 0
+
+    cfg = tiny_config(**base, **{"video.chunk_frames": 3})
+    out = tmp_path / "out"
+    results: list[tuple] = []
+
+    def interrupt_at_the_fifth_result(kind: str, data: dict) -> None:
+        if kind == "result":
+            results.append(data["key"])
+            if len(results) == 5:
+                raise KeyboardInterrupt  # like Ctrl-C: this chunk's frames are lost, earlier ones kept
+
+    with pytest.raises(KeyboardInterrupt):
+        run(RunOptions([clip], [style], out, cfg, workers=2, gpus_per_worker=0, quiet=True,
+                       on_event=interrupt_at_the_fifth_result))
+    with Ledger(out, readonly=True) as ledger:
+        progress = {r["idx"]: r["done_frames"] for r in ledger.segments("pan.mp4")}
+    assert sum(progress.values()) == 4 * 3  # four 3-frame chunks on disk before the interruption
+    kept = {p: p.stat().st_mtime_ns for idx in progress for p in segment_dir(out, "pan.mp4", idx).iterdir()}
+    assert len(kept) == 12
+
+    submitted: list[tuple] = []
+    result = run(RunOptions([clip], [style], out, cfg, workers=2, gpus_per_worker=0, quiet=True,
+                            on_event=lambda kind, data: submitted.append(data["key"]) if kind == "submit" else None))
+    assert result.exit_code == 0, result.records
+    specs = ledger_specs(out)
+    # each segment picked up at the first chunk not on disk (a backward chain counts from its end)
+    firsts = {idx: min((k for k in submitted if k[2] == idx), key=submitted.index)[3] for idx in (0, 1)}
+    assert firsts[0] == specs[0].stop - progress[0] - min(3, specs[0].stop - specs[0].start - progress[0])
+    assert firsts[1] == specs[1].start + progress[1]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # finished chunks were not redone
+    assert probe(out / "pan.mp4").frame_count == 16
+    # the chain continued across chunks: the same frames as one call per segment, up to the rounding
+    # of the frame each chunk continues from
+    for spec in specs:
+        for index in range(spec.start, spec.stop):
+            a = read_segment_frame(out, "pan.mp4", spec, index)
+            b = read_segment_frame(whole, "pan.mp4", spec, index)
+            assert float(np.abs(a - b).mean()) < 2.0, (spec, index)
+
+
 def test_cluster_launcher_config_has_the_launcher_schema_and_starts_ray_correctly():
     yaml = pytest.importorskip("yaml")
     data = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml").read_text())
