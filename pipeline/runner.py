@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -587,8 +588,11 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
     lines.append(f"items: {counts[DONE]} done, {running} running, {counts[FAILED]} failed, {remaining} remaining"
                  + (f" ({stale} interrupted, redone on the next run)" if stale else ""))
     if sum(segs.values()):
+        frames_total = sum(r["stop"] - r["start"] for r in seg_rows)
+        frames_done = sum(_segment_frames_done(r) for r in seg_rows)
         lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
-                     f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining")
+                     f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining; "
+                     f"{frames_done} of {frames_total} segment frames on disk")
     if active:
         for row in rows:
             if row["state"] == "running" and row["kind"] == "image":
@@ -605,20 +609,29 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
     return lines, counts[FAILED]
 
 
+def _segment_frames_done(row: sqlite3.Row) -> int:
+    if row["state"] == DONE:
+        return row["stop"] - row["start"]
+    return row["done_frames"] if "done_frames" in row.keys() else 0  # noqa: SIM118 - column names
+
+
 def _eta(rows: list, seg_rows: list, workers: int) -> float | None:
+    """Seconds of work left: images at the mean time per image, video at the mean time per frame
+    (segments report every finished chunk, so this is known long before a segment ends)."""
     image_times = [r["seconds"] for r in rows if r["kind"] == "image" and r["state"] == DONE and r["seconds"]]
-    seg_times = [r["seconds"] for r in seg_rows if r["state"] == DONE and r["seconds"]]
     images_left = sum(1 for r in rows if r["kind"] == "image" and r["state"] in (PENDING, "running"))
-    segs_left = sum(1 for r in seg_rows if r["state"] in (PENDING, "running"))
+    frames_done = sum(_segment_frames_done(r) for r in seg_rows)
+    frames_left = sum(r["stop"] - r["start"] - _segment_frames_done(r) for r in seg_rows if r["state"] != FAILED)
+    video_seconds = sum(r["seconds"] or 0.0 for r in seg_rows)
     work = 0.0
     if images_left:
         if not image_times:
             return None
         work += images_left * float(np.mean(image_times))
-    if segs_left:
-        if not seg_times:
+    if frames_left:
+        if not frames_done or not video_seconds:
             return None
-        work += segs_left * float(np.mean(seg_times))
+        work += frames_left * video_seconds / frames_done
     return work / max(1, workers)
 
 

@@ -197,3 +197,21 @@ def test_segment_direction_is_stored_and_old_run_state_is_upgraded(tmp_path: Pat
         assert ledger.segment_specs("v.mp4") == [SegmentSpec(0, 0, 9, 0, False)]
         ledger.set_segments("w.mp4", specs, "h2")
         assert ledger.segment_specs("w.mp4") == specs
+
+
+def test_status_counts_segment_frames_and_estimates_from_finished_chunks(tmp_path: Path) -> None:
+    from pipeline.runner import status_lines
+
+    out = tmp_path / "out"
+    with Ledger(out) as ledger:
+        run_id = ledger.start_run("h1", {})
+        ledger.set_run_workers(run_id, 2)
+        ledger.upsert_item("v.mp4", "video", Path("v.mp4"), out / "v.mp4", "h1")
+        ledger.set_segments("v.mp4", [SegmentSpec(0, 0, 51, reverse=True), SegmentSpec(1, 50, 100)], "h1")
+        ledger.mark_segment_progress("v.mp4", 0, 20, 40.0)  # 20 frames in 40 s
+        ledger.finish_run(run_id, "interrupted")
+    lines, failed = status_lines(out)
+    assert failed == 0
+    assert any("20 of 101 segment frames on disk" in line for line in lines)
+    # 81 frames left at 2 s per frame, shared by 2 workers: about 81 s
+    assert any(line.startswith("ETA: about 81 s of work left at 2 worker(s)") for line in lines), lines
