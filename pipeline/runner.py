@@ -592,7 +592,7 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
         frames_done = sum(_segment_frames_done(r) for r in seg_rows)
         lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
                      f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining; "
-                     f"{frames_done} of {frames_total} segment frames on disk")
+                     f"{frames_done} of {frames_total} segment frames done")
     if active:
         for row in rows:
             if row["state"] == "running" and row["kind"] == "image":

@@ -212,6 +212,6 @@ def test_status_counts_segment_frames_and_estimates_from_finished_chunks(tmp_pat
         ledger.finish_run(run_id, "interrupted")
     lines, failed = status_lines(out)
     assert failed == 0
-    assert any("20 of 101 segment frames on disk" in line for line in lines)
+    assert any("20 of 101 segment frames done" in line for line in lines)
     # 81 frames left at 2 s per frame, shared by 2 workers: about 81 s
     assert any(line.startswith("ETA: about 81 s of work left at 2 worker(s)") for line in lines), lines
