@@ -139,8 +139,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self, *extra: str) -> str:
-        """Hash of everything that changes a result (run.* only schedules work, so it is left out)."""
+        """Hash of everything that changes a result; what only schedules or keeps work is left out
+        (run.*, how many frames a worker call carries, whether video frames are kept)."""
         payload = {k: v for k, v in self.to_dict().items() if k != "run"}
+        payload["video"] = {k: v for k, v in payload["video"].items() if k not in NOT_IN_DIGEST}
         blob = json.dumps([payload, list(extra)], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -148,6 +150,7 @@ class Config:
         return from_dict(_merge(self.to_dict(), _undot(dotted)), source="override")
 
 
+NOT_IN_DIGEST = ("chunk_frames", "save_frames")
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = get_type_hints(Config)
 

@@ -215,3 +215,15 @@ def test_status_counts_segment_frames_and_estimates_from_finished_chunks(tmp_pat
     assert any("20 of 101 segment frames done" in line for line in lines)
     # 81 frames left at 2 s per frame, shared by 2 workers: about 81 s
     assert any(line.startswith("ETA: about 81 s of work left at 2 worker(s)") for line in lines), lines
+
+
+def test_the_config_hash_follows_what_changes_pixels_only() -> None:
+    from pipeline import config as config_mod
+
+    base = config_mod.load()
+    same = [base.replace(**{"video.chunk_frames": 5}), base.replace(**{"video.save_frames": True}),
+            base.replace(**{"run.workers": 3})]
+    assert {c.digest() for c in same} == {base.digest()}
+    different = [base.replace(**{"video.later_frame_iterations": 7}), base.replace(**{"video.segment_overlap": 3}),
+                 base.replace(**{"image.size": 300})]
+    assert len({c.digest() for c in different} | {base.digest()}) == 4
