@@ -186,6 +186,49 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
         capture.release()
 
 
+class FrameCursor:
+    """Reads ranges of one video's frames in increasing order, decoding each frame once.
+
+    ``read_frames`` decodes from the start of the file to reach a range (seeking is inexact for
+    long-GOP codecs); the chunks of a forward chain ask for consecutive ranges, each beginning
+    with the last frame of the one before, which this serves from one open decoder.
+    """
+
+    def __init__(self, path: Path | str, size: int) -> None:
+        self.path, self.size = Path(path), size
+        self._frames: Iterator[np.ndarray] | None = None
+        self.position = 0  # index of the next frame the decoder yields
+        self.last: np.ndarray | None = None  # frame position - 1
+        self.opens = 0
+
+    def read(self, start: int, stop: int) -> list[np.ndarray]:
+        """Frames [start, stop); fewer where the decoder stops early."""
+        out: list[np.ndarray] = []
+        if start >= stop:
+            return out
+        if self._frames is not None and self.last is not None and start == self.position - 1 < stop:
+            out.append(self.last)
+            start += 1
+        if self._frames is None or start < self.position:
+            self.close()
+            self._frames = read_frames(self.path, self.size, start)
+            self.position = start
+            self.opens += 1
+        for frame in self._frames:
+            self.position += 1
+            self.last = frame
+            if self.position - 1 >= start:
+                out.append(frame)
+            if self.position >= stop:
+                break
+        return out
+
+    def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()  # releases the decoder (read_frames' finally)
+        self._frames, self.last = None, None
+
+
 # ---------------------------------------------------------------------------- threads
 _DONE = object()
 _ABORT = object()

@@ -142,6 +142,7 @@ class VideoState:
     seconds: float = 0.0
     flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
     progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
+    cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
 
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
@@ -435,6 +436,9 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             pool.push(chunk_task(state, spec, done, cfg, out_dir))
             return
         ledger.mark_segment_done(item.id, spec.idx, res["worker"], res["node"], res["seconds"], res["pid"])
+        cursor = state.cursors.pop(spec.idx, None)
+        if cursor is not None:
+            cursor.close()
         state.done.add(spec.idx)
         state.seconds += res["seconds"]
         if len(state.done) == len(state.specs) and item.id not in failed_items:
@@ -485,7 +489,15 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
             frames = np.stack(read_range(item, lo, hi, cfg.image.size))
             return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, key_steps(state, spec, cfg), None
         first, stop = min(lo, previous_index), max(hi, previous_index + 1)
-        frames = read_range(item, first, stop, cfg.image.size)
+        if spec.reverse:
+            frames = read_range(item, first, stop, cfg.image.size)
+        else:  # consecutive ranges: one open decoder per forward segment
+            from pipeline.frames import FrameCursor
+
+            cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
+            frames = [f.astype(np.uint8) for f in cursor.read(first, stop)]
+            if len(frames) != stop - first:
+                raise InputError(item.source, f"only {len(frames)} of frames {first}-{stop - 1} decode")
         try:
             stylized = read_segment_frame(out_dir, item.id, spec, previous_index)
         except (OSError, ValueError) as exc:

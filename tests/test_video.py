@@ -239,3 +239,23 @@ def test_lookahead_peeks_without_consuming_and_stops_at_a_cut():
     assert items.peek_while(1, lambda x: not x[1]) == [(1, False)]
     assert list(items) == [(1, False), (2, False), (3, True), (4, False)]
     assert items.peek_while(2, lambda x: True) == []
+
+
+def test_frame_cursor_serves_consecutive_chunks_from_one_decoder(tmp_path):
+    from pipeline.frames import FrameCursor
+
+    clip = moving_clip(tmp_path / "clip.mp4", 20, "96x64", "24", audio=False, codec=H264)
+    reference = list(read_frames(clip, 64))
+    cursor = FrameCursor(clip, 64)
+    # a forward chain's chunks: each starts with the last frame of the one before
+    chunks = [cursor.read(0, 5), cursor.read(4, 10), cursor.read(9, 16), cursor.read(18, 20)]
+    expected = [reference[0:5], reference[4:10], reference[9:16], reference[18:20]]
+    for got, want in zip(chunks, expected, strict=True):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert cursor.opens == 1  # never decoded from the start again
+    np.testing.assert_array_equal(cursor.read(2, 4)[0], reference[2])  # going back reopens
+    assert cursor.opens == 2
+    assert len(cursor.read(18, 30)) == 2 and cursor.read(5, 5) == []  # the file ends; an empty range
+    cursor.close()
