@@ -483,21 +483,25 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
     item = state.item
     lo, hi = chunk_range(spec, done, cfg.video.chunk_frames)
 
+    def read(first: int, stop: int) -> list[np.ndarray]:
+        if spec.reverse:  # each chunk lies before the last one: decoded from the file's start
+            return read_range(item, first, stop, cfg.image.size)
+        from pipeline.frames import FrameCursor
+
+        # consecutive ranges, each starting with the previous one's last frame: one open decoder
+        cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
+        frames = [f.astype(np.uint8) for f in cursor.read(first, stop)]
+        if len(frames) != stop - first:
+            raise InputError(item.source, f"only {len(frames)} of frames {first}-{stop - 1} decode")
+        return frames
+
     def args() -> tuple:
         previous_index = chain_previous(spec, lo, hi)
         if previous_index is None:
-            frames = np.stack(read_range(item, lo, hi, cfg.image.size))
+            frames = np.stack(read(lo, hi))
             return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, key_steps(state, spec, cfg), None
         first, stop = min(lo, previous_index), max(hi, previous_index + 1)
-        if spec.reverse:
-            frames = read_range(item, first, stop, cfg.image.size)
-        else:  # consecutive ranges: one open decoder per forward segment
-            from pipeline.frames import FrameCursor
-
-            cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
-            frames = [f.astype(np.uint8) for f in cursor.read(first, stop)]
-            if len(frames) != stop - first:
-                raise InputError(item.source, f"only {len(frames)} of frames {first}-{stop - 1} decode")
+        frames = read(first, stop)
         try:
             stylized = read_segment_frame(out_dir, item.id, spec, previous_index)
         except (OSError, ValueError) as exc:
