@@ -98,3 +98,64 @@ def test_changed_settings_are_not_mixed_with_old_results(tmp_path: Path, photo, 
     assert other_iterations.done == 1
     forced = run(RunOptions([photos], [tmp_path / "style.png"], out, cfg, dry_run=True, overwrite=True, quiet=True))
     assert forced.done == 1
+
+
+def segment_progress(out: Path) -> dict[int, int]:
+    db = out / ".nst" / "ledger.sqlite"
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(conn.execute("SELECT idx, done_frames FROM segments"))
+    except sqlite3.OperationalError:  # tables or columns not created yet
+        return {}
+    finally:
+        conn.close()
+
+
+def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Path, photo, painting) -> None:
+    from fractions import Fraction
+
+    from pipeline.frames import encode_video, probe
+
+    frames = [np.roll(photo, 2 * t, axis=1)[:48] for t in range(24)]
+    clip = encode_video(frames, tmp_path / "clip" / "pan.mp4", Fraction(24), None)
+    style = write_png(tmp_path / "style.png", painting)
+    config = tmp_path / "chunks.toml"
+    config.write_text("[image]\nsize = 64\nscales = [1.0]\n[optim]\niterations = 4\n"
+                      "[video]\nfirst_frame_iterations = 6\nlater_frame_iterations = 3\nchunk_frames = 3\n"
+                      "segment_frames = 12\ncut_threshold = 0.9\nsave_frames = true\n")
+    out = tmp_path / "out"
+    cmd = [str(NST), "run", str(clip), "--style", str(style), "-o", str(out), "--config", str(config),
+           "--workers", "2", "--quiet"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    progress: dict[int, int] = {}
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            progress = segment_progress(out)
+            if sum(progress.values()) >= 6 and max(progress.values(), default=0) < 12:
+                break
+            time.sleep(0.1)
+    finally:
+        driver.kill()
+        driver.wait()
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert sum(progress.values()) >= 6, driver.stdout.read().decode(errors="replace")[-2000:]
+    progress = segment_progress(out)  # as the ledger stood when the driver died
+    assert sum(progress.values()) < 25, "the video finished before it could be interrupted"
+    # segment 0 runs backward over frames 12..0 from key frame 12, segment 1 forward over 12..23
+    recorded = [(0, i) for i in range(13 - progress[0], 13)] + [(1, i) for i in range(12, 12 + progress[1])]
+    frames_dir = out / ".nst" / "frames" / "pan.mp4"
+    kept = {(seg, i): (frames_dir / f"seg{seg:04d}" / f"{i:06d}.png").stat().st_mtime_ns for seg, i in recorded}
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for (seg, i), mtime in kept.items():  # the chunks the ledger called done were not redone
+        assert (frames_dir / f"seg{seg:04d}" / f"{i:06d}.png").stat().st_mtime_ns == mtime
+    assert probe(out / "pan.mp4").frame_count == 24
+    assert segment_progress(out) == {0: 13, 1: 12}  # backward 0-12 from key frame 12, forward 12-23
