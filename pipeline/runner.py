@@ -13,7 +13,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,12 +194,14 @@ def read_range(item: Item, start: int, stop: int, size: int) -> list[np.ndarray]
     return list(iter_range(item, start, stop, size))
 
 
-def iter_range(item: Item, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
-    """Frames [start, stop) as uint8 at the working size; a frame that does not decode is an error."""
+def iter_range(item: Item, start: int, stop: int, size: int,
+               frames: Iterable[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Frames [start, stop) as uint8 at the working size (decoded here unless ``frames`` brings
+    them); a frame that does not decode is an error."""
     from pipeline.frames import read_frames
 
     count = 0
-    for frame in read_frames(item.source, size, start, stop):
+    for frame in read_frames(item.source, size, start, stop) if frames is None else frames:
         count += 1
         yield frame.astype(np.uint8)
     if count != stop - start:
@@ -490,10 +492,7 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
 
         # consecutive ranges, each starting with the previous one's last frame: one open decoder
         cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
-        frames = [f.astype(np.uint8) for f in cursor.read(first, stop)]
-        if len(frames) != stop - first:
-            raise InputError(item.source, f"only {len(frames)} of frames {first}-{stop - 1} decode")
-        return frames
+        return list(iter_range(item, first, stop, cfg.image.size, cursor.read(first, stop)))
 
     def args() -> tuple:
         previous_index = chain_previous(spec, lo, hi)

@@ -7,25 +7,54 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from conftest import write_png
 
 NST = Path(sys.executable).parent / "nst"
+DRIVER_ENV = {**os.environ, "RAY_ADDRESS": ""}  # always the driver's own embedded runtime
+
+
+def query_ledger(out: Path, sql: str) -> list[tuple]:
+    """Rows of a read-only query on a running driver's ledger; none before its tables exist."""
+    db = out / ".nst" / "ledger.sqlite"
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables or columns not created yet
+        return []
+    finally:
+        conn.close()
 
 
 def ledger_rows(out: Path) -> dict[str, tuple]:
-    db = out / ".nst" / "ledger.sqlite"
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    return {r[0]: r[1:] for r in query_ledger(out, "SELECT id, state, attempts, finished_at, worker FROM items")}
+
+
+def segment_progress(out: Path) -> dict[int, int]:
+    return dict(query_ledger(out, "SELECT idx, done_frames FROM segments"))
+
+
+def kill_driver_when(cmd: list[str], ready: Callable[[], bool], poll: float) -> subprocess.Popen:
+    """Starts `nst run`, polls ``ready`` (up to 300 s) and SIGKILLs the driver and its Ray processes."""
+    driver = subprocess.Popen(cmd, env=DRIVER_ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
     try:
-        return {r[0]: r[1:] for r in conn.execute("SELECT id, state, attempts, finished_at, worker FROM items")}
-    except sqlite3.OperationalError:  # tables not created yet
-        return {}
+        while time.monotonic() < deadline and driver.poll() is None and not ready():
+            time.sleep(poll)
     finally:
-        conn.close()
+        driver.kill()  # SIGKILL: no cleanup of any kind in the driver
+        driver.wait()
+        try:  # the embedded Ray processes live in the driver's session; stop what is left of them
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return driver
 
 
 def test_killed_driver_resumes_without_redoing_finished_items(tmp_path: Path, photo, painting) -> None:
@@ -36,29 +65,21 @@ def test_killed_driver_resumes_without_redoing_finished_items(tmp_path: Path, ph
     out = tmp_path / "out"
     cmd = [str(NST), "run", str(photos), "--style", str(style), "-o", str(out), "--size", "64", "-n", "12",
            "--scales", "1", "--workers", "2", "--quiet"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
     before: dict[str, tuple] = {}
-    try:
-        while time.monotonic() < deadline and driver.poll() is None:
-            rows = ledger_rows(out)
-            if sum(1 for r in rows.values() if r[0] == "done") >= 2:
-                before = rows
-                break
-            time.sleep(0.2)
-    finally:
-        driver.kill()  # SIGKILL: no cleanup of any kind in the driver
-        driver.wait()
-        try:  # the embedded Ray processes live in the driver's session; stop what is left of them
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+
+    def two_done() -> bool:
+        rows = ledger_rows(out)
+        if sum(1 for r in rows.values() if r[0] == "done") >= 2:
+            before.update(rows)
+            return True
+        return False
+
+    driver = kill_driver_when(cmd, two_done, 0.2)
     finished_before = {k: v for k, v in before.items() if v[0] == "done"}
     assert len(finished_before) >= 2, driver.stdout.read().decode(errors="replace")[-2000:]
     assert len(finished_before) < 8, "the run finished before it could be interrupted"
 
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    rerun = subprocess.run(cmd, env=DRIVER_ENV, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     after = ledger_rows(out)
     assert len(after) == 8 and all(r[0] == "done" for r in after.values())
@@ -100,19 +121,6 @@ def test_changed_settings_are_not_mixed_with_old_results(tmp_path: Path, photo, 
     assert forced.done == 1
 
 
-def segment_progress(out: Path) -> dict[int, int]:
-    db = out / ".nst" / "ledger.sqlite"
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return dict(conn.execute("SELECT idx, done_frames FROM segments"))
-    except sqlite3.OperationalError:  # tables or columns not created yet
-        return {}
-    finally:
-        conn.close()
-
-
 def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Path, photo, painting) -> None:
     from fractions import Fraction
 
@@ -128,23 +136,14 @@ def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Pa
     out = tmp_path / "out"
     cmd = [str(NST), "run", str(clip), "--style", str(style), "-o", str(out), "--config", str(config),
            "--workers", "2", "--quiet"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
     progress: dict[int, int] = {}
-    try:
-        while time.monotonic() < deadline and driver.poll() is None:
-            progress = segment_progress(out)
-            if sum(progress.values()) >= 6 and max(progress.values(), default=0) < 12:
-                break
-            time.sleep(0.1)
-    finally:
-        driver.kill()
-        driver.wait()
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+
+    def mid_video() -> bool:
+        progress.clear()
+        progress.update(segment_progress(out))
+        return sum(progress.values()) >= 6 and max(progress.values(), default=0) < 12
+
+    driver = kill_driver_when(cmd, mid_video, 0.1)
     assert sum(progress.values()) >= 6, driver.stdout.read().decode(errors="replace")[-2000:]
     progress = segment_progress(out)  # as the ledger stood when the driver died
     assert sum(progress.values()) < 25, "the video finished before it could be interrupted"
@@ -153,7 +152,7 @@ def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Pa
     frames_dir = out / ".nst" / "frames" / "pan.mp4"
     kept = {(seg, i): (frames_dir / f"seg{seg:04d}" / f"{i:06d}.png").stat().st_mtime_ns for seg, i in recorded}
 
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    rerun = subprocess.run(cmd, env=DRIVER_ENV, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     for (seg, i), mtime in kept.items():  # the chunks the ledger called done were not redone
         assert (frames_dir / f"seg{seg:04d}" / f"{i:06d}.png").stat().st_mtime_ns == mtime
