@@ -151,3 +151,47 @@ def spread(values: list[float]) -> str:
     """'median (min..max, n=k)': the noise of repeated, alternated measurements."""
     arr = np.asarray(values, float)
     return f"{np.median(arr):.3f} ({arr.min():.3f}..{arr.max():.3f}, n={len(arr)})"
+
+
+class _BudgetReached(Exception):
+    """The evaluation budget ran out in the middle of an L-BFGS-B line search."""
+
+
+def scipy_lbfgs(stylizer, x0: np.ndarray, targets, iterations: int, temporal=None, temporal_weight: float = 0.0):
+    """The earlier optimiser, kept as the reference: scipy's L-BFGS-B on the host, one host round
+    trip per evaluation, bounds [0, 255], maxcor 20, an exact evaluation budget. Returns a
+    pipeline.stylizer.StylizeResult."""
+    from scipy.optimize import Bounds, minimize
+
+    from pipeline.stylizer import LBFGS_FIRST_STEP_RMS, StylizeResult
+    from pipeline.tfsetup import tf
+
+    x0 = np.asarray(x0, np.float32)
+    shape = (1, *x0.shape)
+    warped, mask = stylizer._temporal_tensors(x0.shape[:2], temporal)
+    weights = stylizer.loss_weights(temporal, temporal_weight)
+    history: list[tuple[int, float, float]] = []
+    best: dict = {"loss": np.inf, "x": x0}
+    start = time.perf_counter()
+    # Optimising z = x / s with s = 2 sqrt(n) makes L-BFGS-B's unit first step ~2 grey levels rms.
+    unit = LBFGS_FIRST_STEP_RMS * float(np.sqrt(x0.size))
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        if len(history) >= iterations:
+            raise _BudgetReached
+        x = tf.constant((z * unit).reshape(shape), tf.float32)
+        loss, grad, _ = stylizer._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
+        value = float(loss)
+        history.append((len(history) + 1, time.perf_counter() - start, value))
+        if value < best["loss"]:
+            best.update(loss=value, x=z * unit)
+        return value, grad.numpy().astype(np.float64).ravel() * unit
+
+    try:
+        minimize(fun, x0.astype(np.float64).ravel() / unit, jac=True, method="L-BFGS-B",
+                 bounds=Bounds(0.0, 255.0 / unit),
+                 options={"maxiter": iterations, "maxfun": iterations, "ftol": 0.0, "gtol": 0.0, "maxcor": 20})
+    except _BudgetReached:
+        pass
+    image = np.asarray(best["x"], np.float32).reshape(x0.shape)
+    return StylizeResult(image, len(history), time.perf_counter() - start, float(best["loss"]), history)

@@ -78,6 +78,7 @@ class OptimConfig:
     seed: int = _f(0, lo=0)
     precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
     jit_compile: bool = _f(False)
+    block_evaluations: int = _f(10, lo=1, hi=100000)
 
 
 @dataclass(frozen=True)

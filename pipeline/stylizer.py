@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.optimize import Bounds, minimize
 
-from pipeline import losses
+from pipeline import lbfgs, losses
 from pipeline.config import Config, canonical_layer
 from pipeline.tfsetup import tf
 from pipeline.vgg import FeatureExtractor
@@ -63,14 +62,6 @@ class StylizeResult:
     seconds: float
     final_loss: float
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (evals, seconds, loss)
-
-
-class _BudgetReached(Exception):
-    """The evaluation budget ran out in the middle of an L-BFGS-B line search."""
-
-
-class Cancelled(Exception):
-    """Raised by a callback to stop the optimisation early, keeping nothing."""
 
 
 def scale_sizes(height: int, width: int, scales: Sequence[float], min_side: int) -> list[tuple[int, int]]:
@@ -151,6 +142,11 @@ class Stylizer:
                                           jit_compile=self.jit_compile)
         self._adam_steps = tf.function(self._adam_steps_impl, reduce_retracing=True,
                                        jit_compile=self.jit_compile)
+        self._lbfgs_start = tf.function(self._lbfgs_start_impl, reduce_retracing=True,
+                                        jit_compile=self.jit_compile)
+        self._lbfgs_block = tf.function(self._lbfgs_block_impl, reduce_retracing=True,
+                                        jit_compile=self.jit_compile)
+        self.host_reads = 0  # device-to-host reads made by optimise() (tests bound it per call)
 
     # ------------------------------------------------------------------ targets
     def content_targets(self, content: np.ndarray) -> dict[str, tf.Tensor]:
@@ -229,6 +225,22 @@ class Stylizer:
             last = loss
         return x, m, v, t, last
 
+    def _flat_objective(self, shape, content_targets, grams, warped, mask, weights):
+        """Loss and gradient of a flat float32 vector (the optimiser's view of the image)."""
+        def objective(flat):
+            loss, grad, _ = self._loss_and_grad_impl(tf.reshape(flat, shape), content_targets, grams,
+                                                     warped, mask, weights)
+            return loss, tf.reshape(tf.cast(grad, tf.float32), [-1])
+        return objective
+
+    def _lbfgs_start_impl(self, x0, content_targets, grams, warped, mask, weights):
+        objective = self._flat_objective(tf.shape(x0), content_targets, grams, warped, mask, weights)
+        return lbfgs.start(objective, tf.reshape(x0, [-1]))
+
+    def _lbfgs_block_impl(self, state, opts, budget, trace, shape, content_targets, grams, warped, mask, weights):
+        objective = self._flat_objective(shape, content_targets, grams, warped, mask, weights)
+        return lbfgs.run_block(objective, state, opts, budget, trace)
+
     # ------------------------------------------------------------------ optimisation
     def loss_weights(self, temporal: TemporalTarget | None, temporal_weight: float) -> tf.Tensor:
         lc = self.config.loss
@@ -260,62 +272,40 @@ class Stylizer:
         return run(np.asarray(x0, np.float32), targets, iterations, temporal, temporal_weight, callback, scale)
 
     def _lbfgs(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):
-        shape = (1, *x0.shape)
+        """In-graph L-BFGS (pipeline.lbfgs): blocks of evaluations on the device, one host read per block."""
+        opt = self.config.optim
         warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
         weights = self.loss_weights(temporal, temporal_weight)
+        x = tf.constant(x0[None], tf.float32)
+        shape = tf.shape(x)
+        opts = lbfgs.settings(0.0, 255.0, LBFGS_FIRST_STEP_RMS, opt.tolerance)
+        budget, trace_buffer = tf.constant(iterations), tf.zeros([opt.block_evaluations])
         history: list[tuple[int, float, float]] = []
-        best: dict = {"loss": np.inf, "x": x0}
         start = time.perf_counter()
-
-        # L-BFGS-B's first line search starts with a step of unit norm. In raw pixel units that
-        # moves 600k pixels by a total of 1 grey level, and the search then spends several
-        # evaluations growing the step by 4x at a time. Optimising z = x / s with s = 2 sqrt(n)
-        # makes that first step about 2 grey levels per pixel; later iterations are
-        # quasi-Newton steps, which do not depend on the scale.
-        unit = LBFGS_FIRST_STEP_RMS * float(np.sqrt(x0.size))
-
-        def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
-            if len(history) >= iterations:
-                # scipy checks maxfun only between iterations, so a line search could overrun the
-                # budget; stopping here makes `iterations` an exact cost bound (video frames rely on it).
-                raise _BudgetReached
-            x = tf.constant((z * unit).reshape(shape), tf.float32)
-            loss, grad, _ = self._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
-            value = float(loss)  # the one device-to-host transfer per evaluation (with the gradient)
-            if not np.isfinite(value):
+        state = self._lbfgs_start(x, targets.content, targets.grams, warped, mask, weights)
+        done_evals, loss, flat = 0, float("nan"), False
+        while done_evals < iterations and not flat:
+            state, report = self._lbfgs_block(state, opts, budget, trace_buffer, shape, targets.content,
+                                              targets.grams, warped, mask, weights)
+            report = report.numpy()  # the one host read per block
+            loss, evals, _, stopped = report[:4]
+            losses_now = report[4:4 + int(evals) - max(done_evals, 1)]
+            self.host_reads += 1
+            if not np.isfinite(loss):
                 raise FloatingPointError("loss is not finite")
             elapsed = time.perf_counter() - start
-            history.append((len(history) + 1, elapsed, value))
-            if value < best["loss"]:
-                best.update(loss=value, x=z * unit)  # a new array: scipy may reuse its buffer
+            # Evaluations inside a block share its wall time evenly (only the block's end is timed).
+            first = max(0, int(evals) - len(losses_now))
+            t0 = history[-1][1] if history else 0.0
+            for i, value in enumerate(losses_now, 1):
+                history.append((first + i, t0 + (elapsed - t0) * i / len(losses_now), float(value)))
+            done_evals, flat = int(evals), bool(stopped)
             if callback is not None:
-                callback(Iterate(scale[0], scale[1], x0.shape[:2], min(len(history), iterations),
-                                 iterations, value, elapsed))
-            return value, grad.numpy().astype(np.float64).ravel() * unit
-
-        tolerance = self.config.optim.tolerance
-        window = 5
-        iterate_losses: list[float] = []
-
-        def stop_when_flat(intermediate_result) -> None:
-            # Mean relative loss decrease per iteration over the last `window` iterations, checked
-            # only after 2 * window iterations: scipy's own ftol test looks at one step at a time.
-            iterate_losses.append(float(intermediate_result.fun))
-            if tolerance > 0 and len(iterate_losses) >= 2 * window:
-                before, now = iterate_losses[-window - 1], iterate_losses[-1]
-                if (before - now) / max(abs(before), 1e-12) < tolerance * window:
-                    raise StopIteration
-
-        try:
-            res = minimize(fun, x0.astype(np.float64).ravel() / unit, jac=True, method="L-BFGS-B",
-                           bounds=Bounds(0.0, 255.0 / unit), callback=stop_when_flat,
-                           options={"maxiter": iterations, "maxfun": iterations, "ftol": 0.0, "gtol": 0.0,
-                                    "maxcor": 20})
-            log.debug("L-BFGS-B: %s after %d evaluations", res.message, len(history))
-        except _BudgetReached:
-            log.debug("L-BFGS-B: evaluation budget of %d reached inside a line search", iterations)
-        image = np.asarray(best["x"], np.float32).reshape(x0.shape)
-        return StylizeResult(image, len(history), time.perf_counter() - start, float(best["loss"]), history)
+                callback(Iterate(scale[0], scale[1], x0.shape[:2], min(done_evals, iterations), iterations,
+                                 float(loss), elapsed))
+        image = state.x.numpy().reshape(x0.shape)
+        self.host_reads += 1
+        return StylizeResult(image, done_evals, time.perf_counter() - start, float(loss), history)
 
     def _adam(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):
         opt = self.config.optim

@@ -7,7 +7,8 @@ into ``a``'s frame. To carry stylized frame t-1 into frame t, use ``compute_flow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -66,6 +67,33 @@ def reliability_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     map_x, map_y = _sample_grid(w)
     outside = (map_x < 0) | (map_x > wd - 1) | (map_y < 0) | (map_y > h - 1)
     return (~(occluded | boundary | outside)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Motion:
+    """What carries frame t-1 onto frame t; depends on the input frames only, so it can be computed ahead."""
+
+    backward: np.ndarray  # flow on frame t's grid into frame t-1
+    mask: np.ndarray  # (H, W) reliability of that flow
+
+
+def motion_between(previous: np.ndarray, frame: np.ndarray) -> Motion:
+    backward = compute_flow(frame, previous)
+    forward = compute_flow(previous, frame)
+    return Motion(backward, reliability_mask(backward, forward))
+
+
+def with_motion(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Motion | None]]:
+    """(frame, motion from the frame before it) for consecutive frames; None for the first.
+
+    Run it in a background thread (OpenCV releases the GIL) and the optimisation of frame t
+    never waits for the flow of frame t+1.
+    """
+    previous = None
+    for frame in frames:
+        frame = np.asarray(frame, np.float32)
+        yield frame, (None if previous is None else motion_between(previous, frame))
+        previous = frame
 
 
 def composite_flow(frames: Iterable[np.ndarray], max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:

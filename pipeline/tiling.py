@@ -37,9 +37,10 @@ ELEMENTS_PER_PIXEL = 320
 # Forward activations, their gradients and oneDNN's reordered copies live together at the peak.
 ACTIVATION_COPIES = 3
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-# Host-side optimiser state per pixel: L-BFGS-B keeps float64 x, gradient and 2 * maxcor history
-# vectors of 3 values per pixel; Adam keeps x, m and v in float32 plus transfer copies.
-OPTIMIZER_BYTES = {"lbfgs": 3 * 8 * (2 * 20 + 6), "adam": 3 * 4 * 6}
+# Optimiser state per pixel: the in-graph L-BFGS keeps 2 x 20 float32 history vectors of 3 values
+# per pixel plus about 10 working vectors (x, gradient, trial, its gradient, direction, two-loop
+# temporaries); Adam keeps x, m and v in float32 plus transfer copies.
+OPTIMIZER_BYTES = {"lbfgs": 3 * 4 * (2 * 20 + 10), "adam": 3 * 4 * 6}
 CANVAS_BYTES = 3 * 4 * 4 + 4  # content, init, blended sum (float32 RGB) and weight sum, per pixel
 STYLE_HALO = 32  # px of context around a style tile; features are cropped back to the tile
 

@@ -29,7 +29,7 @@ from pipeline.imagejob import check_style_weights, load_styles
 from pipeline.images import save_image
 from pipeline.progress import console
 from pipeline.stylizer import MIN_SIDE, Stylizer, StylizeResult, TemporalTarget
-from pipeline.temporal import CutDetector, compute_flow, reliability_mask, warp
+from pipeline.temporal import CutDetector, Motion, motion_between, warp, with_motion
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,11 @@ class FramePlan:
 def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.ndarray],
                   style_weights: Sequence[float], config: Config, mode: str = "flow",
                   previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
-                  ) -> tuple[StylizeResult, FramePlan]:
-    """One frame: fresh when there is no previous frame (or mode off), else warm-started."""
+                  motion: Motion | None = None) -> tuple[StylizeResult, FramePlan]:
+    """One frame: fresh when there is no previous frame (or mode off), else warm-started.
+
+    ``motion`` (from previous_content to frame) may come precomputed; else it is computed here.
+    """
     if mode not in MODES:
         raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
     video = config.video
@@ -61,10 +64,10 @@ def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.nda
                                   iterations=video.later_frame_iterations, multiscale=False)
         return result, FramePlan(False, 1.0)
     # Flow on the input frames, from frame t into frame t-1: it carries t-1's pixels onto t's grid.
-    backward = compute_flow(frame, previous_content)
-    forward = compute_flow(previous_content, frame)
-    mask = reliability_mask(backward, forward)
-    warped = warp(previous_stylized, backward)
+    if motion is None:
+        motion = motion_between(previous_content, frame)
+    mask = motion.mask
+    warped = warp(previous_stylized, motion.backward)
     init = mask[..., None] * warped + (1.0 - mask[..., None]) * frame
     result = stylizer.stylize(frame, styles, style_weights, init=init.astype(np.float32),
                               temporal=TemporalTarget(warped, mask), temporal_weight=video.temporal_weight,
@@ -155,17 +158,28 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
                                    callback=None if callback is None else (lambda r: callback(0, r)))
     out: list[np.ndarray] = []
     prev_s, prev_c = previous_stylized, previous_content
-    for index, frame in enumerate(frames):
-        frame = np.asarray(frame, np.float32)
-        if index == 0 and first_stylized is not None:
-            image = np.asarray(first_stylized, np.float32)
-        else:
-            result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c)
-            image = result.image
-            if callback is not None:
-                callback(index, result)
-        out.append(image)
-        prev_s, prev_c = image, frame
+    # Flows and masks of the frames ahead are computed on a thread while this one optimises.
+    chain = [] if previous_content is None else [previous_content]
+    motions = BackgroundIterator(with_motion([*chain, *frames]) if mode == "flow" else
+                                 ((np.asarray(f, np.float32), None) for f in [*chain, *frames]), maxsize=4,
+                                 name="flow-ahead")
+    stream = iter(motions)
+    try:
+        if chain:
+            next(stream)
+        for index, (frame, motion) in enumerate(stream):
+            if index == 0 and first_stylized is not None:
+                image = np.asarray(first_stylized, np.float32)
+            else:
+                result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c,
+                                              motion)
+                image = result.image
+                if callback is not None:
+                    callback(index, result)
+            out.append(image)
+            prev_s, prev_c = image, frame
+    finally:
+        motions.close()
     return out
 
 
@@ -257,23 +271,29 @@ def process_video(path: Path, styles: Sequence[Path], style_weights: Sequence[fl
     decoded = 0
     sink = BackgroundSink(lambda items: encode_video(items, out_path, info.fps,
                                                      path if info.has_audio else None, config.video.crf))
-    source = BackgroundIterator(read_frames(path, config.image.size))
+    # The decoding thread also computes each frame's flow from the one before (used unless a cut
+    # falls between them), so the optimisation never waits for either.
+    decoded_frames = read_frames(path, config.image.size)
+    source = BackgroundIterator(with_motion(decoded_frames) if mode == "flow" else
+                                ((f, None) for f in decoded_frames))
     prev_s: np.ndarray | None = None
     prev_c: np.ndarray | None = None
-    frames = LookAhead((frame, detector.push(frame)) for frame in source)  # (frame, starts a shot)
+    # (frame, its motion, starts a shot)
+    frames = LookAhead((frame, motion, detector.push(frame)) for frame, motion in source)
     try:
         with FrameBar(path.name, info.frame_count, quiet) as bar:
-            for frame, shot_start in frames:
+            for frame, motion, shot_start in frames:
                 decoded += 1
                 if shot_start:
                     shots += 1
                     prev_s = prev_c = None  # never warp across a cut
-                result, plan = stylize_frame(stylizer, frame, style_arrays, weights, config, mode, prev_s, prev_c)
+                result, plan = stylize_frame(stylizer, frame, style_arrays, weights, config, mode, prev_s, prev_c,
+                                             motion)
                 log.debug("frame %d: %s, %d evaluations, %.1f s", decoded, "fresh" if plan.fresh else
                           f"warm ({plan.reliable:.0%} carried)", result.evaluations, result.seconds)
                 image = result.image
                 if plan.fresh and config.video.settle_frames:
-                    ahead = [f for f, _ in frames.peek_while(config.video.settle_frames, lambda x: not x[1])]
+                    ahead = [f for f, _, _ in frames.peek_while(config.video.settle_frames, lambda x: not x[2])]
                     image = settle(stylizer, frame, image, ahead, style_arrays, weights, config, mode)
                 prev_s, prev_c = image, frame
                 sink.put(image)

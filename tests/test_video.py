@@ -210,8 +210,11 @@ def test_a_later_key_frame_carries_the_texture_of_the_previous_one(extractor, ph
     from pipeline.temporal import composite_flow, warp
     from pipeline.video import KeyStep, key_frame
 
+    # 30 evaluations: the first few steps of any optimiser move away from the carried start
+    # before the temporal term pulls the reliable pixels back (0.62 of the fresh distance at 15,
+    # 0.32 at 30, 0.22 at 60 here).
     config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0, "video.settle_frames": 0,
-                                        "video.first_frame_iterations": 15})
+                                        "video.first_frame_iterations": 30})
     stylizer = Stylizer(config, extractor=extractor)
     frames = [np.roll(photo, 2 * t, axis=1) for t in range(7)]
     flow, mask = composite_flow(frames)
