@@ -33,9 +33,9 @@ STYLE = "starry_night.jpg"
 
 def speed(count: int, size: int) -> None:
     from pipeline import config as config_mod
-    from pipeline.discover import discover
-    from pipeline.imagejob import ImageJob, load_styles, stylize_file
-    from pipeline.stylizer import Stylizer
+    from pipeline.batch.discover import discover
+    from pipeline.batch.imagejob import ImageJob, load_styles, stylize_file
+    from pipeline.core.stylizer import Stylizer
 
     photos = [IMAGES / name for name in CONTENTS if (IMAGES / name).is_file()][:count]
     if not (IMAGES / STYLE).is_file() or not photos:
@@ -75,9 +75,9 @@ def make_big_jpeg(path: Path, width: int = 6000, height: int = 4000) -> Path:
 def child_memory(source: Path, keep_resolution: bool) -> None:
     """Runs in a fresh process: one stylize_file, then prints its own peak RSS as JSON."""
     from pipeline import config as config_mod
-    from pipeline.demo import swirl_painting
-    from pipeline.imagejob import ImageJob, stylize_file
-    from pipeline.stylizer import Stylizer
+    from pipeline.batch.demo import swirl_painting
+    from pipeline.batch.imagejob import ImageJob, stylize_file
+    from pipeline.core.stylizer import Stylizer
 
     config = config_mod.load(overrides={"optim.iterations": 5, "optim.coarse_iterations": 5,
                                         "image.keep_resolution": keep_resolution})

@@ -24,9 +24,10 @@ from common import (
 )
 
 from pipeline import config as config_mod
-from pipeline.stylizer import Stylizer, Targets
-from pipeline.tfsetup import tf
-from pipeline.vgg import FeatureExtractor
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.tfsetup import tf
+from pipeline.core.types import Targets
+from pipeline.core.vgg import FeatureExtractor
 
 LAYERS = ["block4_conv2", "block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"]
 

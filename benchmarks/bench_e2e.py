@@ -21,16 +21,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT.parent / "shared" / "data" / "images"
+IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
 
 LATER_FRAMES = r"""
 import sys, time
 import numpy as np
-from pipeline import config as config_mod
-from pipeline.frames import read_frames
-from pipeline.images import load_image
-from pipeline.stylizer import Stylizer
-from pipeline.video import stylize_sequence
+try:  # layered tree
+    from pipeline import config as config_mod
+    from pipeline.core.chain import stylize_sequence
+    from pipeline.core.stylizer import Stylizer
+    from pipeline.media.frames import read_frames
+    from pipeline.media.images import load_image
+except ImportError:  # the earlier flat tree
+    from pipeline import config as config_mod
+    from pipeline.frames import read_frames
+    from pipeline.images import load_image
+    from pipeline.stylizer import Stylizer
+    from pipeline.video import stylize_sequence
 clip, style_path = sys.argv[1], sys.argv[2]
 frames = [f for _, f in zip(range(10), read_frames(clip, 256))]
 style = load_image(style_path, 10**9).rgb.astype(np.float32)

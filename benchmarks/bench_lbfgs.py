@@ -5,7 +5,7 @@
 1. Overhead: wall time of one optimisation call / (evaluations x compiled loss+gradient time),
    temporal term on, one scale, default precision. The compiled step is timed alone in the same run.
 2. Quality at equal evaluations on three content x style pairs: final loss and the fixed-evaluator
-   style / content distances (pipeline.metrics), in-graph against scipy.
+   style / content distances (pipeline.core.metrics), in-graph against scipy.
 3. Host reads per call, and what a GPU would be busy with (on paper, from the measured host costs).
 
 Prints numbers only. Ratios come from runs alternated inside this one process.
@@ -20,11 +20,13 @@ import numpy as np
 from common import IMAGES, scipy_lbfgs
 
 from pipeline import config as config_mod
-from pipeline.images import load_image
-from pipeline.metrics import style_content_distances
-from pipeline.stylizer import Stylizer, Targets, TemporalTarget, fit_longest, resize
-from pipeline.tfsetup import tf
-from pipeline.vgg import FeatureExtractor
+from pipeline.core.arrays import fit_longest, resize
+from pipeline.core.metrics import style_content_distances
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.tfsetup import tf
+from pipeline.core.types import Targets, TemporalTarget
+from pipeline.core.vgg import FeatureExtractor
+from pipeline.media.images import load_image
 
 PAIRS = [("tubingen.jpg", "starry_night.jpg"), ("golden_gate.jpg", "the_scream.jpg"),
          ("hoovertowernight.jpg", "shipwreck.jpg")]

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config as config_mod
-from pipeline import losses
+from pipeline.core import losses
+from pipeline.core.arrays import fit_longest, resize
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.tfsetup import tf
+from pipeline.core.vgg import FeatureExtractor
+from pipeline.core.weights import locate
 from pipeline.errors import WeightsError
-from pipeline.images import load_image, save_image
-from pipeline.stylizer import Stylizer, fit_longest, resize
-from pipeline.tfsetup import tf
-from pipeline.vgg import FeatureExtractor
-from pipeline.weights import locate
+from pipeline.media.images import load_image, save_image
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
 EVAL_CONTENT = "block4_conv2"
@@ -126,7 +127,7 @@ def main() -> None:
 
 
 def _planned(cfg: config_mod.Config, hw: tuple[int, int]) -> str:
-    from pipeline.stylizer import scale_sizes
+    from pipeline.core.arrays import scale_sizes
 
     levels = len(scale_sizes(*hw, cfg.image.scales, cfg.image.min_scale_size))
     coarse = [str(cfg.optim.coarse_iterations)] * (levels - 1)

@@ -73,7 +73,7 @@ def make_clip(path: Path, frames: int, size: int) -> Path:
     """A slow pan across a real photo (no cuts), encoded with ffmpeg."""
     from PIL import Image
 
-    from pipeline.frames import encode_video
+    from pipeline.media.frames import encode_video
 
     with Image.open(SHARED / "tubingen.jpg") as image:
         image = image.convert("RGB")
@@ -86,10 +86,10 @@ def make_clip(path: Path, frames: int, size: int) -> Path:
 
 def seam_report(out_dir: Path, clip: Path, source: list, label: str) -> None:
     """Warping error of each pair of consecutive output frames; the pairs where segments meet."""
-    from pipeline.frames import read_frames
-    from pipeline.ledger import Ledger
-    from pipeline.metrics import pair_warping_error
-    from pipeline.segments import frame_weights, read_segment_frame
+    from pipeline.batch.ledger import Ledger
+    from pipeline.batch.segments import frame_weights, read_segment_frame
+    from pipeline.core.metrics import pair_warping_error
+    from pipeline.media.frames import read_frames
 
     with Ledger(out_dir, readonly=True) as ledger:
         specs = ledger.segment_specs(clip.name)
@@ -113,7 +113,7 @@ def seam_report(out_dir: Path, clip: Path, source: list, label: str) -> None:
 
 def timed_run(inputs: list[Path], style: Path, out: Path, cfg, workers: int,
               threads: int | None = None):
-    from pipeline.runner import RunOptions, run
+    from pipeline.batch.driver import RunOptions, run
 
     timeline = Timeline()
     started = time.perf_counter()
@@ -144,7 +144,7 @@ def main() -> int:
     import ray
 
     from pipeline import config as config_mod
-    from pipeline.scheduling import start_ray
+    from pipeline.batch.ray_executor import start_ray
 
     style = SHARED / "starry_night.jpg"
     ray_start = time.perf_counter()
@@ -170,7 +170,7 @@ def main() -> int:
             print(f"  speed-up 2 vs 1 worker: {ratio:.2f}x (target >= 1.7x): {'met' if ratio >= 1.7 else 'MISSED'}")
 
         if not args.skip_video and args.only in (None, "video"):
-            from pipeline.frames import read_frames
+            from pipeline.media.frames import read_frames
 
             vcfg = cfg.replace(**{"image.size": 192, "video.first_frame_iterations": 20,
                                   "video.later_frame_iterations": 8, "video.cut_threshold": 0.9,

@@ -28,8 +28,8 @@ from common import (
 )
 
 from pipeline import config as config_mod
-from pipeline.stylizer import Stylizer
-from pipeline.vgg import FeatureExtractor
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.vgg import FeatureExtractor
 
 LAYERS = ["block4_conv2", "block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"]
 
@@ -38,7 +38,7 @@ def child_memory(size: int, tiled: bool, max_memory: str, precision: str, iterat
     """Runs in a child process: one stylization, then prints what it did (the parent reads ru_maxrss)."""
     import cv2
 
-    from pipeline import tiling
+    from pipeline.core import tiling
 
     content, style = load_pair(512)
     if tiled:  # a 6000x4000 "photo": the real one upscaled (the test is about memory, not detail)

@@ -24,13 +24,19 @@ sys.path.insert(0, str(ROOT))
 import itertools
 
 from pipeline import config as config_mod
-from pipeline.frames import probe, read_frames
-from pipeline.images import load_image
-from pipeline.metrics import CONTENT_LAYER, STYLE_LAYERS, pair_warping_error, style_content_distances, warping_error
-from pipeline.stylizer import Stylizer
-from pipeline.temporal import detect_cuts
-from pipeline.vgg import FeatureExtractor
-from pipeline.video import stylize_sequence
+from pipeline.core.chain import stylize_sequence
+from pipeline.core.metrics import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    pair_warping_error,
+    style_content_distances,
+    warping_error,
+)
+from pipeline.core.stylizer import Stylizer
+from pipeline.media.cuts import detect_cuts
+from pipeline.core.vgg import FeatureExtractor
+from pipeline.media.frames import probe, read_frames
+from pipeline.media.images import load_image
 
 DEFAULT_STYLE = ROOT.parent / "shared" / "data" / "images" / "starry_night.jpg"
 

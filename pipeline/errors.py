@@ -3,22 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-try:  # Typer >= 0.17 vendors its own copy of click and only handles that copy's exceptions
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older Typer on plain click
-    from click import ClickException
 
-
-class NstError(ClickException):
-    """Base class: the CLI prints it as one line ("Error: ...") and exits with code 1.
-
-    Deriving from click's exception lets Typer handle it in every command, CliRunner included.
-    """
+class NstError(Exception):
+    """Base class: the CLI prints it as one line ("Error: ...") and exits with code 1."""
 
     exit_code = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(NstError):

@@ -18,7 +18,7 @@ def shared_image(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def extractor():
-    from pipeline.vgg import FeatureExtractor
+    from pipeline.core.vgg import FeatureExtractor
 
     return FeatureExtractor(layers=["block1_conv1", "block2_conv1", "block2_conv2", "block3_conv1",
                                     "block4_conv1", "block4_conv2", "block5_conv1"])
@@ -29,7 +29,7 @@ def photo() -> np.ndarray:
     """A real photograph (scikit-image's coffee), 64 px on the long side."""
     import skimage.data
 
-    from pipeline.stylizer import fit_longest, resize
+    from pipeline.core.arrays import fit_longest, resize
 
     image = skimage.data.coffee().astype(np.float32)
     return resize(image, fit_longest(image, 64))
@@ -37,7 +37,7 @@ def photo() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def painting() -> np.ndarray:
-    from pipeline.demo import swirl_painting
+    from pipeline.batch.demo import swirl_painting
 
     return swirl_painting(128)
 

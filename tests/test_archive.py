@@ -17,10 +17,10 @@ from PIL import Image
 from test_images import exif_bytes, left_red_right_blue, swapped_rgb_profile, write_bomb_png, write_png16
 
 from pipeline import config as config_mod
-from pipeline.discover import Item, describe_plan, discover
+from pipeline.batch.discover import Item, describe_plan, discover
+from pipeline.batch.imagejob import ImageJob, stylize_file
+from pipeline.core.stylizer import Stylizer
 from pipeline.errors import InputError, NstError
-from pipeline.imagejob import ImageJob, stylize_file
-from pipeline.stylizer import Stylizer
 
 ODD_DIR = "Ünïcödé 写真/it's a \"quoted\" dir"
 

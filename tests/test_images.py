@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError
-from pipeline.images import load_image, save_image
+from pipeline.media.images import load_image, save_image
 
 D50 = (0.9642, 1.0, 0.8249)
 SRGB_D50 = {"r": (0.4361, 0.2225, 0.0139), "g": (0.3851, 0.7169, 0.0971), "b": (0.1431, 0.0606, 0.7141)}

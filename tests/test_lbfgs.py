@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline import lbfgs
-from pipeline.stylizer import Stylizer, Targets
-from pipeline.tfsetup import tf
-
+from pipeline.core import lbfgs
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.tfsetup import tf
+from pipeline.core.types import Targets
 
 COUPLING = 0.05
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.batch.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
+from pipeline.batch.segments import assembled_frames, encode_png, plan_segments, write_segment_frames
 from pipeline.errors import NstError
-from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
-from pipeline.segments import assembled_frames, encode_png, plan_segments, write_segment_frames
 
 
 @pytest.fixture()
@@ -151,7 +151,7 @@ def test_segments_cover_every_frame_and_never_cross_a_cut() -> None:
 
 
 def test_key_frames_of_a_segment_and_the_frames_that_settle_them() -> None:
-    from pipeline.segments import segment_key, settle_stop, shot_keys
+    from pipeline.batch.segments import segment_key, settle_stop, shot_keys
 
     specs = plan_segments(40, [0, 24], segment_frames=6, overlap=2)  # shot 0-23: 4 pieces, shot 24-39: 3
     assert [segment_key(s) for s in specs] == [6, 6, 18, 18, 24, 35, 35]
@@ -200,7 +200,7 @@ def test_segment_direction_is_stored_and_old_run_state_is_upgraded(tmp_path: Pat
 
 
 def test_status_counts_segment_frames_and_estimates_from_finished_chunks(tmp_path: Path) -> None:
-    from pipeline.runner import status_lines
+    from pipeline.batch.driver import status_lines
 
     out = tmp_path / "out"
     with Ledger(out) as ledger:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline.stylizer import Stylizer, Targets
-from pipeline.vgg import FeatureExtractor
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.types import Targets
+from pipeline.core.vgg import FeatureExtractor
 from tests.test_vgg16 import random_arrays
 
 OURS = {"fast", "quality"}
@@ -105,7 +106,7 @@ def test_cli_overrides_beat_the_preset():
 
 
 def test_cli_preset_option_is_applied():
-    from pipeline.cli import build_config
+    from pipeline.cli.main import build_config
 
     cfg = build_config(None, "fast", size=64, iterations=None)
     assert cfg.image.size == 64 and cfg.optim.iterations == 100
@@ -137,7 +138,7 @@ def test_preset_runs_a_few_iterations_and_lowers_the_loss(name, extractor, photo
 def test_presets_command_prints_each_preset_with_its_description():
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.cli.main import app
 
     result = CliRunner().invoke(app, ["presets"])
     assert result.exit_code == 0, result.output

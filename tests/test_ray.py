@@ -11,9 +11,9 @@ import pytest
 from conftest import write_png
 
 from pipeline import config as config_mod
-from pipeline.frames import probe
-from pipeline.ledger import DONE, Ledger
-from pipeline.runner import RunOptions, run
+from pipeline.batch.driver import RunOptions, run
+from pipeline.batch.ledger import DONE, Ledger
+from pipeline.media.frames import probe
 
 ray = pytest.importorskip("ray")
 
@@ -90,8 +90,8 @@ def clip(tmp_path_factory) -> Path:
 
     import skimage.data
 
-    from pipeline.frames import encode_video
-    from pipeline.stylizer import resize
+    from pipeline.core.arrays import resize
+    from pipeline.media.frames import encode_video
 
     image = resize(skimage.data.astronaut().astype(np.float32), (64, 64))
     frames = [np.roll(image, 2 * t, axis=1)[8:56] for t in range(16)]
@@ -104,8 +104,8 @@ def ledger_specs(out: Path) -> list:
 
 
 def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluster, batch, clip, tmp_path):
-    from pipeline.frames import probe
-    from pipeline.segments import read_segment_frame, segment_dir
+    from pipeline.batch.segments import read_segment_frame, segment_dir
+    from pipeline.media.frames import probe
 
     _, style = batch
     cfg = tiny_config(**{"image.size": 64, "video.first_frame_iterations": 8, "video.later_frame_iterations": 4,
@@ -147,7 +147,7 @@ def test_killed_worker_mid_segment_is_replaced_and_every_frame_lands_once(cluste
 
 
 def test_three_segments_share_key_frames_and_the_later_key_is_carried_from_the_first(cluster, batch, clip, tmp_path):
-    from pipeline.segments import read_segment_frame
+    from pipeline.batch.segments import read_segment_frame
 
     _, style = batch
     cfg = tiny_config(**{"image.size": 64, "video.first_frame_iterations": 8, "video.later_frame_iterations": 3,
@@ -163,8 +163,8 @@ def test_three_segments_share_key_frames_and_the_later_key_is_carried_from_the_f
     assert float(np.abs(key[0] - key[1]).mean()) < 0.05
     assert probe(out / "pan.mp4").frame_count == 16
     # what the driver sent for the later segments: key frame 0, then 11 with the flow from 0
-    from pipeline.discover import Item
-    from pipeline.runner import VideoState, key_steps
+    from pipeline.batch.discover import Item
+    from pipeline.batch.driver import VideoState, key_steps
 
     state = VideoState(Item("pan.mp4", "video", clip, out / "pan.mp4"), specs, None, False)
     steps = key_steps(state, specs[2], cfg)
@@ -176,7 +176,7 @@ def test_three_segments_share_key_frames_and_the_later_key_is_carried_from_the_f
 
 def test_segments_go_in_chunks_that_continue_the_chain_and_an_interrupted_run_resumes_mid_segment(
         cluster, batch, clip, tmp_path):
-    from pipeline.segments import chunk_range, read_segment_frame, segment_dir
+    from pipeline.batch.segments import chunk_range, read_segment_frame, segment_dir
 
     _, style = batch
     base = {"image.size": 64, "video.first_frame_iterations": 6, "video.later_frame_iterations": 3,
@@ -257,8 +257,8 @@ def test_cluster_launcher_config_has_the_launcher_schema_and_starts_ray_correctl
 
 
 def test_worker_plan_uses_cores_without_oversubscribing_and_one_worker_per_gpu():
+    from pipeline.batch.ray_executor import plan_workers
     from pipeline.errors import NstError
-    from pipeline.scheduling import plan_workers
 
     gb = 1e9
     two = plan_workers({"CPU": 2, "memory": 16 * gb})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report import write_report
+from pipeline.batch.report import write_report
 
 SOURCE_COLOUR = (200, 30, 160)  # magenta "before"
 OUTPUT_COLOUR = (20, 160, 150)  # teal "after"

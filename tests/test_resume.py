@@ -100,8 +100,8 @@ def test_changed_settings_are_not_mixed_with_old_results(tmp_path: Path, photo, 
     style = write_png(tmp_path / "style.png", painting)
     out = tmp_path / "out"
     from pipeline import config as config_mod
-    from pipeline.ledger import Ledger
-    from pipeline.runner import RunOptions, config_hash, run
+    from pipeline.batch.driver import RunOptions, config_hash, run
+    from pipeline.batch.ledger import Ledger
 
     cfg = config_mod.load(overrides={"image.size": 64})
     digest = config_hash(cfg, [style], [1.0])
@@ -124,7 +124,7 @@ def test_changed_settings_are_not_mixed_with_old_results(tmp_path: Path, photo, 
 def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Path, photo, painting) -> None:
     from fractions import Fraction
 
-    from pipeline.frames import encode_video, probe
+    from pipeline.media.frames import encode_video, probe
 
     frames = [np.roll(photo, 2 * t, axis=1)[:48] for t in range(24)]
     clip = encode_video(frames, tmp_path / "clip" / "pan.mp4", Fraction(24), None)

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline.stylizer import Stylizer, Targets
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.types import Targets
 
 
 @pytest.fixture(scope="module")
 def bf16_extractor(extractor):
-    from pipeline.vgg import FeatureExtractor
+    from pipeline.core.vgg import FeatureExtractor
 
     return FeatureExtractor(layers=extractor.layers, precision="bf16", arrays=extractor.arrays)
 
@@ -65,7 +66,7 @@ def test_a_second_image_of_the_same_size_reuses_the_trace(extractor, photo, pain
 
 
 def test_auto_precision_follows_the_hardware():
-    from pipeline.vgg import resolve_precision
+    from pipeline.core.vgg import resolve_precision
 
     with open("/proc/cpuinfo", encoding="utf-8") as handle:
         native_bf16 = any(flag in handle.read() for flag in ("avx512_bf16", "amx_bf16"))

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline.stylizer import Stylizer, Targets, recombine_colors
+from pipeline.core.arrays import recombine_colors
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.types import Targets
 
 
 def make(extractor, **overrides):
@@ -80,7 +82,7 @@ def test_blended_styles_interpolate_the_gram_targets(extractor, photo, painting)
 
 
 def test_noise_init_and_avg_pooling_run(extractor, photo, painting):
-    from pipeline.vgg import FeatureExtractor
+    from pipeline.core.vgg import FeatureExtractor
 
     avg = FeatureExtractor(pooling="avg", arrays=extractor.arrays,
                            layers=["block4_conv2", "block1_conv1", "block2_conv1", "block3_conv1",
@@ -106,7 +108,7 @@ def test_too_small_image_is_a_clear_error(extractor, painting):
 
 def test_four_n2m2_matches_the_paper_and_ignores_the_style_size():
     """1/(4 N^2 M^2) sum (G - A)^2 with raw Grams when sizes match; unchanged by a larger style."""
-    from pipeline import losses
+    from pipeline.core import losses
 
     rng = np.random.default_rng(1)
     generated = rng.random((1, 6, 8, 5)).astype(np.float32)
@@ -124,7 +126,7 @@ def test_four_n2m2_matches_the_paper_and_ignores_the_style_size():
 
 
 def test_tv_sum_pow125_is_the_keras_example_form():
-    from pipeline import losses
+    from pipeline.core import losses
 
     image = np.zeros((1, 4, 4, 3), np.float32)
     image[0, :, 2:, :] = 10.0  # one vertical edge of height 10 between columns 1 and 2

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline.metrics import style_content_distances, warping_error
-from pipeline.stylizer import Stylizer, Targets, TemporalTarget
-from pipeline.temporal import compute_flow, detect_cuts, reliability_mask, warp
+from pipeline.core.metrics import style_content_distances, warping_error
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.temporal import compute_flow, reliability_mask, warp
+from pipeline.media.cuts import detect_cuts
+from pipeline.core.types import Targets, TemporalTarget
 
 
 def texture(h: int, w: int, seed: int = 0, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
@@ -124,7 +126,7 @@ def test_style_content_distances_are_zero_on_their_own_targets(extractor, photo,
 
 
 def test_composite_flow_adds_up_the_steps_and_loses_pixels_that_leave():
-    from pipeline.temporal import composite_flow
+    from pipeline.core.temporal import composite_flow
 
     base = texture(64, 96, seed=3)
     frames = [shifted(base, 2 * t, 0) for t in range(5)]  # 2 px right per frame, 8 px in all

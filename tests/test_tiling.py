@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline import tiling
-from pipeline.stylizer import Stylizer, fit_longest, resize
+from pipeline.core import tiling
+from pipeline.core.arrays import fit_longest, resize
+from pipeline.core.stylizer import Stylizer
 
 
 def make(extractor, **overrides):

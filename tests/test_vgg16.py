@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline import weights
+from pipeline.core import weights
+from pipeline.core.stylizer import Stylizer
+from pipeline.core.types import Targets
+from pipeline.core.vgg import FeatureExtractor
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.stylizer import Stylizer, Targets
-from pipeline.vgg import FeatureExtractor
 
 H5 = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 H5_MD5 = "6d6bbae143d832006294945121d1f1fc"  # the hash keras.applications.vgg16 checks

@@ -13,11 +13,11 @@ from conftest import write_png
 from typer.testing import CliRunner
 
 from pipeline import config as config_mod
-from pipeline.cli import app
+from pipeline.cli.main import app
+from pipeline.core.chain import stylize_sequence
+from pipeline.core.stylizer import Stylizer
 from pipeline.errors import NstError, VideoError
-from pipeline.frames import decoded_seconds, encode_video, ffmpeg_exe, probe, read_frames
-from pipeline.stylizer import Stylizer
-from pipeline.video import stylize_sequence
+from pipeline.media.frames import decoded_seconds, encode_video, ffmpeg_exe, probe, read_frames
 
 runner = CliRunner()
 NTSC = Fraction(30000, 1001)
@@ -187,7 +187,8 @@ def test_stylize_sequence_continues_from_a_previous_frame(extractor, photo, pain
 
 def test_a_key_frame_is_the_same_computation_for_the_chains_on_both_sides(extractor, photo, painting):
     """Two workers starting chains in opposite directions from one key frame must agree on it."""
-    from pipeline.video import KeyStep, key_frame
+    from pipeline.core.chain import key_frame
+    from pipeline.core.temporal import KeyStep
 
     config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0, "video.settle_frames": 2,
                                         "video.first_frame_iterations": 12, "video.later_frame_iterations": 3})
@@ -207,8 +208,9 @@ def test_a_key_frame_is_the_same_computation_for_the_chains_on_both_sides(extrac
 
 
 def test_a_later_key_frame_carries_the_texture_of_the_previous_one(extractor, photo, painting):
-    from pipeline.temporal import composite_flow, warp
-    from pipeline.video import KeyStep, key_frame
+    from pipeline.core.chain import key_frame
+    from pipeline.core.temporal import KeyStep
+    from pipeline.core.temporal import composite_flow, warp
 
     # 30 evaluations: the first few steps of any optimiser move away from the carried start
     # before the temporal term pulls the reliable pixels back (0.62 of the fresh distance at 15,
@@ -234,7 +236,7 @@ def test_a_later_key_frame_carries_the_texture_of_the_previous_one(extractor, ph
 
 
 def test_lookahead_peeks_without_consuming_and_stops_at_a_cut():
-    from pipeline.video import LookAhead
+    from pipeline.batch.local_video import LookAhead
 
     items = LookAhead(iter([(0, True), (1, False), (2, False), (3, True), (4, False)]))
     assert next(items) == (0, True)
@@ -245,7 +247,7 @@ def test_lookahead_peeks_without_consuming_and_stops_at_a_cut():
 
 
 def test_frame_cursor_serves_consecutive_chunks_from_one_decoder(tmp_path):
-    from pipeline.frames import FrameCursor
+    from pipeline.media.frames import FrameCursor
 
     clip = moving_clip(tmp_path / "clip.mp4", 20, "96x64", "24", audio=False, codec=H264)
     reference = list(read_frames(clip, 64))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import weights
+from pipeline.core import weights
 from pipeline.errors import WeightsError
 
 
@@ -113,7 +113,7 @@ def test_imagenet_features_look_like_imagenet_features(extractor):
     (ReLU features of a trained net are mostly zero), a trained net's hallmark."""
     import skimage.data
 
-    from pipeline.stylizer import fit_longest, resize
+    from pipeline.core.arrays import fit_longest, resize
 
     photo = skimage.data.astronaut().astype(np.float32)
     photo = resize(photo, fit_longest(photo, 128))

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 
 from pipeline.config import canonical_layer
-from pipeline.tfsetup import tf
-from pipeline.weights import WeightsSource, conv_layers, load_arrays
+from pipeline.core.tfsetup import tf
+from pipeline.core.weights import WeightsSource, conv_layers, load_arrays
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,11 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.atomic import write_bytes_atomic
-from pipeline.config import Config
-from pipeline.discover import Item, Plan, discover
-from pipeline.errors import InputError, NstError
-from pipeline.imagejob import check_style_weights, load_styles
-from pipeline.images import load_image
-from pipeline.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
-from pipeline.progress import console
-from pipeline.segments import (
+from pipeline.batch.discover import Item, Plan, discover
+from pipeline.batch.imagejob import check_style_weights, load_styles
+from pipeline.batch.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
+from pipeline.batch.progress import console
+from pipeline.batch.segments import (
     assembled_frames,
     auto_segment_frames,
     chain_previous,
@@ -41,6 +38,9 @@ from pipeline.segments import (
     shot_keys,
     write_segment_frames,
 )
+from pipeline.config import Config
+from pipeline.errors import InputError, NstError
+from pipeline.media.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,8 @@ class VideoState:
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
     """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan."""
-    from pipeline.frames import probe, read_frames
-    from pipeline.temporal import CutDetector
+    from pipeline.media.cuts import CutDetector
+    from pipeline.media.frames import probe, read_frames
 
     info = probe(item.source)
     specs = ledger.segment_specs(item.id)
@@ -178,7 +178,7 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
 
 def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     """All segments are on disk: cross-fade the overlaps, encode atomically, drop the frames."""
-    from pipeline.frames import encode_video
+    from pipeline.media.frames import encode_video
 
     encode_video(assembled_frames(out_dir, state.item.id, state.specs), state.item.output, state.fps,
                  state.item.source if state.has_audio else None, crf=cfg.video.crf)
@@ -198,7 +198,7 @@ def iter_range(item: Item, start: int, stop: int, size: int,
                frames: Iterable[np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Frames [start, stop) as uint8 at the working size (decoded here unless ``frames`` brings
     them); a frame that does not decode is an error."""
-    from pipeline.frames import read_frames
+    from pipeline.media.frames import read_frames
 
     count = 0
     for frame in read_frames(item.source, size, start, stop) if frames is None else frames:
@@ -218,8 +218,7 @@ def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
     all but the first (with ``video.chain_keys``), the composite flow from the previous one. The
     driver computes the flows once per video and keeps them for the other segments.
     """
-    from pipeline.temporal import composite_flow
-    from pipeline.video import KeyStep
+    from pipeline.core.temporal import KeyStep, composite_flow
 
     size = cfg.image.size
     keys = shot_keys(spec, state.specs)
@@ -252,7 +251,7 @@ def _say(quiet: bool, message: str) -> None:
 
 
 def run(opts: RunOptions) -> RunResult:
-    from pipeline.scheduling import Task, WorkerPool, plan_workers, start_ray, stop_ray
+    from pipeline.batch.ray_executor import Task, WorkerPool, plan_workers, start_ray, stop_ray
 
     cfg = opts.config
     out_dir = Path(opts.out_dir)
@@ -342,7 +341,7 @@ def run(opts: RunOptions) -> RunResult:
     result.records = records
     result.done = sum(r["state"] == "done" for r in records)
     result.failed = sum(r["state"] == "failed" for r in records)
-    from pipeline.report import write_report
+    from pipeline.batch.report import write_report
 
     _, result.report = write_report(out_dir, records, _settings(opts, weights, digest), started, time.time())
     _say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
@@ -480,7 +479,7 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
     The first chunk starts at the key frame (``key_steps``); a later one continues from the frame
     before it in chain order, read back from the segment's frames on disk with its source frame.
     """
-    from pipeline.scheduling import Task
+    from pipeline.batch.ray_executor import Task
 
     item = state.item
     lo, hi = chunk_range(spec, done, cfg.video.chunk_frames)
@@ -488,7 +487,7 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
     def read(first: int, stop: int) -> list[np.ndarray]:
         if spec.reverse:  # each chunk lies before the last one: decoded from the file's start
             return read_range(item, first, stop, cfg.image.size)
-        from pipeline.frames import FrameCursor
+        from pipeline.media.frames import FrameCursor
 
         # consecutive ranges, each starting with the previous one's last frame: one open decoder
         cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
@@ -663,7 +662,7 @@ def info_lines(address: str | None = None) -> list[str]:
     """Devices as Ray and TensorFlow see them, on every node (a tiny local runtime if none is given)."""
     import ray
 
-    from pipeline.scheduling import start_ray, stop_ray
+    from pipeline.batch.ray_executor import start_ray, stop_ray
 
     started = start_ray(address)  # all cores declared, so the worker plan below is what `nst run` would do
     try:
@@ -676,7 +675,7 @@ def info_lines(address: str | None = None) -> list[str]:
 
         @ray.remote(num_cpus=0)
         def probe_node() -> dict:
-            from pipeline.tfsetup import tf
+            from pipeline.core.tfsetup import tf
 
             return {"host": os.uname().nodename, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                     "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "tf": tf.__version__,
@@ -696,7 +695,7 @@ def info_lines(address: str | None = None) -> list[str]:
                          f"CPU={res.get('CPU', 0):g} GPU={gpus:g}")
             lines.append(f"  TensorFlow {seen['tf']} sees: {', '.join(seen['devices']) or 'nothing'}")
             lines.append(f"  CUDA_VISIBLE_DEVICES={seen['cuda_visible_devices']!s} ray.get_gpu_ids()={seen['gpu_ids']}")
-        from pipeline.scheduling import plan_workers
+        from pipeline.batch.ray_executor import plan_workers
 
         lines.append(f"nst run would start: {plan_workers(total).reason}")
         return lines

@@ -20,28 +20,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import write_bytes_atomic
+from pipeline.config import conv_layers
 from pipeline.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PRETRAINED_DIR = Path(os.environ.get("NST_PRETRAINED_DIR", PROJECT_ROOT / "pretrained_model"))
 KERAS_CACHE_DIR = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-
-# Conv layers of each backbone in Keras naming, with (in, out) channels.
-_VGG19_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 4), (256, 512, 4), (512, 512, 4)]
-_VGG16_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3)]
-
-
-def conv_layers(network: str) -> list[tuple[str, int, int]]:
-    """[(keras_name, in_channels, out_channels)] of a backbone's conv layers, in order."""
-    blocks = {"vgg19": _VGG19_BLOCKS, "vgg16": _VGG16_BLOCKS}[network]
-    layers = []
-    for block, (cin, cout, count) in enumerate(blocks, start=1):
-        for conv in range(1, count + 1):
-            layers.append((f"block{block}_conv{conv}", cin if conv == 1 else cout, cout))
-    return layers
-
 
 @dataclass(frozen=True)
 class KerasFile:

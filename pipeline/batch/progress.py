@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from pipeline.stylizer import Iterate
+from pipeline.core.types import Iterate
 
 # soft_wrap: a message stays one line whatever the terminal width (logs get grepped).
 console = Console(stderr=True, soft_wrap=True)

@@ -6,117 +6,33 @@ inside the loop and a new frame of the same size reuses the same trace.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from pipeline import lbfgs, losses
 from pipeline.config import Config, canonical_layer
-from pipeline.tfsetup import tf
-from pipeline.vgg import FeatureExtractor
+from pipeline.core import lbfgs, losses
+from pipeline.core.arrays import (
+    MIN_SIDE,
+    array_key,
+    fit_longest,
+    recombine_colors,
+    resize,
+    scale_sizes,
+    to_luminance_rgb,
+)
+from pipeline.core.tfsetup import tf
+from pipeline.core.tiling import parse_memory, tiled_stylize, whole_image_bytes
+from pipeline.core.types import Iterate, StylizeResult, Targets, TemporalTarget
+from pipeline.core.vgg import FeatureExtractor
 
 log = logging.getLogger(__name__)
 
-MIN_SIDE = 32  # four 2x2 poolings before conv5_1 leave at least 2x2 positions
 GRAM_CACHE_SIZE = 16  # (styles, weights, size) entries of style Gram targets kept per Stylizer
 LBFGS_FIRST_STEP_RMS = 2.0  # grey levels per pixel of L-BFGS-B's first (unit-norm) step
-
-
-@dataclass(frozen=True)
-class Iterate:
-    """One progress record handed to callbacks (never printed from here)."""
-
-    scale: int
-    scales: int
-    size: tuple[int, int]
-    iteration: int
-    iterations: int
-    loss: float
-    elapsed: float
-
-
-@dataclass
-class Targets:
-    content: dict[str, tf.Tensor]
-    grams: dict[str, tf.Tensor]
-
-
-@dataclass
-class TemporalTarget:
-    """Warped previous stylized frame (H, W, 3 in [0, 255]) and reliability mask (H, W) in [0, 1]."""
-
-    warped: np.ndarray
-    mask: np.ndarray
-
-
-@dataclass
-class StylizeResult:
-    image: np.ndarray  # float32 (H, W, 3) in [0, 255]
-    evaluations: int
-    seconds: float
-    final_loss: float
-    history: list[tuple[int, float, float]] = field(default_factory=list)  # (evals, seconds, loss)
-
-
-def scale_sizes(height: int, width: int, scales: Sequence[float], min_side: int) -> list[tuple[int, int]]:
-    """Coarse-to-fine (h, w) sizes; coarse levels whose short side would fall under min_side are dropped."""
-    sizes: list[tuple[int, int]] = []
-    for i, scale in enumerate(scales):
-        h, w = max(1, round(height * scale)), max(1, round(width * scale))
-        last = i == len(scales) - 1
-        if not last and min(h, w) < min_side:
-            continue
-        if sizes and sizes[-1] == (h, w):
-            continue
-        sizes.append((h, w))
-    return sizes
-
-
-def resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    h, w = size_hw
-    if image.shape[:2] == (h, w):
-        return image.astype(np.float32, copy=False)
-    shrinking = h * w < image.shape[0] * image.shape[1]
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    out = cv2.resize(image.astype(np.float32, copy=False), (w, h), interpolation=interp)
-    return np.clip(out, 0, 255)
-
-
-def fit_longest(image: np.ndarray, longest: int) -> tuple[int, int]:
-    h, w = image.shape[:2]
-    factor = longest / max(h, w)
-    return max(1, round(h * factor)), max(1, round(w * factor))
-
-
-def luminance(image: np.ndarray) -> np.ndarray:
-    return image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
-
-
-def to_luminance_rgb(image: np.ndarray, match: np.ndarray | None = None) -> np.ndarray:
-    """Grey RGB from luminance; with ``match``, its mean and spread matched to match's luminance."""
-    y = luminance(image.astype(np.float32))
-    if match is not None:
-        ref = luminance(match.astype(np.float32))
-        y = (y - y.mean()) / (y.std() + 1e-6) * ref.std() + ref.mean()
-    return np.repeat(np.clip(y, 0, 255)[..., None], 3, axis=-1)
-
-
-def recombine_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
-    """Luminance of the stylized image with the content's chroma (Gatys et al. 2016, colour preservation)."""
-    content_ycc = cv2.cvtColor(np.clip(content, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2YCrCb)
-    styled_y = cv2.cvtColor(np.clip(stylized, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2YCrCb)[..., 0]
-    content_ycc[..., 0] = styled_y
-    return np.clip(cv2.cvtColor(content_ycc, cv2.COLOR_YCrCb2RGB) * 255.0, 0, 255)
-
-
-def array_key(image: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 class Stylizer:
@@ -272,7 +188,7 @@ class Stylizer:
         return run(np.asarray(x0, np.float32), targets, iterations, temporal, temporal_weight, callback, scale)
 
     def _lbfgs(self, x0, targets, iterations, temporal, temporal_weight, callback, scale):
-        """In-graph L-BFGS (pipeline.lbfgs): blocks of evaluations on the device, one host read per block."""
+        """In-graph L-BFGS (pipeline.core.lbfgs): blocks of evaluations on the device, one host read per block."""
         opt = self.config.optim
         warped, mask = self._temporal_tensors(x0.shape[:2], temporal)
         weights = self.loss_weights(temporal, temporal_weight)
@@ -340,20 +256,16 @@ class Stylizer:
 
     # ------------------------------------------------------------------ whole image
     def memory_budget(self) -> int | None:
-        from pipeline.tiling import parse_memory
-
         return parse_memory(self.config.image.max_memory)
 
     def _tiled_if_needed(self, content: np.ndarray, styles: Sequence[np.ndarray], style_weights: Sequence[float],
                          temporal: TemporalTarget | None, iterations: int,
                          callback: Callable[[Iterate], None] | None) -> StylizeResult | None:
-        from pipeline import tiling
-
         budget = self.memory_budget()
         if budget is None:
             return None
         opt = self.config.optim
-        need = tiling.whole_image_bytes(*content.shape[:2], self.extractor.precision, opt.optimizer)
+        need = whole_image_bytes(*content.shape[:2], self.extractor.precision, opt.optimizer)
         if need <= budget:
             return None
         if temporal is not None:
@@ -363,7 +275,7 @@ class Stylizer:
             return None
         log.info("%dx%d needs about %.1f GB whole (budget %.1f GB): tiling", content.shape[1],
                  content.shape[0], need / 2**30, budget / 2**30)
-        return tiling.tiled_stylize(self, content, styles, style_weights, budget=budget,
+        return tiled_stylize(self, content, styles, style_weights, budget=budget,
                                     iterations=iterations, callback=callback)
 
     def initial_image(self, content: np.ndarray, init: np.ndarray | str | None) -> np.ndarray:
@@ -384,7 +296,7 @@ class Stylizer:
         """Stylizes ``content`` (H, W, 3, [0, 255]) at its own size; coarse-to-fine unless told otherwise.
 
         With ``image.max_memory`` set and a whole-image step estimated above it, the image is
-        optimised in overlapping tiles after a coarse whole-image pass (pipeline.tiling).
+        optimised in overlapping tiles after a coarse whole-image pass (pipeline.core.tiling).
         """
         cfg = self.config
         content = np.asarray(content, np.float32)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pipeline.tfsetup import tf
+from pipeline.core.tfsetup import tf
 
 HISTORY = 20  # correction pairs kept, as scipy's maxcor used here before
 STOP_WINDOW = 5  # early stop: mean relative decrease per iteration over this many iterations

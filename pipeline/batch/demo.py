@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 
 from pipeline import config as config_mod
-from pipeline.images import save_image
-from pipeline.progress import console
+from pipeline.batch.progress import console
+from pipeline.media.images import save_image
 
 DEMO_PHOTOS = ("astronaut", "coffee")
 
@@ -48,8 +48,9 @@ def demo_photos() -> dict[str, np.ndarray]:
 
 
 def run_demo(out_dir: Path, size: int | None = None, iterations: int | None = None, quiet: bool = False) -> list[Path]:
-    from pipeline.progress import IterationBar, progress_bars
-    from pipeline.stylizer import Stylizer, fit_longest, resize
+    from pipeline.batch.progress import IterationBar, progress_bars
+    from pipeline.core.arrays import fit_longest, resize
+    from pipeline.core.stylizer import Stylizer
 
     overrides = {"image.size": size or 256, "optim.iterations": iterations or 100,
                  "optim.coarse_iterations": 50}

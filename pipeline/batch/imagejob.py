@@ -1,4 +1,7 @@
-"""One image in, one stylized image out: the unit of work shared by `nst image` and the Ray workers."""
+"""One image in, one stylized image out: the unit of work shared by every executor.
+
+TensorFlow-free at import: the stylizer is handed in by the worker that owns it.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,15 +9,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from pipeline.config import Config
+from pipeline.core.arrays import MIN_SIDE, fit_longest, resize
+from pipeline.core.types import Iterate
 from pipeline.errors import InputError, NstError
-from pipeline.images import FORMAT_SUFFIX, load_image, output_format, save_image, to_pil
-from pipeline.stylizer import MIN_SIDE, Iterate, Stylizer, fit_longest, resize
+from pipeline.media.images import FORMAT_SUFFIX, load_image, output_format, save_image, to_pil
+
+if TYPE_CHECKING:  # the driver imports this module and must not load TensorFlow
+    from pipeline.core.stylizer import Stylizer
 
 log = logging.getLogger(__name__)
 

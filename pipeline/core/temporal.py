@@ -1,4 +1,4 @@
-"""Optical flow, warping, reliability masks and shot-cut detection (Ruder et al. 2016).
+"""Optical flow, warping and reliability masks (Ruder et al. 2016). OpenCV only, no TensorFlow.
 
 Flow convention (OpenCV's): ``flow = compute_flow(a, b)`` lives on a's pixel grid and says where
 each pixel of ``a`` is found in ``b``: a(x) ~= b(x + flow(x)). So ``warp(b, flow)`` brings ``b``
@@ -96,6 +96,21 @@ def with_motion(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Moti
         previous = frame
 
 
+@dataclass(frozen=True)
+class KeyStep:
+    """One key frame of a shot: where chains start, the same on every worker that needs it.
+
+    The shot's first key frame is fresh; a later one (``flow`` set) starts from the previous key
+    frame carried over by the composite optical flow between them, so that chains growing from
+    different key frames carry the same texture where they meet.
+    """
+
+    frame: np.ndarray  # the key frame's content
+    ahead: Sequence[np.ndarray]  # the frames after it in time, which settle it
+    flow: np.ndarray | None = None  # on this frame's grid into the previous key frame
+    mask: np.ndarray | None = None  # where that flow is reliable
+
+
 def composite_flow(frames: Iterable[np.ndarray], max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Flow on the last frame's grid into the first, composed frame by frame, and its reliability.
 
@@ -141,54 +156,3 @@ def composite_flow(frames: Iterable[np.ndarray], max_side: int | None = None) ->
         flow[..., 1] *= h / size[1]
         mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.999).astype(np.float32)
     return flow.astype(np.float32), mask.astype(np.float32)
-
-
-def hsv_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute HSV difference in [0, 1], each channel scaled by its range (ContentDetector's score)."""
-    ha = cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
-    hb = cv2.cvtColor(np.clip(b, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
-    diff = np.abs(ha - hb)
-    # OpenCV hue is 0..179 and circular: the short way round.
-    diff[..., 0] = np.minimum(diff[..., 0], 180.0 - diff[..., 0]) / 90.0
-    diff[..., 1:] /= 255.0
-    return float(diff.reshape(-1, 3).mean(axis=0).mean())
-
-
-class CutDetector:
-    """Streaming shot-cut detector: feed frames in order, ``push`` says whether a new shot starts."""
-
-    def __init__(self, threshold: float, min_shot: int) -> None:
-        self.threshold, self.min_shot = threshold, max(1, min_shot)
-        self._previous: np.ndarray | None = None
-        self._index = -1
-        self._last_cut = 0
-        self.scores: list[float] = []
-
-    def push(self, frame: np.ndarray) -> bool:
-        self._index += 1
-        small = _small(frame)
-        previous, self._previous = self._previous, small
-        if previous is None:
-            return True
-        score = hsv_difference(previous, small)
-        self.scores.append(score)
-        if score >= self.threshold and self._index - self._last_cut >= self.min_shot:
-            self._last_cut = self._index
-            return True
-        return False
-
-
-def _small(frame: np.ndarray, longest: int = 160) -> np.ndarray:
-    """Cut scores on a small copy: the mean difference barely changes, the cost falls a lot."""
-    h, w = frame.shape[:2]
-    if max(h, w) <= longest:
-        return np.asarray(frame, np.float32)
-    factor = longest / max(h, w)
-    return cv2.resize(np.asarray(frame, np.float32), (max(1, round(w * factor)), max(1, round(h * factor))),
-                      interpolation=cv2.INTER_AREA)
-
-
-def detect_cuts(frames: Sequence[np.ndarray], threshold: float, min_shot: int) -> list[int]:
-    """Indices where a new shot starts, always including 0 (if there are frames)."""
-    detector = CutDetector(threshold, min_shot)
-    return [i for i, frame in enumerate(frames) if detector.push(frame)]

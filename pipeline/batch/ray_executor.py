@@ -143,14 +143,14 @@ class StylizeWorker:
     def __init__(self, name: str, config: Config, styles: list[np.ndarray], style_weights: list[float],
                  init: np.ndarray | None, threads: int) -> None:
         _set_threads(threads)
-        from pipeline.tfsetup import tf
+        from pipeline.core.tfsetup import tf
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["TF_NUM_INTEROP_THREADS"]))
         except RuntimeError:  # the runtime was initialised already; the environment variables hold
             pass
-        from pipeline.stylizer import Stylizer
+        from pipeline.core.stylizer import Stylizer
 
         self.name = name
         self.config = config
@@ -163,7 +163,7 @@ class StylizeWorker:
         self.node = _node_label()
 
     def describe(self) -> dict:
-        from pipeline.tfsetup import tf
+        from pipeline.core.tfsetup import tf
 
         return {"name": self.name, "pid": os.getpid(), "node": self.node, "host": socket.gethostname(),
                 "node_id": ray.get_runtime_context().get_node_id(),
@@ -179,7 +179,7 @@ class StylizeWorker:
 
     def stylize_image(self, item_id: str, filename: str, data: bytes, output_suffix: str) -> dict:
         """Source bytes in, encoded output bytes out; files only in this worker's own temp folder."""
-        from pipeline.imagejob import ImageJob, stylize_file
+        from pipeline.batch.imagejob import ImageJob, stylize_file
 
         started = time.perf_counter()
         scale_seconds: dict[int, float] = {}
@@ -208,13 +208,13 @@ class StylizeWorker:
         """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out (same order).
 
         A chunk of a segment's chain, which runs backward in time when ``reverse``. The first chunk
-        starts at the key frame, computed from ``key_steps`` (pipeline.video.KeyStep) exactly as
+        starts at the key frame, computed from ``key_steps`` (pipeline.core.temporal.KeyStep) exactly as
         every other segment that shares it computes it; a later chunk continues from ``previous``
         (the stylized and the source frame before it in chain order). Optical flow and the temporal
         loss are symmetric in time, so a backward chain is as coherent as a forward one.
         """
-        from pipeline.segments import encode_png
-        from pipeline.video import key_frame, stylize_sequence
+        from pipeline.batch.segments import encode_png
+        from pipeline.core.chain import key_frame, stylize_sequence
 
         started = time.perf_counter()
         optim = [0.0]

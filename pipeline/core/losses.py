@@ -19,7 +19,7 @@ Total variation (``loss.tv_form``):
 """
 from __future__ import annotations
 
-from pipeline.tfsetup import tf
+from pipeline.core.tfsetup import tf
 
 EPS = 1e-8
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import losses
-from pipeline.tfsetup import tf
+from pipeline.core import losses
+from pipeline.core.arrays import MIN_SIDE, fit_longest, resize
+from pipeline.core.tfsetup import tf
+from pipeline.core.types import StylizeResult, Targets
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,6 @@ def tiled_style_grams(stylizer, styles: Sequence[np.ndarray], style_weights: Seq
     with a halo of context and its feature maps are cropped back to the tile, which leaves only
     the far reach of the deepest layers approximate.
     """
-    from pipeline.stylizer import MIN_SIDE, fit_longest, resize
 
     norm = stylizer.config.loss.style_normalization
     longest = max(MIN_SIDE, round(max(content_hw) * stylizer.config.image.style_scale))
@@ -193,7 +194,6 @@ def tiled_stylize(stylizer, content: np.ndarray, styles: Sequence[np.ndarray],
 
     ``tile`` (px) overrides the size derived from ``budget`` (bytes); one of them is needed.
     """
-    from pipeline.stylizer import StylizeResult, Targets, resize
 
     cfg = stylizer.config
     precision, optimizer = stylizer.extractor.precision, cfg.optim.optimizer

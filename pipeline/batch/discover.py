@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.frames import VIDEO_EXTENSIONS
-from pipeline.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format, probe_image
+from pipeline.media.frames import VIDEO_EXTENSIONS
+from pipeline.media.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format, probe_image
 
 log = logging.getLogger(__name__)
 

@@ -5,18 +5,42 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer
+from typer.core import TyperGroup
 
 from pipeline import config as config_mod
 from pipeline.errors import NstError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+try:  # Typer >= 0.17 vendors its own copy of click and only handles that copy's exceptions
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older Typer on plain click
+    from click import ClickException
+
+
+class _Group(TyperGroup):
+    """Commands whose NstError becomes click's one-line "Error: ..." and exit code 1.
+
+    The layers below the CLI raise plain NstError (they do not import click); the translation
+    happens here. Outside standalone mode (tests) the original exception passes through.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, standalone_mode=standalone_mode, **kwargs)
+        except NstError as exc:
+            if not standalone_mode or STATE["debug"]:
+                raise
+            ClickException(exc.message).show()
+            sys.exit(exc.exit_code)
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="nst: paint videos and photo archives in the style of an artwork (Gatys et al.).")
-eval_app = typer.Typer(no_args_is_help=True, help="Quality metrics.")
+eval_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Quality metrics.")
 app.add_typer(eval_app, name="eval")
 log = logging.getLogger("nst")
 STATE = {"debug": False}
@@ -99,8 +123,8 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
           keep_resolution: KeepResOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
           max_memory: MaxMemoryOpt = None, jit: JitOpt = None) -> None:
     """Stylize photos, one output per input (in this process, no Ray)."""
-    from pipeline.local import stylize_images
-    from pipeline.tiling import parse_memory
+    from pipeline.batch.local import stylize_images
+    from pipeline.core.tiling import parse_memory
 
     try:
         parse_memory(max_memory)
@@ -120,7 +144,7 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
 def demo(output: OutOpt = Path("output/demo"), size: SizeOpt = None, iterations: ItersOpt = None,
          quiet: QuietOpt = False) -> None:
     """Stylize built-in sample photos with a built-in generated style (no files, no network)."""
-    from pipeline.demo import run_demo
+    from pipeline.batch.demo import run_demo
 
     run_demo(output, size=size, iterations=iterations, quiet=quiet)
 
@@ -128,7 +152,7 @@ def demo(output: OutOpt = Path("output/demo"), size: SizeOpt = None, iterations:
 @app.command()
 def weights(network: Annotated[str, typer.Option("--network", help="vgg19 | vgg16")] = "vgg19") -> None:
     """Say where the VGG weights come from, verify them, or explain how to get them."""
-    from pipeline import weights as weights_mod
+    from pipeline.core import weights as weights_mod
 
     if network not in weights_mod.KERAS_FILES:
         fail(f"--network {network!r}: expected vgg19 or vgg16")
@@ -171,7 +195,7 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
           pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
           precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process)."""
-    from pipeline.video import process_video
+    from pipeline.batch.local_video import process_video
 
     cfg = build_config(config, preset, size=size, optimizer=optimizer, content_loss_weight=content_loss_weight,
                        style_loss_weight=style_loss_weight, tv_weight=tv_weight, preserve_colors=preserve_colors,
@@ -192,7 +216,7 @@ def eval_temporal(source: Annotated[Path, typer.Argument(help="The source video.
                   frames: Annotated[int | None, typer.Option("--frames", help="Only the first N frames.")] = None,
                   ) -> None:
     """Warping error (Lai et al. 2018) of the stylized video and of the source itself; lower is steadier."""
-    from pipeline.metrics import video_warping_errors
+    from pipeline.batch.evaluate import video_warping_errors
 
     cfg = config_mod.load()
     result = video_warping_errors(source, stylized, size=size, max_frames=frames,
@@ -228,7 +252,7 @@ def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, video
                                                         help="Redo everything, also finished items.")] = False,
                 quiet: QuietOpt = False) -> None:
     """Stylize a batch of photos and videos on Ray workers; rerun the same command to resume."""
-    from pipeline.runner import RunOptions, run
+    from pipeline.batch.driver import RunOptions, run
 
     cfg = build_config(config, preset, size=size, iterations=iterations, optimizer=optimizer,
                        content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
@@ -245,7 +269,7 @@ def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, video
 @app.command()
 def status(output: Annotated[Path, typer.Argument(help="The output folder of a run.")] = Path("output")) -> None:
     """Done, running, failed (with reasons), remaining and an ETA, from the run's ledger."""
-    from pipeline.runner import status_lines
+    from pipeline.batch.driver import status_lines
 
     lines, failed = status_lines(output)
     for line in lines:
@@ -257,7 +281,7 @@ def status(output: Annotated[Path, typer.Argument(help="The output folder of a r
 @app.command()
 def info(address: AddressOpt = None) -> None:
     """The devices Ray and TensorFlow see on each node (starts a tiny local runtime if none is given)."""
-    from pipeline.runner import info_lines
+    from pipeline.batch.driver import info_lines
 
     for line in info_lines(address):
         typer.echo(line)
@@ -277,8 +301,8 @@ def run_cli() -> None:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         sys.exit(130)
     except Exception as exc:
-        from pipeline.errors import ClickException
-
+        if isinstance(exc, NstError):
+            exc = ClickException(exc.message)
         if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)

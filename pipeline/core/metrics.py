@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from pipeline import losses
-from pipeline.temporal import compute_flow, reliability_mask, warp
+from pipeline.core import losses
+from pipeline.core.temporal import compute_flow, reliability_mask, warp
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +57,6 @@ def warping_error(source: Sequence[np.ndarray], output: Sequence[np.ndarray],
     return float(np.mean(errors)) if errors else float("nan")
 
 
-def video_warping_errors(source_path: Path, stylized_path: Path, size: int = 384, max_frames: int | None = None,
-                         cut_threshold: float = 0.15, min_shot: int = 1) -> dict[str, float | int]:
-    """Warping error of a stylized video and of its source, both read at the same working size."""
-    from pipeline.errors import VideoError
-    from pipeline.frames import probe, read_frames, working_size
-
-    src_info = probe(source_path)
-    probe(stylized_path)  # a bad stylized file fails here, named, before any decoding
-    wh = working_size(src_info.width, src_info.height, size)
-    source = list(read_frames(source_path, size, stop=max_frames))
-    output = [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) if f.shape[1::-1] != wh else f
-              for f in read_frames(stylized_path, size, stop=max_frames)]
-    count = min(len(source), len(output))
-    if count < 2:
-        raise VideoError(stylized_path, "need at least two decodable frames in both videos")
-    if len(source) != len(output):
-        log.warning("%s has %d frames, %s has %d; comparing the first %d", source_path, len(source),
-                    stylized_path, len(output), count)
-    from pipeline.temporal import detect_cuts
-
-    cuts = detect_cuts(source[:count], cut_threshold, min_shot)
-    return {"frames": count, "pairs": count - 1 - (len(cuts) - 1),
-            "stylized": warping_error(source[:count], output[:count], cuts),
-            "source": warping_error(source[:count], source[:count], cuts)}
-
-
 def style_content_distances(image: np.ndarray, content: np.ndarray, style: np.ndarray,
                             extractor) -> tuple[float, float]:
     """(style distance, content distance) of ``image`` under one fixed VGG-19 evaluator.
@@ -92,8 +65,8 @@ def style_content_distances(image: np.ndarray, content: np.ndarray, style: np.nd
     relative Gram error, averaged over the five layers. Evaluated at the image's own size; the
     content is resized to it and the style to the same longest side.
     """
-    from pipeline.stylizer import fit_longest, resize
-    from pipeline.tfsetup import tf
+    from pipeline.core.arrays import fit_longest, resize
+    from pipeline.core.tfsetup import tf
 
     image = np.asarray(image, np.float32)
     hw = image.shape[:2]

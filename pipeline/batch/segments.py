@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from pipeline.atomic import write_bytes_atomic
-from pipeline.ledger import SegmentSpec, state_dir
+from pipeline.batch.ledger import SegmentSpec, state_dir
 
 log = logging.getLogger(__name__)
 

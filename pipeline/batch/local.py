@@ -5,12 +5,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.batch.imagejob import ImageJob, check_style_weights, load_styles, output_path_for, stylize_file
+from pipeline.batch.progress import IterationBar, error_line, info_line, progress_bars
 from pipeline.config import Config
+from pipeline.core.stylizer import Stylizer
 from pipeline.errors import NstError
-from pipeline.imagejob import ImageJob, check_style_weights, load_styles, output_path_for, stylize_file
-from pipeline.images import load_image
-from pipeline.progress import IterationBar, error_line, info_line, progress_bars
-from pipeline.stylizer import Stylizer
+from pipeline.media.images import load_image
 
 log = logging.getLogger(__name__)
 

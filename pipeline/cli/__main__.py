@@ -1,0 +1,3 @@
+from pipeline.cli.main import run_cli
+
+run_cli()
