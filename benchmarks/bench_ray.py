@@ -144,7 +144,7 @@ def main() -> int:
     import ray
 
     from pipeline import config as config_mod
-    from pipeline.batch.ray_executor import start_ray
+    from pipeline.batch.runtime import start_ray
 
     style = SHARED / "starry_night.jpg"
     ray_start = time.perf_counter()

@@ -33,8 +33,8 @@ from pipeline.core.metrics import (
     warping_error,
 )
 from pipeline.core.stylizer import Stylizer
-from pipeline.media.cuts import detect_cuts
 from pipeline.core.vgg import FeatureExtractor
+from pipeline.media.cuts import detect_cuts
 from pipeline.media.frames import probe, read_frames
 from pipeline.media.images import load_image
 

@@ -31,7 +31,7 @@ def test_embedded_runtime_listens_on_loopback_only(tmp_path):
         import sys, ray
         sys.path.insert(0, "tests")
         from test_security import listening_sockets
-        from pipeline.batch.ray_executor import start_ray, stop_ray
+        from pipeline.batch.runtime import start_ray, stop_ray
         started = start_ray(num_cpus=1)
         ray.get(ray.remote(lambda: 1).remote())  # a worker process opens its own port too
         print(sorted(listening_sockets()))

@@ -9,8 +9,8 @@ from pipeline import config as config_mod
 from pipeline.core.metrics import style_content_distances, warping_error
 from pipeline.core.stylizer import Stylizer
 from pipeline.core.temporal import compute_flow, reliability_mask, warp
-from pipeline.media.cuts import detect_cuts
 from pipeline.core.types import Targets, TemporalTarget
+from pipeline.media.cuts import detect_cuts
 
 
 def texture(h: int, w: int, seed: int = 0, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:

@@ -209,8 +209,7 @@ def test_a_key_frame_is_the_same_computation_for_the_chains_on_both_sides(extrac
 
 def test_a_later_key_frame_carries_the_texture_of_the_previous_one(extractor, photo, painting):
     from pipeline.core.chain import key_frame
-    from pipeline.core.temporal import KeyStep
-    from pipeline.core.temporal import composite_flow, warp
+    from pipeline.core.temporal import KeyStep, composite_flow, warp
 
     # 30 evaluations: the first few steps of any optimiser move away from the carried start
     # before the temporal term pulls the reliable pixels back (0.62 of the fresh distance at 15,

@@ -251,7 +251,8 @@ def _say(quiet: bool, message: str) -> None:
 
 
 def run(opts: RunOptions) -> RunResult:
-    from pipeline.batch.ray_executor import Task, WorkerPool, plan_workers, start_ray, stop_ray
+    from pipeline.batch.ray_executor import Task, WorkerPool, plan_workers
+    from pipeline.batch.runtime import start_ray, stop_ray
 
     cfg = opts.config
     out_dir = Path(opts.out_dir)
@@ -662,7 +663,7 @@ def info_lines(address: str | None = None) -> list[str]:
     """Devices as Ray and TensorFlow see them, on every node (a tiny local runtime if none is given)."""
     import ray
 
-    from pipeline.batch.ray_executor import start_ray, stop_ray
+    from pipeline.batch.runtime import start_ray, stop_ray
 
     started = start_ray(address)  # all cores declared, so the worker plan below is what `nst run` would do
     try:
