@@ -58,7 +58,7 @@ def compiled_step_seconds(stylizer: Stylizer, content, targets, temporal, reps: 
     stylizer._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)[0].numpy()
     start = time.perf_counter()
     for _ in range(reps):
-        loss, grad, _ = stylizer._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
+        loss, _grad, _ = stylizer._loss_and_grad(x, targets.content, targets.grams, warped, mask, weights)
     loss.numpy()
     return (time.perf_counter() - start) / reps
 

@@ -78,7 +78,7 @@ def test_reaches_the_known_bounded_minimiser_inside_the_box_with_an_exact_budget
 def test_budget_is_exact_for_any_block_length():
     for budget, block in ((1, 10), (9, 10), (10, 10), (11, 10), (23, 4)):
         fn, *_, calls, _ = bounded_quadratic(80, seed=budget)
-        state, reads = lbfgs.minimize(fn, np.full(80, 128.0, np.float32), budget=budget, block=block)
+        _state, reads = lbfgs.minimize(fn, np.full(80, 128.0, np.float32), budget=budget, block=block)
         assert int(calls.numpy()) == budget, (budget, block)
         assert reads <= max(1, math.ceil((budget - 1) / block)), (budget, block, reads)
 
