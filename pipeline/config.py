@@ -1,17 +1,21 @@
 """Settings: frozen dataclasses filled from ``configs/*.toml``, validated at load, hashed.
 
-Defaults live in ``configs/default.toml`` only; a preset or ``--config FILE`` is merged over
-it, then CLI options (dotted keys such as ``optim.iterations``) override both.
+Defaults live in ``configs/default.toml`` only: the dataclasses declare each key's type and
+allowed range but no value, so the file cannot drift from the code. A preset or ``--config
+FILE`` is merged over it, then overrides (dotted keys such as ``optim.iterations``, e.g. from
+CLI options) over both. Every value is checked here, so a bad one is a single ConfigError
+naming the key (and the file that set it) before any work starts.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
 import tomllib
 
@@ -21,22 +25,41 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 PRESET_DIRS = (CONFIG_DIR, CONFIG_DIR / "presets")
 
-
-def _check(lo: float | None = None, hi: float | None = None, choices: tuple | None = None,
-           positive: bool = False) -> dict:
-    return {"lo": lo, "hi": hi, "choices": choices, "positive": positive}
+# TOML integers are 64-bit, but tomllib reads larger ones too; TensorFlow seeds and counters are int64.
+INT64 = (-(2**63), 2**63 - 1)
 
 
-def _f(default: Any, **check: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=_check(**check))
-    return field(default=default, metadata=_check(**check))
+def _f(lo: float | None = None, hi: float | None = None, choices: tuple | None = None,
+       positive: bool = False) -> Any:
+    """A field with its validation rule and deliberately no default: the value comes from the TOML."""
+    return field(metadata={"lo": lo, "hi": hi, "choices": choices, "positive": positive})
 
 
 CONTENT_NORMS = ("relative", "mean", "half_sum", "four_nhwc")
 STYLE_NORMS = ("relative", "mean", "four_n2m2")
 LAYER_ALIAS = re.compile(r"^(?:conv|relu)(\d)_(\d)$")
+INIT_KEYWORDS = ("content", "noise")
 
+# Memory sizes as tiling.parse_memory reads them, but stricter (ASCII digits and spaces, one decimal
+# point, at least a byte), so whatever passes here parses the same there and "1.2.3" fails at load.
+MEMORY_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30,
+                "T": 2**40, "TB": 2**40}
+_MEMORY = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*([A-Za-z]*)[ \t]*")
+
+
+def memory_bytes(text: str) -> int | None:
+    """'8GB', '512 MB', '2g' or a byte count -> bytes; '' -> no limit. ValueError otherwise."""
+    if text == "":
+        return None
+    match = _MEMORY.fullmatch(text)
+    if not match or match.group(2).upper() not in MEMORY_UNITS:
+        raise ValueError(f"memory size {text!r}: expected a number with a unit, e.g. 8GB or 512MB")
+    value = float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()]
+    if not math.isfinite(value):
+        raise ValueError(f"memory size {text!r} is too large")
+    if value < 1:  # "0.1B" would round to a budget of nothing
+        raise ValueError(f"memory size {text!r} must be at least one byte")
+    return int(value)
 
 # Conv layers of each backbone in Keras naming, with (in, out) channels.
 _VGG19_BLOCKS = [(3, 64, 2), (64, 128, 2), (128, 256, 4), (256, 512, 4), (512, 512, 4)]
@@ -59,97 +82,98 @@ def canonical_layer(name: str) -> str:
     return f"block{match.group(1)}_conv{match.group(2)}" if match else name
 
 
+
 @dataclass(frozen=True)
 class ModelConfig:
-    network: str = _f("vgg19", choices=("vgg19", "vgg16"))
-    pooling: str = _f("max", choices=("max", "avg"))
-    content_layers: list = _f(["block4_conv2"])
-    content_layer_weights: list = _f([1.0])
-    style_layers: list = _f(["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"])
-    style_layer_weights: list = _f([0.2, 0.2, 0.2, 0.2, 0.2])
+    network: str = _f(choices=("vgg19", "vgg16"))
+    pooling: str = _f(choices=("max", "avg"))
+    content_layers: list[str] = _f()
+    content_layer_weights: list[float] = _f()
+    style_layers: list[str] = _f()
+    style_layer_weights: list[float] = _f()
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    content_weight: float = _f(1.0, lo=0.0)
-    style_weight: float = _f(10.0, lo=0.0)
-    tv_weight: float = _f(10.0, lo=0.0)
-    tv_form: str = _f("mean_sq", choices=("mean_sq", "sum_pow125"))
-    content_normalization: str = _f("relative", choices=CONTENT_NORMS)
-    style_normalization: str = _f("relative", choices=STYLE_NORMS)
+    content_weight: float = _f(lo=0.0)
+    style_weight: float = _f(lo=0.0)
+    tv_weight: float = _f(lo=0.0)
+    tv_form: str = _f(choices=("mean_sq", "sum_pow125"))
+    content_normalization: str = _f(choices=CONTENT_NORMS)
+    style_normalization: str = _f(choices=STYLE_NORMS)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = _f("lbfgs", choices=("lbfgs", "adam"))
-    iterations: int = _f(200, lo=1, hi=100000)
-    coarse_iterations: int = _f(100, lo=0, hi=100000)
-    learning_rate: float = _f(5.0, positive=True)
-    adam_beta1: float = _f(0.9, lo=0.0, hi=0.999999)
-    adam_beta2: float = _f(0.999, lo=0.0, hi=0.999999)
-    tolerance: float = _f(1e-5, lo=0.0, hi=1.0)
-    init: str = _f("content")  # "content" | "noise" | a path to an image
-    noise_ratio: float = _f(1.0, lo=0.0, hi=1.0)
-    seed: int = _f(0, lo=0)
-    precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
-    jit_compile: bool = _f(False)
-    block_evaluations: int = _f(10, lo=1, hi=100000)
+    optimizer: str = _f(choices=("lbfgs", "adam"))
+    iterations: int = _f(lo=1, hi=100000)
+    coarse_iterations: int = _f(lo=0, hi=100000)
+    learning_rate: float = _f(positive=True)
+    adam_beta1: float = _f(lo=0.0, hi=0.999999)
+    adam_beta2: float = _f(lo=0.0, hi=0.999999)
+    tolerance: float = _f(lo=0.0, hi=1.0)
+    init: str = _f()  # "content" | "noise" | a path to an existing image (checked at load)
+    noise_ratio: float = _f(lo=0.0, hi=1.0)
+    seed: int = _f(lo=0)
+    precision: str = _f(choices=("auto", "fp32", "bf16", "fp16"))
+    jit_compile: bool = _f()
+    block_evaluations: int = _f(lo=1, hi=100000)
 
 
 @dataclass(frozen=True)
 class ImageConfig:
-    size: int = _f(512, lo=32, hi=20000)
-    scales: list = _f([0.5, 1.0])
-    min_scale_size: int = _f(96, lo=32)
-    style_scale: float = _f(1.0, lo=0.05, hi=8.0)
-    preserve_colors: bool = _f(False)
-    max_pixels: int = _f(200_000_000, lo=1)
-    keep_resolution: bool = _f(False)
-    format: str = _f("auto", choices=("auto", "png", "jpeg", "webp", "tiff"))
-    jpeg_quality: int = _f(95, lo=1, hi=100)
-    max_memory: str = _f("")  # "" = no limit; else e.g. "8GB", "512MB" (checked by tiling.parse_memory)
-    tile_overlap: int = _f(128, lo=16)
+    size: int = _f(lo=32, hi=20000)
+    scales: list[float] = _f()
+    min_scale_size: int = _f(lo=32)
+    style_scale: float = _f(lo=0.05, hi=8.0)
+    preserve_colors: bool = _f()
+    max_pixels: int = _f(lo=1)
+    keep_resolution: bool = _f()
+    format: str = _f(choices=("auto", "png", "jpeg", "webp", "tiff"))
+    jpeg_quality: int = _f(lo=1, hi=100)
+    max_memory: str = _f()  # "" = no limit, else e.g. "8GB" (checked at load by memory_bytes)
+    tile_overlap: int = _f(lo=16)
 
 
 @dataclass(frozen=True)
 class VideoConfig:
-    temporal: str = _f("flow", choices=("off", "prev", "flow"))
-    temporal_weight: float = _f(50.0, lo=0.0)
-    first_frame_iterations: int = _f(200, lo=1)
-    later_frame_iterations: int = _f(50, lo=1)
+    temporal: str = _f(choices=("off", "prev", "flow"))
+    temporal_weight: float = _f(lo=0.0)
+    first_frame_iterations: int = _f(lo=1)
+    later_frame_iterations: int = _f(lo=1)
     # A fresh frame is an optimum without the temporal term, a later frame is not: chained straight
     # from it, the next frames drift away from it. Rolling the chain forward and back first starts
     # it from a frame that is already in the chain's steady state.
-    settle_frames: int = _f(1, lo=0, hi=8)
+    settle_frames: int = _f(lo=0, hi=8)
     # Later key frames of a shot split over workers start from the previous key frame carried by
     # the composite flow, so chains from different key frames meet with the same texture.
-    chain_keys: bool = _f(True)
-    cut_threshold: float = _f(0.35, lo=0.0, hi=1.0)
-    min_shot_frames: int = _f(4, lo=1)
-    segment_frames: int = _f(0, lo=0)  # 0 = automatic split of long shots across workers
+    chain_keys: bool = _f()
+    cut_threshold: float = _f(lo=0.0, hi=1.0)
+    min_shot_frames: int = _f(lo=1)
+    segment_frames: int = _f(lo=0)  # 0 = automatic split of long shots across workers
     # Frames per worker call: bounds what one call carries, and what a killed worker loses.
-    chunk_frames: int = _f(64, lo=1)
-    segment_overlap: int = _f(12, lo=0)
-    save_frames: bool = _f(False)
-    crf: int = _f(18, lo=0, hi=51)
+    chunk_frames: int = _f(lo=1)
+    segment_overlap: int = _f(lo=0)
+    save_frames: bool = _f()
+    crf: int = _f(lo=0, hi=51)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    workers: int = _f(0, lo=0)  # 0 = automatic
-    gpus_per_worker: float = _f(1.0, lo=0.0)
-    max_attempts: int = _f(3, lo=1, hi=100)
-    max_in_flight: int = _f(2, lo=1)
+    workers: int = _f(lo=0)  # 0 = automatic
+    gpus_per_worker: float = _f(lo=0.0)
+    max_attempts: int = _f(lo=1, hi=100)
+    max_in_flight: int = _f(lo=1)
 
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig
+    loss: LossConfig
+    optim: OptimConfig
+    image: ImageConfig
+    video: VideoConfig
+    run: RunConfig
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -163,12 +187,35 @@ class Config:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def replace(self, **dotted: Any) -> Config:
-        return from_dict(_merge(self.to_dict(), _undot(dotted)), source="override")
+        return from_dict(_merge(self.to_dict(), _undot(dotted)))
 
 
 NOT_IN_DIGEST = ("chunk_frames", "save_frames")
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-_SECTION_TYPES = get_type_hints(Config)
+_SECTION_TYPES: dict[str, type] = get_type_hints(Config)
+SECTIONS = dict(_SECTION_TYPES)
+# section -> {key: (type, rule)}: what every TOML layer is checked against.
+SCHEMA: dict[str, dict[str, tuple[Any, dict]]] = {
+    section: {f.name: (get_type_hints(cls)[f.name], dict(f.metadata)) for f in dataclasses.fields(cls)}
+    for section, cls in _SECTION_TYPES.items()
+}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _shown(name: str) -> str:
+    """A key as the user wrote it; quoted when TOML's quoting let odd characters (a newline) in."""
+    return name if _PLAIN_NAME.fullmatch(name) else repr(name)
+
+
+class _Origins:
+    """Which file (or override) set each key, so an error points at the right place."""
+
+    def __init__(self, origins: dict[str, str | None] | None = None, default: str | None = None) -> None:
+        self.origins = origins or {}
+        self.default = default
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        where = self.origins.get(key, self.default)
+        raise ConfigError(f"{where + ': ' if where else ''}config key {key}: {problem}")
 
 
 def _undot(dotted: dict[str, Any]) -> dict:
@@ -191,87 +238,123 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
-def _coerce(section: str, name: str, value: Any, typ: Any, meta: dict) -> Any:
-    key = f"{section}.{name}"
-    if typ is bool or typ == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key}: expected true or false, got {value!r}")
-    elif typ is int or typ == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
-    elif typ is float or typ == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key}: expected a number, got {value!r}")
-        value = float(value)
-    elif typ is str or typ == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key}: expected a string, got {value!r}")
-    elif typ is list or typ == "list" or get_origin(typ) is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
-        value = list(value)
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+def _check_names(data: dict, source: str | None) -> None:
+    """Unknown sections and keys, and sections that are not tables, named with their file."""
+    prefix = f"{source}: " if source else ""
+    for section, values in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{prefix}unknown config section [{_shown(section)}] (known: {', '.join(SCHEMA)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{prefix}config section [{section}] must be a table of keys, got {values!r}")
+        for name in values:
+            if name not in SCHEMA[section]:
+                raise ConfigError(f"{prefix}unknown config key {section}.{_shown(name)}")
+
+
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+_LIST_OF = {bool: "true or false values", int: "integers", float: "finite numbers", str: "strings"}
+
+
+def _scalar(value: Any, typ: type) -> Any:
+    """``value`` as ``typ``, or ValueError; bools are never numbers and numbers never bools."""
+    if typ is bool and isinstance(value, bool):
+        return value
+    if typ is str and isinstance(value, str):
+        return value
+    if typ is int and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 512.0 in a TOML file means 512
+        if isinstance(value, int):
+            if INT64[0] <= value <= INT64[1]:
+                return value
+            raise ValueError("an integer that fits in 64 bits")
+    if typ is float and not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range
+            number = math.inf
+        # NaN passes every range check and poisons the loss; infinity is no weight or rate either.
+        if math.isfinite(number):
+            return number
+    raise ValueError(_EXPECTED[typ])
+
+
+def _coerce(key: str, value: Any, typ: Any, rule: dict, origins: _Origins) -> Any:
+    if get_origin(typ) is list:
+        (item,) = get_args(typ)
+        if not isinstance(value, (list, tuple)):  # tuples from Python callers' overrides
+            origins.fail(key, f"expected a list, got {value!r}")
+        try:
+            return [_scalar(v, item) for v in value]
+        except ValueError:
+            origins.fail(key, f"expected a list of {_LIST_OF[item]}, got {value!r}")
+    try:
+        value = _scalar(value, typ)
+    except ValueError as exc:
+        origins.fail(key, f"expected {exc}, got {value!r}")
+    if rule.get("choices") and value not in rule["choices"]:
+        origins.fail(key, f"{value!r} is not one of {', '.join(map(str, rule['choices']))}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if meta.get("lo") is not None and value < meta["lo"]:
-            raise ConfigError(f"config key {key}: {value} is below the minimum {meta['lo']}")
-        if meta.get("hi") is not None and value > meta["hi"]:
-            raise ConfigError(f"config key {key}: {value} is above the maximum {meta['hi']}")
-        if meta.get("positive") and value <= 0:
-            raise ConfigError(f"config key {key}: {value} must be positive")
+        if rule.get("lo") is not None and value < rule["lo"]:
+            origins.fail(key, f"{value} is below the minimum {rule['lo']}")
+        if rule.get("hi") is not None and value > rule["hi"]:
+            origins.fail(key, f"{value} is above the maximum {rule['hi']}")
+        if rule.get("positive") and value <= 0:
+            origins.fail(key, f"{value} must be positive")
     return value
 
 
-def from_dict(data: dict, source: str = "config") -> Config:
-    unknown = set(data) - set(SECTIONS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown config section {min(unknown)!r} "
-                          f"(known: {', '.join(SECTIONS)})")
+def from_dict(data: dict, source: str | None = None, origins: dict[str, str | None] | None = None) -> Config:
+    """A complete, validated Config from nested TOML-shaped data (defaults already merged in)."""
+    where = _Origins(origins, source)
+    _check_names(data, source)
     sections = {}
-    for section, cls in _SECTION_TYPES.items():
+    for section, keys in SCHEMA.items():
         values = data.get(section, {})
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: [{section}] must be a table")
-        hints = get_type_hints(cls)
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        for name in values:
-            if name not in known:
-                raise ConfigError(f"{source}: unknown config key {section}.{name}")
-        kwargs = {name: _coerce(section, name, value, hints[name], dict(known[name].metadata))
-                  for name, value in values.items()}
-        sections[section] = cls(**kwargs)
+        kwargs = {}
+        for name, (typ, rule) in keys.items():
+            key = f"{section}.{name}"
+            if name not in values:
+                raise ConfigError(f"config key {key} has no value: {DEFAULT_CONFIG} must set it")
+            kwargs[name] = _coerce(key, values[name], typ, rule, where)
+        sections[section] = _SECTION_TYPES[section](**kwargs)
     config = Config(**sections)
-    _validate(config, source)
+    _validate(config, where)
     return config
 
 
-def _validate(config: Config, source: str) -> None:
+def _validate(config: Config, where: _Origins) -> None:
+    """Rules that span keys or need more than a range: layers, scales, memory, init image."""
     model = config.model
     names = {name for name, _, _ in conv_layers(model.network)}
     for key in ("content_layers", "style_layers"):
         layers = getattr(model, key)
         if not layers:
-            raise ConfigError(f"{source}: config key model.{key} must name at least one layer")
+            where.fail(f"model.{key}", "must name at least one layer")
         for layer in layers:
             if canonical_layer(layer) not in names:
-                raise ConfigError(f"{source}: config key model.{key}: {layer!r} is not a "
-                                  f"{model.network} conv layer")
+                where.fail(f"model.{key}", f"{layer!r} is not a {model.network} conv layer")
     for layers_key, weights_key in (("content_layers", "content_layer_weights"),
                                     ("style_layers", "style_layer_weights")):
         layers, weights = getattr(model, layers_key), getattr(model, weights_key)
         if len(layers) != len(weights):
-            raise ConfigError(f"{source}: config key model.{weights_key} has {len(weights)} "
-                              f"values for {len(layers)} layers in model.{layers_key}")
-        if any(not isinstance(w, (int, float)) or w < 0 for w in weights):
-            raise ConfigError(f"{source}: config key model.{weights_key} must hold non-negative numbers")
+            where.fail(f"model.{weights_key}", f"has {len(weights)} values for {len(layers)} layers "
+                                               f"in model.{layers_key}")
+        if any(w < 0 for w in weights):
+            where.fail(f"model.{weights_key}", "must hold non-negative numbers")
     scales = config.image.scales
-    if not scales or any(not isinstance(s, (int, float)) or not 0 < s <= 1 for s in scales):
-        raise ConfigError(f"{source}: config key image.scales must be fractions in (0, 1]")
-    if list(scales) != sorted(scales) or scales[-1] != 1:
-        raise ConfigError(f"{source}: config key image.scales must ascend and end with 1.0")
+    if not scales or any(not 0 < s <= 1 for s in scales):
+        where.fail("image.scales", f"must be fractions in (0, 1], got {scales!r}")
+    if scales != sorted(scales) or scales[-1] != 1:
+        where.fail("image.scales", f"must ascend and end with 1.0, got {scales!r}")
+    try:
+        memory_bytes(config.image.max_memory)
+    except ValueError as exc:
+        where.fail("image.max_memory", str(exc))
+    init = config.optim.init
+    # Checked here rather than when the image is read: a run must not stop on it after work began.
+    if init not in INIT_KEYWORDS and not Path(init).is_file():
+        where.fail("optim.init", f"{init!r} is neither \"content\", \"noise\" nor an existing image file")
 
 
 def read_toml(path: Path) -> dict:
@@ -280,11 +363,18 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a folder, not a config file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text)") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
 
 
 def preset_path(name: str) -> Path:
+    # A name, not a path: "../x" or "a/b" would reach files that are not presets.
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ConfigError(f"unknown preset {name!r}; `nst presets` lists them")
     for folder in PRESET_DIRS:
         candidate = folder / f"{name}.toml"
         if candidate.is_file():
@@ -307,11 +397,16 @@ def list_presets() -> list[tuple[str, Path, str]]:
 
 def load(config_file: Path | None = None, preset: str | None = None,
          overrides: dict[str, Any] | None = None) -> Config:
-    data = read_toml(DEFAULT_CONFIG)
-    source = str(DEFAULT_CONFIG)
-    for extra in ([preset_path(preset)] if preset else []) + ([Path(config_file)] if config_file else []):
-        data = _merge(data, read_toml(extra))
-        source = str(extra)
+    """default.toml <- preset <- ``config_file`` <- overrides; errors name the layer that set the key."""
+    layers: list[tuple[str | None, dict]] = [(str(DEFAULT_CONFIG), read_toml(DEFAULT_CONFIG))]
+    for path in ([preset_path(preset)] if preset else []) + ([Path(config_file)] if config_file else []):
+        layers.append((str(path), read_toml(path)))
     if overrides:
-        data = _merge(data, _undot({k: v for k, v in overrides.items() if v is not None}))
-    return from_dict(data, source=source)
+        layers.append((None, _undot({k: v for k, v in overrides.items() if v is not None})))
+    data: dict = {}
+    origins: dict[str, str | None] = {}
+    for source, layer in layers:
+        _check_names(layer, source)
+        data = _merge(data, layer)
+        origins.update({f"{section}.{name}": source for section, values in layer.items() for name in values})
+    return from_dict(data, origins=origins)

