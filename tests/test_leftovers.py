@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def base() -> Iterator[Path]:
     """A short private temp dir (Ray's socket paths are bounded) standing in for /tmp."""
     path = Path(tempfile.mkdtemp(prefix="nst-t", dir="/tmp"))
     yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def proc_table() -> dict[int, tuple[int, str]]:
@@ -89,10 +90,14 @@ def start_driver(base: Path) -> tuple[subprocess.Popen, Path, int, set[Proc]]:
     return driver, root, watchdog, procs
 
 
-def kill(driver: subprocess.Popen, procs: set[Proc]) -> None:
-    """What is left after a test: the driver and any runtime process (a failed test's)."""
+def kill(driver: subprocess.Popen, procs: set[Proc], watchdog: int) -> None:
+    """Ends what a test left: the driver, then, once its watchdog had its chance to clean up (it
+    would remove its directory while the test removes the base), any runtime process."""
     driver.kill()
     driver.wait()
+    deadline = time.monotonic() + reaper.KILL_TIMEOUT + 5
+    while reaper.start_time(watchdog) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     for pid, _, _ in alive(procs):
         os.kill(pid, signal.SIGKILL)
 
@@ -120,28 +125,28 @@ def test_sigkilled_driver_takes_every_runtime_process_with_it(base: Path) -> Non
         assert not root.exists()
         assert reaper.start_time(watchdog) is None
     finally:
-        kill(driver, procs)
+        kill(driver, procs, watchdog)
 
 
 def test_the_next_run_ends_what_a_run_killed_with_its_watchdog_left_and_starts_clean(base: Path) -> None:
     """If the watchdog dies too, Ray's agents outlive the raylet by a minute; the next run's start
     ends them and removes the dead run's directory, and leaves live runs' runtimes alone."""
-    first, first_root, watchdog, first_procs = start_driver(base)
-    os.kill(watchdog, signal.SIGKILL)
+    first, first_root, first_watchdog, first_procs = start_driver(base)
+    os.kill(first_watchdog, signal.SIGKILL)
     first.kill()
     first.wait()
-    second = None
+    second = second_watchdog = None
     second_procs: set[Proc] = set()
     try:
         assert first_root.is_dir()  # nobody removed it
         time.sleep(1)  # the raylet is gone (Ray's parent-death signal); its agents are not
         print(f"left by the run: {sorted(p[2] for p in alive(first_procs))}")
-        second, second_root, _, second_procs = start_driver(base)
+        second, second_root, second_watchdog, second_procs = start_driver(base)
         assert not alive(first_procs), alive(first_procs)  # ended before the new runtime started
         assert not first_root.exists()
         assert second_root != first_root
         assert list(base.iterdir()) == [second_root]
     finally:
-        kill(first, first_procs)
-        if second is not None:
-            kill(second, second_procs)
+        kill(first, first_procs, first_watchdog)
+        if second is not None and second_watchdog is not None:
+            kill(second, second_procs, second_watchdog)
