@@ -48,6 +48,45 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor, normalization:
     raise ValueError(f"unknown style normalization {normalization!r}")
 
 
+def masked_gram(features: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """Per-mask Gram matrices [S, C, C] of one image's features [1, H, W, C] under masks [S, H, W, 1].
+
+    sum_p m(p) F_p F_p^T / sum_p m(p): the mean outer product over the masked positions, so it
+    compares with a whole style's Gram (divided by its positions) whatever the mask's area. The
+    mask weighs each position once (not m^2, as multiplying the features by the mask before a
+    plain Gram would), so a soft edge blends the two neighbouring styles linearly.
+    """
+    shape = tf.shape(features)
+    masks = tf.cast(masks, features.dtype)
+    flat = tf.reshape(features, [1, shape[1] * shape[2], shape[3]])
+    weighted = tf.reshape(features * masks, [-1, shape[1] * shape[2], shape[3]])
+    raw = tf.matmul(weighted, flat, transpose_a=True)
+    area = tf.reduce_sum(masks, axis=[1, 2, 3])
+    return raw / (area[:, None, None] + EPS)
+
+
+def masked_style_layer_loss(features: tf.Tensor, masks: tf.Tensor, target_grams: tf.Tensor, shares: tf.Tensor,
+                            normalization: str) -> tf.Tensor:
+    """sum_s shares[s] * distance(masked Gram s, target s): each style judged only where its mask is.
+
+    Targets [S, C, C] are each style's own Gram (not a blend): under a mask the generated texture
+    has to match that one style, so two styles meet at the mask's edge instead of mixing.
+    """
+    current = masked_gram(features, masks)
+    diff = tf.reduce_sum(tf.square(current - target_grams), axis=[1, 2])
+    if normalization == "relative":
+        per_style = diff / (tf.reduce_sum(tf.square(target_grams), axis=[1, 2]) + EPS)
+    elif normalization == "mean":
+        channels = tf.cast(tf.shape(features)[3], diff.dtype)
+        per_style = diff / (channels * channels)
+    elif normalization == "four_n2m2":
+        n = tf.cast(tf.shape(features)[3], diff.dtype)
+        per_style = diff / (4.0 * n * n)
+    else:
+        raise ValueError(f"unknown style normalization {normalization!r}")
+    return tf.reduce_sum(tf.cast(shares, per_style.dtype) * per_style)
+
+
 def content_layer_loss(features: tf.Tensor, target: tf.Tensor, normalization: str) -> tf.Tensor:
     diff = tf.reduce_sum(tf.square(features - target))
     if normalization == "relative":

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,10 +20,19 @@ class Iterate:
     elapsed: float
 
 
+class StyleMasks(NamedTuple):
+    """Where each style applies, on every style layer's grid (a NamedTuple: tf.function takes it whole)."""
+
+    masks: dict[str, Any]  # layer -> tf.Tensor [S, h, w, 1] in [0, 1], one mask per style
+    shares: Any  # tf.Tensor [S]: each style's weight over the sum of the weights
+
+
 @dataclass
 class Targets:
     content: dict[str, Any]  # layer -> tf.Tensor
+    # layer -> tf.Tensor: the blended Gram [1, C, C], or with style_masks each style's own [S, C, C]
     grams: dict[str, Any]
+    style_masks: StyleMasks | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ import logging
 import struct
 import threading
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from pipeline.atomic import atomic_target
+from pipeline.atomic import atomic_target, write_bytes_atomic
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,10 @@ except ImportError:  # pragma: no cover - depends on the platform's wheel
 # (BMP, GIF: 8-bit palette) become PNG, HEIC/HEIF become JPEG (widely readable; EXIF kept).
 EXTENSION_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff",
                      ".tiff": "tiff", ".bmp": "png", ".gif": "png", ".heic": "jpeg", ".heif": "jpeg"}
-FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
+FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif", "png16": ".png", "tiff16": ".tif"}
+# 16 bits per channel, written from the float result without an 8-bit step (smooth gradients keep
+# their levels); Pillow writes no 16-bit RGB, so OpenCV encodes these.
+HIGH_BIT_FORMATS = frozenset({"png16", "tiff16"})
 IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 _SRGB = ImageCms.createProfile("sRGB")
 # A TIFF's tags come back from getexif() with the camera tags: its size, strips, compression and
@@ -220,6 +224,24 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
                        source_format, source_mode, frames, original_size)
 
 
+def load_mask(path: Path | str, max_pixels: int = 200_000_000) -> np.ndarray:
+    """A style mask: float32 (H, W) in [0, 1] from any image Pillow reads (white = the style applies).
+
+    Colour files count by their luminance; a transparent pixel covers nothing (grey times alpha),
+    so a cut-out on a transparent background works as well as white on black. 16-bit masks keep
+    their levels. Raises InputError naming the file when it is not an image.
+    """
+    loaded = load_image(path, max_pixels)
+    rgb = loaded.rgb
+    grey = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    mask = np.clip(grey / 255.0, 0, 1).astype(np.float32)
+    if loaded.alpha is not None:
+        mask *= loaded.alpha.astype(np.float32) / 255.0
+    if not mask.any():
+        log.warning("%s: the mask is black everywhere; its style applies nowhere", loaded.path)
+    return mask
+
+
 def output_format(input_path: Path, requested: str = "auto") -> str:
     if requested != "auto":
         return requested
@@ -241,9 +263,52 @@ def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
     return image
 
 
+def _png_with_exif(png: bytes, exif: bytes) -> bytes:
+    """An eXIf chunk (PNG 1.5) inserted after IHDR, where readers look for it."""
+    payload = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    ihdr_end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4  # signature, IHDR length+type, data, CRC
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def encode_16bit(rgb: np.ndarray, fmt: str, alpha: np.ndarray | None = None) -> bytes:
+    """PNG or TIFF bytes with 16 bits per channel from float RGB in [0, 255] (alpha uint8 or float).
+
+    The float values are scaled straight to 0..65535, so levels between two 8-bit values survive.
+    """
+    levels = np.rint(np.clip(np.asarray(rgb, np.float64), 0, 255) * (65535.0 / 255.0)).astype(np.uint16)
+    bgr = levels[..., ::-1]
+    if alpha is not None:
+        if alpha.shape != levels.shape[:2]:
+            alpha = cv2.resize(np.asarray(alpha, np.float32), (levels.shape[1], levels.shape[0]),
+                               interpolation=cv2.INTER_AREA)
+        scaled = np.rint(np.clip(np.asarray(alpha, np.float64), 0, 255) * (65535.0 / 255.0)).astype(np.uint16)
+        bgr = np.concatenate([bgr, scaled[..., None]], axis=-1)
+    ok, encoded = cv2.imencode(".png" if fmt == "png16" else ".tif", np.ascontiguousarray(bgr))
+    if not ok:
+        raise OSError(f"OpenCV could not encode a {fmt} image of shape {levels.shape}")
+    return encoded.tobytes()
+
+
 def save_image(rgb: np.ndarray | Image.Image, path: Path, fmt: str = "png", alpha: np.ndarray | None = None,
                exif: bytes | None = None, quality: int = 95) -> Path:
-    """Atomic write; RGBA keeps its alpha in PNG, WebP and TIFF, JPEG composites it over white."""
+    """Atomic write; RGBA keeps its alpha in PNG, WebP and TIFF, JPEG composites it over white.
+
+    "png16" and "tiff16" write 16 bits per channel: pass the float result (not a PIL image, which
+    is already 8-bit). EXIF is kept in png16; tiff16 is written without it.
+    """
+    if fmt in HIGH_BIT_FORMATS:
+        if isinstance(rgb, Image.Image):
+            if rgb.mode in ("RGBA", "LA", "PA"):
+                alpha = np.asarray(rgb.getchannel("A"))
+            rgb = np.asarray(rgb.convert("RGB"), np.float32)
+        payload = encode_16bit(rgb, fmt, alpha)
+        if exif and fmt == "png16":
+            payload = _png_with_exif(payload, exif)
+        elif exif:
+            log.debug("%s: EXIF is not written to 16-bit TIFF", path)
+        write_bytes_atomic(Path(path), payload)
+        return path
     image = rgb if isinstance(rgb, Image.Image) else to_pil(rgb, alpha)
     kwargs: dict = {"format": {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}[fmt]}
     if fmt == "jpeg":
