@@ -21,7 +21,15 @@ import tomllib
 
 from pipeline.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """configs/ of the source tree (a checkout or an editable install), else the copy the wheel carries."""
+    source_tree = Path(__file__).resolve().parent.parent / "configs"
+    if (source_tree / "default.toml").is_file():
+        return source_tree
+    return Path(__file__).resolve().parent / "_configs"
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 PRESET_DIRS = (CONFIG_DIR, CONFIG_DIR / "presets")
 

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_images import exif_bytes, left_red_right_blue, swapped_rgb_profile, write_bomb_png, write_png16
+from test_video import moving_clip
 
 from pipeline import config as config_mod
-from pipeline.batch.discover import Item, describe_plan, discover
+from pipeline.batch.discover import Item, discover
+from pipeline.batch.driver import decide
 from pipeline.batch.imagejob import ImageJob, stylize_file
 from pipeline.core.stylizer import Stylizer
 from pipeline.errors import InputError, NstError
@@ -161,12 +163,16 @@ def test_files_given_directly_videos_and_name_clashes(tmp_path):
     Image.new("RGB", (40, 40)).save(a / "x.jpg")
     Image.new("RGB", (40, 40)).save(a / "x.png")
     Image.new("RGB", (40, 40)).save(b / "x.jpg")
-    (a / "clip.MOV").write_bytes(b"\0\0\0\x18ftypqt  ")
+    (a / "clip.MOV").write_bytes(b"\0\0\0\x18ftypqt  ")  # a header and nothing else: refused at planning
+    moving_clip(a / "real.MOV", 3, "32x32", "25", audio=False, codec=["-c:v", "mjpeg"])
     out = tmp_path / "out"
-    plan = discover([a / "x.jpg", b / "x.jpg", a / "clip.MOV", a / "x.jpg", tmp_path / "missing.jpg"], out)
+    plan = discover([a / "x.jpg", b / "x.jpg", a / "clip.MOV", a / "real.MOV", a / "x.jpg", tmp_path / "missing.jpg"],
+                    out)
     assert [(i.id, i.kind, i.output.name) for i in plan.items] == [
-        ("clip.MOV", "video", "clip.mp4"), ("x.jpg", "image", "x.jpg"), ("x.jpg#2", "image", "x-jpg.jpg")]
-    assert sorted(r.reason for r in plan.refused) == ["file not found", "same file as x.jpg (listed twice)"]
+        ("real.MOV", "video", "real.mp4"), ("x.jpg", "image", "x.jpg"), ("x.jpg#2", "image", "x-jpg.jpg")]
+    reasons = {r.source.name: r.reason for r in plan.refused}
+    assert reasons.pop("missing.jpg") == "file not found" and reasons.pop("x.jpg") == "same file as x.jpg (listed twice)"
+    assert list(reasons) == ["clip.MOV"] and "video" in reasons["clip.MOV"], reasons
     # A fixed output format makes a.jpg and a.png clash; both survive, the same way every time.
     pngs = discover([a], out, fmt="png")
     assert [(i.id, i.output.relative_to(out).as_posix()) for i in pngs.items if i.kind == "image"] == [
@@ -212,7 +218,7 @@ def test_unreadable_file_is_refused(tmp_path):
         (photos / "locked.png").chmod(0o644)
 
 
-def test_describe_plan_lines(tmp_path):
+def test_dry_run_decisions_skip_foreign_outputs_and_refuse_non_media(tmp_path):
     photos, out = tmp_path / "p", tmp_path / "out"
     photos.mkdir()
     Image.new("RGB", (40, 40)).save(photos / "a.png")
@@ -221,10 +227,10 @@ def test_describe_plan_lines(tmp_path):
     (out / "p").mkdir(parents=True)
     (out / "p" / "a.png").write_bytes(b"done before")
     plan = discover([photos], out)
-    lines = describe_plan(plan, out, overwrite=False)
-    assert [line.split()[0] for line in lines] == ["skip", "do", "refuse"]
-    assert "c.txt: not a photo or video" in lines[2]
-    assert [line.split()[0] for line in describe_plan(plan, out, overwrite=True)] == ["do", "do", "refuse"]
+    assert [(d.item.source.name, d.action, d.foreign) for d in decide(plan, None, "x", overwrite=False)] == [
+        ("a.png", "skip", True), ("b.png", "do", False)]
+    assert [(r.source.name, r.reason) for r in plan.refused] == [("c.txt", "not a photo or video (extension '.txt')")]
+    assert [d.action for d in decide(plan, None, "x", overwrite=True)] == ["do", "do"]
 
 
 def stylize_plan(items: list[Item], extractor, **overrides) -> dict[str, dict]:

@@ -417,8 +417,6 @@ def bad_option(draw, workdir: Path, flag: str) -> tuple[list[str], tuple[str, ..
         "--scales": st.one_of(st.lists(st.floats(-2, 2, allow_nan=False), max_size=4).filter(bad_scales)
                               .map(lambda xs: ",".join(map(repr, xs))),
                               st.sampled_from(["a,b", "0.5,x", "nan,1", "1,inf", ",", "1;2"])),
-        # memory_junk holds no number beyond float's range: tiling.parse_memory, which `nst image`
-        # calls first, overflows on one (see the xfail below).
         "--max-memory": memory_junk(),
         "--workers": st.one_of(st.integers(max_value=0).map(str), not_an_int),
         "--gpus-per-worker": st.one_of(st.floats(max_value=0, exclude_max=True, allow_nan=False,
@@ -512,7 +510,6 @@ def test_nst_run_refuses_every_invalid_value_before_any_work(workdir, cli_ready,
 
 # Known gaps outside the configuration (strict: they fail loudly once fixed, so the marker goes).
 
-@pytest.mark.xfail(strict=True, reason="pipeline/batch/imagejob.py check_style_weights accepts NaN")
 def test_style_weight_nan_is_refused_first(workdir, tmp_path):
     # A missing photo keeps this from stylizing anything while the gap is open.
     result = runner.invoke(app, ["image", str(tmp_path / "absent.png"), "-s", str(workdir / "style.png"),
@@ -521,6 +518,5 @@ def test_style_weight_nan_is_refused_first(workdir, tmp_path):
     assert result.exit_code == 1 and len(messages) == 1 and "--style-weight" in messages[0], result.output
 
 
-@pytest.mark.xfail(strict=True, reason="nst image checks --max-memory with tiling.parse_memory, which overflows")
 def test_max_memory_beyond_float_range_is_one_error(workdir, cli_ready):
     check_refused(workdir, "image", ["--max-memory=" + "9" * 400 + "TB"], ("--max-memory", "image.max_memory"))

@@ -1,6 +1,7 @@
 """`nst video` end to end with real OpenCV and ffmpeg on tiny clips generated here."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from conftest import write_png
 from typer.testing import CliRunner
 
 from pipeline import config as config_mod
+from pipeline.batch.segments import frames_dir
 from pipeline.cli.main import app
 from pipeline.core.chain import stylize_sequence
 from pipeline.core.stylizer import Stylizer
@@ -62,7 +64,7 @@ def test_round_trip_keeps_frame_count_exact_rate_and_audio(tmp_path, style_png):
     result = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 3,
                  "--later-iterations", 2, "--save-frames", "-q")
     assert result.exit_code == 0, result.output
-    stylized = out / "clip.stylized.mp4"
+    stylized = out / "clip.mp4"  # named as by `nst image` and `nst run`: the input's name, mirrored
     info = probe(stylized)
     assert info.fps == NTSC  # not 2997/100, not 30
     assert info.frame_count == 12 and frame_count(stylized) == 12
@@ -70,17 +72,26 @@ def test_round_trip_keeps_frame_count_exact_rate_and_audio(tmp_path, style_png):
     assert info.has_audio
     assert decoded_seconds(stylized, "a") == pytest.approx(decoded_seconds(clip, "a"), abs=0.03)
     assert decoded_seconds(stylized, "v") == pytest.approx(12 * 1001 / 30000, abs=0.01)
-    assert sorted(p.name for p in (out / "clip.frames").iterdir()) == [f"{i:06d}.png" for i in range(1, 13)]
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    kept = sorted(frames_dir(out, "clip.mp4").rglob("*.png"))  # --save-frames keeps the PNG frames
+    assert len(kept) == 12
+    assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".nst"] == []  # no temp files
     # It is H.264 4:2:0 in MP4, what ordinary players open.
     listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(stylized)], capture_output=True,
                              text=True, check=False).stderr
     assert re.search(r"Video: h264 .*yuv420p", listing), listing
-    # A second run does not overwrite without --overwrite.
+    # The same command again finds the video done (ledger) and leaves it alone.
     before = stylized.stat().st_mtime_ns
-    again = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 2, "-q")
-    assert again.exit_code == 1 and "exists" in again.output and "--overwrite" in again.output
+    again = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 3,
+                "--later-iterations", 2, "--save-frames")
+    assert again.exit_code == 0 and "1 skipped" in again.output, again.output
     assert stylized.stat().st_mtime_ns == before
+    # A file of the same name that nst did not make is not overwritten without --overwrite.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "clip.mp4").write_bytes(b"mine")
+    third = run("video", clip, "--style", style_png, "-o", foreign, "--size", 48, "-n", 2)
+    assert third.exit_code == 0 and "--overwrite" in third.output, third.output
+    assert (foreign / "clip.mp4").read_bytes() == b"mine"
 
 
 def test_video_without_audio_stays_without_and_odd_sizes_become_even(tmp_path, style_png):
@@ -89,7 +100,7 @@ def test_video_without_audio_stays_without_and_odd_sizes_become_even(tmp_path, s
     result = run("video", clip, "--style", style_png, "-o", tmp_path / "out", "--size", 67, "-n", 2,
                  "--later-iterations", 2, "--temporal", "prev", "-q")
     assert result.exit_code == 0, result.output
-    info = probe(tmp_path / "out" / "odd.stylized.mp4")
+    info = probe(tmp_path / "out" / "odd.mp4")
     assert info.has_audio is False
     assert info.frame_count == 6 and info.fps == 25
     assert info.width % 2 == 0 and info.height % 2 == 0 and max(info.width, info.height) in (66, 68)
@@ -104,10 +115,17 @@ def test_truncated_video_warns_how_many_frames_were_lost_and_keeps_the_rest(tmp_
     assert 0 < decodable < 24
     result = run("video", truncated, "--style", style_png, "-o", tmp_path / "out", "--size", 48, "-n", 2,
                  "--temporal", "off", "-q")
-    assert result.exit_code == 0, result.output
-    assert f"after {decodable} of 24 frames ({24 - decodable} lost" in result.output, result.output
-    stylized = tmp_path / "out" / "cut.stylized.mp4"
+    # Done, with a warning the exit code reflects (3), in the console, summary.json and `nst status`.
+    assert result.exit_code == 3, result.output
+    warning = f"{decodable} of 24 frames decoded, {24 - decodable} lost"
+    assert warning in result.output, result.output
+    stylized = tmp_path / "out" / "cut.mp4"
     assert frame_count(stylized) == decodable
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any(warning in (r.get("warning") or "") for r in summary["records"]), summary["records"]
+    assert warning in (tmp_path / "out" / "report.html").read_text()
+    status = run("status", tmp_path / "out")
+    assert warning in status.output, status.output
 
 
 def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path, style_png):
@@ -232,17 +250,6 @@ def test_a_later_key_frame_carries_the_texture_of_the_previous_one(extractor, ph
 
     # the fresh key frame has its own texture; the carried one keeps the previous key frame's
     assert distance(carried) < 0.5 * distance(fresh)
-
-
-def test_lookahead_peeks_without_consuming_and_stops_at_a_cut():
-    from pipeline.batch.local_video import LookAhead
-
-    items = LookAhead(iter([(0, True), (1, False), (2, False), (3, True), (4, False)]))
-    assert next(items) == (0, True)
-    assert items.peek_while(3, lambda x: not x[1]) == [(1, False), (2, False)]  # frame 3 starts a new shot
-    assert items.peek_while(1, lambda x: not x[1]) == [(1, False)]
-    assert list(items) == [(1, False), (2, False), (3, True), (4, False)]
-    assert items.peek_while(2, lambda x: True) == []
 
 
 def test_frame_cursor_serves_consecutive_chunks_from_one_decoder(tmp_path):

@@ -74,6 +74,18 @@ def _stat_problem(path: Path) -> str | None:
     return None
 
 
+def sniff_video(path: Path) -> str | None:
+    """Why a video cannot be used, from its headers (one short ffmpeg call), or None."""
+    from pipeline.errors import VideoError
+    from pipeline.media.frames import probe
+
+    try:
+        probe(path)
+    except VideoError as exc:
+        return exc.reason
+    return None
+
+
 def sniff_image(path: Path, max_pixels: int) -> str | None:
     """Reads only the header: why the file is not a usable image, or None."""
     try:
@@ -223,6 +235,8 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 reason = f"not a photo or video (extension {path.suffix or 'none'!r})"
             if reason is None and kind == "image":
                 reason = sniff_image(path, max_pixels)
+            if reason is None and kind == "video":
+                reason = sniff_video(path)
             if reason is None:
                 real = os.path.realpath(path)
                 if real in seen_sources:
@@ -248,16 +262,3 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             plan.items.append(item)
     log.info("%d items, %d refused", len(plan.items), len(plan.refused))
     return plan
-
-
-def describe_plan(plan: Plan, out_dir: Path, overwrite: bool = False) -> list[str]:
-    """One line per input for --dry-run: do / skip (exists) / refuse (reason)."""
-    lines = []
-    for item in plan.items:
-        if item.output.exists() and not overwrite:
-            lines.append(f"skip (exists)  {item.source} -> {item.output}")
-        else:
-            lines.append(f"do             {item.source} -> {item.output}")
-    for refusal in plan.refused:
-        lines.append(f"refuse         {refusal.source}: {refusal.reason}")
-    return lines

@@ -26,6 +26,7 @@ from pipeline.batch.discover import Item, Plan, discover
 from pipeline.batch.imagejob import check_style_weights, load_styles
 from pipeline.batch.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
 from pipeline.batch.progress import console
+from pipeline.batch.protocol import ChunkRequest, ChunkResult, ImageRequest, ImageResult, Task
 from pipeline.batch.segments import (
     assembled_frames,
     auto_segment_frames,
@@ -39,7 +40,8 @@ from pipeline.batch.segments import (
     write_segment_frames,
 )
 from pipeline.config import Config
-from pipeline.errors import InputError, NstError
+from pipeline.errors import InputError, NstError, VideoError
+from pipeline.media.frames import VIDEO_EXTENSIONS
 from pipeline.media.images import load_image
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class RunOptions:
     quiet: bool = False
     worker_options: Sequence[dict] | None = None  # per-worker Ray options (e.g. custom resources)
     on_event: Event | None = None  # "submit" / "result" / "failure" notifications (tests, tools)
+    executor: str = "ray"  # "ray" (nst run: local runtime or a cluster) | "local" (in this process, one worker)
 
 
 @dataclass
@@ -76,10 +79,12 @@ class RunResult:
     report: Path | None = None
     config_hash: str = ""
     replaced_workers: int = 0  # actors started in place of dead ones
+    warnings: int = 0  # items done with something the user must know (e.g. frames lost to a damaged file)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed or self.refused else 0
+        """0 all done, 1 something failed or was refused, 3 all done but with warnings."""
+        return 1 if self.failed or self.refused else 3 if self.warnings else 0
 
 
 def file_sha256(path: Path) -> str:
@@ -109,6 +114,7 @@ class Decision:
     item: Item
     action: str  # "do" | "skip"
     reason: str = ""
+    foreign: bool = False  # skipped because a file not made by nst is in the way
 
 
 def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> list[Decision]:
@@ -122,7 +128,7 @@ def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> l
             decisions.append(Decision(item, "skip", "done in an earlier run with the same settings"))
         elif row is None and item.output.exists():
             decisions.append(Decision(item, "skip", f"{item.output} exists and is not from an nst run here "
-                                                    f"(use --overwrite)"))
+                                                    f"(use --overwrite)", foreign=True))
         elif row is not None and row["config_hash"] != digest:
             decisions.append(Decision(item, "do", "settings or style changed since it was made"))
         else:
@@ -161,7 +167,12 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
             count += 1
         if count == 0:
             raise InputError(item.source, "no frame could be decoded")
-        if count != info.frame_count:
+        if count < info.frame_count:
+            warning = (f"{count} of {info.frame_count} frames decoded, {info.frame_count - count} lost "
+                       f"(the file is damaged or was cut short)")
+            ledger.set_warning(item.id, warning)
+            console.print(f"[yellow]warning[/yellow] {item.source}: {warning}", highlight=False)
+        elif count != info.frame_count:
             log.info("%s: the container says %d frames, %d decode; using %d", item.source, info.frame_count,
                      count, count)
         overlap = cfg.video.segment_overlap
@@ -251,9 +262,7 @@ def _say(quiet: bool, message: str) -> None:
 
 
 def run(opts: RunOptions) -> RunResult:
-    from pipeline.batch.ray_executor import Task, WorkerPool, plan_workers
-    from pipeline.batch.runtime import start_ray, stop_ray
-
+    """Every command's one path: discover -> ledger -> plan -> executor -> atomic writes -> report."""
     cfg = opts.config
     out_dir = Path(opts.out_dir)
     weights = check_style_weights(opts.styles, opts.style_weights)
@@ -264,6 +273,15 @@ def run(opts: RunOptions) -> RunResult:
     plan = discover(opts.inputs, out_dir, cfg.image.format, max_pixels=cfg.image.max_pixels)
     result = RunResult(config_hash=digest, refused=len(plan.refused))
     started = time.time()
+    if not plan.items and plan.refused and not opts.dry_run:
+        # Nothing can be done: say why in one line per input and start nothing (no ledger, no report).
+        if len(plan.refused) == 1:
+            refusal = plan.refused[0]
+            error = VideoError if refusal.source.suffix.lower() in VIDEO_EXTENSIONS else InputError
+            raise error(refusal.source, refusal.reason)
+        for refusal in plan.refused:
+            console.print(f"[red]error[/red]: {refusal.source}: {refusal.reason}", highlight=False)
+        return result
 
     if opts.dry_run:
         ledger = Ledger(out_dir, readonly=True) if db_path(out_dir).is_file() else None
@@ -286,8 +304,8 @@ def run(opts: RunOptions) -> RunResult:
     init = None
     if cfg.optim.init not in ("content", "noise"):
         init = load_image(Path(cfg.optim.init), cfg.image.max_pixels).rgb
-    for refusal in plan.refused:
-        _say(opts.quiet, f"[yellow]refused[/yellow] {refusal.source}: {refusal.reason}")
+    for refusal in plan.refused:  # one line each, even with --quiet: the user has to act on it
+        console.print(f"[red]error[/red]: {refusal.source}: {refusal.reason}", highlight=False)
 
     lock = DriverLock(out_dir)
     lock.acquire()
@@ -300,6 +318,8 @@ def run(opts: RunOptions) -> RunResult:
     for d in decisions:
         if d.action == "skip":
             skipped[d.item.id] = d.reason
+            if d.foreign:  # a file nst did not make: the user decides, so say it every time
+                _say(opts.quiet, f"[yellow]skip[/yellow] {d.item.source}: {d.reason}")
             continue
         ledger.upsert_item(d.item.id, d.item.kind, d.item.source, d.item.output, digest, force=opts.overwrite
                            or (ledger.item(d.item.id) is not None and ledger.item(d.item.id)["state"] == DONE))
@@ -311,10 +331,22 @@ def run(opts: RunOptions) -> RunResult:
     pool = None
     status = "interrupted"
     try:
-        if todo:
-            ray_started = start_ray(opts.address, quiet=opts.quiet)
+        if todo and opts.executor == "local":
+            from pipeline.batch.local_executor import InProcessPool
+
+            ledger.set_run_workers(run_id, 1)
+            _say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
+                             f"{len(plan.refused)} refused")
+            pool = InProcessPool(cfg, style_arrays, weights, init)
+            result.workers = pool.start()
+            _run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes)
+        elif todo:
             import ray
 
+            from pipeline.batch.ray_executor import WorkerPool, plan_workers
+            from pipeline.batch.runtime import start_ray
+
+            ray_started = start_ray(opts.address, quiet=opts.quiet)
             workers = cfg.run.workers if opts.workers is None else opts.workers
             gpus = cfg.run.gpus_per_worker if opts.gpus_per_worker is None else opts.gpus_per_worker
             worker_plan = plan_workers(ray.cluster_resources(), workers, gpus)
@@ -326,13 +358,16 @@ def run(opts: RunOptions) -> RunResult:
                              f"{len(plan.refused)} refused; {worker_plan.reason}")
             pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options)
             result.workers = pool.start(timeout=900)
-            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, Task, notes)
+            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes)
         status = "finished"
     finally:
         if pool is not None:
             result.replaced_workers = pool.replacements
             pool.shutdown()
-        stop_ray(ray_started)
+        if ray_started:
+            from pipeline.batch.runtime import stop_ray
+
+            stop_ray(ray_started)
         if status != "finished":
             ledger.recover_stale()  # what was running is simply pending for the next run
         ledger.finish_run(run_id, status)
@@ -342,17 +377,18 @@ def run(opts: RunOptions) -> RunResult:
     result.records = records
     result.done = sum(r["state"] == "done" for r in records)
     result.failed = sum(r["state"] == "failed" for r in records)
+    result.warnings = sum(bool(r.get("warning")) for r in records if r["state"] in ("done", "skipped"))
     from pipeline.batch.report import write_report
 
     _, result.report = write_report(out_dir, records, _settings(opts, weights, digest), started, time.time())
     _say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
-                     f"{result.refused} refused; report: {result.report}")
+                     f"{result.refused} refused" + (f", {result.warnings} with warnings" if result.warnings else "")
+                     + f"; report: {result.report}")
     return result
 
 
 def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: list[Item], pool: object,
-               worker_count: int, done_now: set[str], Task: type,
-               notes: dict[str, str] | None = None) -> None:
+               worker_count: int, done_now: set[str], notes: dict[str, str] | None = None) -> None:
     notes = notes if notes is not None else {}
     cfg = opts.config
     out_dir = Path(opts.out_dir)
@@ -372,14 +408,14 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
     for item in todo:
         ledger.mark_running(item.id, run_id)
         if item.kind == "image":
-            def args(item: Item = item) -> tuple:
+            def request(item: Item = item) -> ImageRequest:
                 try:
                     data = item.source.read_bytes()
                 except OSError as exc:
                     raise InputError(item.source, f"cannot be read ({exc.strerror or exc})") from exc
-                return item.id, item.source.name, data, item.output.suffix
+                return ImageRequest(item.id, item.source.name, data, item.output.suffix)
 
-            tasks.append(Task(("image", item.id), "stylize_image", args, str(item.source), extra={"item": item}))
+            tasks.append(Task(("image", item.id), request, str(item.source), extra={"item": item}))
             continue
         try:
             state = prepare_video(item, ledger, cfg, digest, worker_count)
@@ -413,36 +449,47 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
         emit("submit", {"key": task.key, "item": item.id, "worker": slot.name, "pid": slot.info["pid"],
                         "node": slot.info["node"], "attempt": task.attempts})
 
-    def on_result(task: object, res: dict) -> None:
+    def on_result(task: Task, res: ImageResult | ChunkResult) -> None:
         item: Item = task.extra["item"]
+        who = res.worker
         advance()
         encodes.collect()
-        emit("result", {"key": task.key, "item": item.id, "worker": res["worker"], "pid": res["pid"],
-                        "seconds": res["seconds"], "optim_seconds": res["optim_seconds"]})
-        if "spec" not in task.extra:
-            write_bytes_atomic(item.output, res["data"])  # the driver writes; workers need no shared disk
-            ledger.mark_done(item.id, res["worker"], res["node"], res["seconds"], res["pid"])
+        emit("result", {"key": task.key, "item": item.id, "worker": who.name, "pid": who.pid,
+                        "seconds": res.seconds, "optim_seconds": res.optim_seconds})
+        if isinstance(res, ImageResult):
+            try:
+                write_bytes_atomic(item.output, res.data)  # the driver writes; workers need no shared disk
+            except OSError as exc:  # full disk, quota, read-only folder: this item fails, the run goes on
+                fail_item(item, f"cannot write {item.output} ({exc.strerror or exc})")
+                return
+            ledger.mark_done(item.id, who.name, who.node, res.seconds, who.pid)
             done_now.add(item.id)
-            if res.get("note"):
-                notes[item.id] = res["note"]  # e.g. "first frame of an animated GIF", for the report
-            _say(opts.quiet, f"wrote {item.output} ({res['seconds']:.1f} s on {res['worker']} @ {res['node']})")
+            if res.note:
+                notes[item.id] = res.note  # e.g. "first frame of an animated GIF", for the report
+            _say(opts.quiet, f"wrote {item.output} ({res.seconds:.1f} s on {who.name} @ {who.node})")
             return
         spec: SegmentSpec = task.extra["spec"]
         state = videos[item.id]
         # Kept even when another segment of the video failed: a rerun redoes only what is missing.
-        write_segment_frames(out_dir, item.id, spec, res["frames"], task.extra["lo"])
-        done = task.extra["done"] + len(res["frames"])
+        try:
+            write_segment_frames(out_dir, item.id, spec, list(res.frames), task.extra["lo"])
+        except OSError as exc:
+            ledger.mark_segment_failed(item.id, spec.idx, f"cannot write its frames ({exc.strerror or exc})")
+            if item.id not in failed_items:
+                fail_item(item, f"cannot write frames under {frames_dir(out_dir, item.id)} ({exc.strerror or exc})")
+            return
+        done = task.extra["done"] + len(res.frames)
         if done < spec.stop - spec.start:  # the chain goes on from the frame just written
-            ledger.mark_segment_progress(item.id, spec.idx, done, res["seconds"])
-            state.seconds += res["seconds"]
+            ledger.mark_segment_progress(item.id, spec.idx, done, res.seconds)
+            state.seconds += res.seconds
             pool.push(chunk_task(state, spec, done, cfg, out_dir))
             return
-        ledger.mark_segment_done(item.id, spec.idx, res["worker"], res["node"], res["seconds"], res["pid"])
+        ledger.mark_segment_done(item.id, spec.idx, who.name, who.node, res.seconds, who.pid)
         cursor = state.cursors.pop(spec.idx, None)
         if cursor is not None:
             cursor.close()
         state.done.add(spec.idx)
-        state.seconds += res["seconds"]
+        state.seconds += res.seconds
         if len(state.done) == len(state.specs) and item.id not in failed_items:
             encodes.start(state)
 
@@ -474,14 +521,12 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
             progress.stop()
 
 
-def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out_dir: Path) -> object:
+def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out_dir: Path) -> Task:
     """The worker call for the next chunk of a segment's chain, after its first ``done`` frames.
 
     The first chunk starts at the key frame (``key_steps``); a later one continues from the frame
     before it in chain order, read back from the segment's frames on disk with its source frame.
     """
-    from pipeline.batch.ray_executor import Task
-
     item = state.item
     lo, hi = chunk_range(spec, done, cfg.video.chunk_frames)
 
@@ -494,11 +539,12 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
         cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
         return list(iter_range(item, first, stop, cfg.image.size, cursor.read(first, stop)))
 
-    def args() -> tuple:
+    def request() -> ChunkRequest:
         previous_index = chain_previous(spec, lo, hi)
         if previous_index is None:
             frames = np.stack(read(lo, hi))
-            return item.id, spec.idx, frames, cfg.video.temporal, spec.reverse, key_steps(state, spec, cfg), None
+            return ChunkRequest(item.id, spec.idx, frames, cfg.video.temporal, spec.reverse,
+                                tuple(key_steps(state, spec, cfg)), None)
         first, stop = min(lo, previous_index), max(hi, previous_index + 1)
         frames = read(first, stop)
         try:
@@ -508,9 +554,9 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
                            f"in {frames_dir(out_dir, item.id)} ({exc}); rerun with --force to redo the video") from exc
         previous = (np.clip(np.rint(stylized), 0, 255).astype(np.uint8), frames[previous_index - first])
         own = np.stack(frames[lo - first:hi - first])
-        return item.id, spec.idx, own, cfg.video.temporal, spec.reverse, None, previous
+        return ChunkRequest(item.id, spec.idx, own, cfg.video.temporal, spec.reverse, None, previous)
 
-    return Task(("segment", item.id, spec.idx, lo), "stylize_segment", args, f"{item.source} frames {lo}-{hi - 1}",
+    return Task(("segment", item.id, spec.idx, lo), request, f"{item.source} frames {lo}-{hi - 1}",
                 extra={"item": item, "spec": spec, "lo": lo, "hi": hi, "done": done})
 
 
@@ -563,7 +609,8 @@ def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[
     for item in plan.items:
         row = ledger.item(item.id)
         base = {"id": item.id, "kind": item.kind, "source": str(item.source), "output": str(item.output),
-                "reason": "", "seconds": None, "worker": None, "node": None}
+                "reason": "", "seconds": None, "worker": None, "node": None,
+                "warning": (row["warning"] if row is not None else None) or ""}
         if item.id in skipped:
             records.append({**base, "state": "skipped", "reason": skipped[item.id],
                             "seconds": row["seconds"] if row is not None else None})
@@ -615,6 +662,9 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
     for row in rows:
         if row["state"] == FAILED:
             lines.append(f"  failed   {row['id']}: {row['error']}")
+    for row in rows:
+        if row["warning"]:
+            lines.append(f"  warning  {row['id']}: {row['warning']}")
     eta = _eta(rows, seg_rows, (last["workers"] if last is not None else 0) or 1)
     if remaining and eta is not None:
         lines.append(f"ETA: about {_duration(eta)} of work left at {(last['workers'] if last else 1) or 1} worker(s)"

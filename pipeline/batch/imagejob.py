@@ -5,6 +5,7 @@ TensorFlow-free at import: the stylizer is handed in by the worker that owns it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +16,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pipeline.atomic import write_bytes_atomic
 from pipeline.config import Config
 from pipeline.core.arrays import MIN_SIDE, fit_longest, resize
 from pipeline.core.types import Iterate
 from pipeline.errors import InputError, NstError
-from pipeline.media.images import FORMAT_SUFFIX, load_image, output_format, save_image, to_pil
+from pipeline.media.images import FORMAT_SUFFIX, encode_image, load_image, output_format, to_pil
 
 if TYPE_CHECKING:  # the driver imports this module and must not load TensorFlow
     from pipeline.core.stylizer import Stylizer
@@ -58,8 +60,9 @@ def check_style_weights(styles: Sequence[Path], weights: Sequence[float] | None)
     if len(weights) != len(styles):
         raise NstError(f"{len(weights)} --style-weight values for {len(styles)} --style images; "
                        f"give one weight per style")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise NstError("--style-weight values must be non-negative and not all zero")
+    # NaN passes both comparisons and would blend the styles into NaN losses.
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise NstError("--style-weight values must be finite, non-negative and not all zero")
     return list(weights)
 
 
@@ -81,10 +84,20 @@ def output_path_for(source: Path, out_dir: Path, fmt: str, taken: set[Path] | No
 def stylize_file(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray], style_weights: Sequence[float],
                  config: Config, init: np.ndarray | None = None,
                  callback: Callable[[Iterate], None] | None = None) -> ImageOutcome:
-    """Loads, stylizes at the working size and writes atomically; errors name the file.
+    """stylize_to_bytes, then an atomic write to ``job.output``."""
+    payload, outcome = stylize_to_bytes(stylizer, job, styles, style_weights, config, init, callback)
+    write_bytes_atomic(job.output, payload)
+    return outcome
+
+
+def stylize_to_bytes(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray],
+                     style_weights: Sequence[float], config: Config, init: np.ndarray | None = None,
+                     callback: Callable[[Iterate], None] | None = None) -> tuple[bytes, ImageOutcome]:
+    """Loads, stylizes at the working size and encodes the output file in memory; errors name the file.
 
     The photo is reduced while decoding (see load_image), so a 24 MP file costs little memory;
-    with image.keep_resolution the result is upscaled back to the file's size in 8-bit."""
+    with image.keep_resolution the result is upscaled back to the file's size in 8-bit. Only the
+    driver writes into the output folder (workers hand it these bytes)."""
     start = time.perf_counter()
     loaded = load_image(job.source, config.image.max_pixels, max_side=config.image.size)
     hw = fit_longest(loaded.rgb, config.image.size)
@@ -100,12 +113,12 @@ def stylize_file(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray]
     if config.image.keep_resolution and image.size != loaded.original_size:
         image = image.resize(loaded.original_size, Image.LANCZOS)
     fmt = output_format(job.source, config.image.format)
-    save_image(image, job.output, fmt, exif=loaded.exif, quality=config.image.jpeg_quality)
-    return ImageOutcome(job, True, reason=loaded.note, seconds=time.perf_counter() - start,
-                        evaluations=result.evaluations, size=image.size,
-                        extra={"final_loss": result.final_loss, "note": loaded.note,
-                               "source_size": loaded.original_size, "source_mode": loaded.source_mode,
-                               "source_format": loaded.source_format})
+    payload = encode_image(image, fmt, exif=loaded.exif, quality=config.image.jpeg_quality, name=str(job.output))
+    return payload, ImageOutcome(job, True, reason=loaded.note, seconds=time.perf_counter() - start,
+                                 evaluations=result.evaluations, size=image.size,
+                                 extra={"final_loss": result.final_loss, "note": loaded.note,
+                                        "source_size": loaded.original_size, "source_mode": loaded.source_mode,
+                                        "source_format": loaded.source_format})
 
 
 def _alpha_for(alpha: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray | None:

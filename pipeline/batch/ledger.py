@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS items (
     seconds REAL,
     units INTEGER NOT NULL DEFAULT 1,
     config_hash TEXT NOT NULL,
-    run_id INTEGER
+    run_id INTEGER,
+    warning TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     item TEXT NOT NULL,
@@ -128,11 +129,14 @@ class Ledger:
         self.conn.row_factory = sqlite3.Row
 
     def _upgrade(self) -> None:
-        """Run state written by an earlier version: its segments ran forward, in one piece."""
+        """Run state written by an earlier version: its segments ran forward, in one piece, and its
+        items carry no warnings."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(segments)")}
         for column in ("reverse", "done_frames"):
             if column not in columns:
                 self.conn.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        if "warning" not in {row[1] for row in self.conn.execute("PRAGMA table_info(items)")}:
+            self.conn.execute("ALTER TABLE items ADD COLUMN warning TEXT")
 
     def close(self) -> None:
         self.conn.close()
@@ -248,6 +252,11 @@ class Ledger:
             conn.execute("UPDATE items SET state = 'done', error = NULL, worker = COALESCE(?, worker), "
                          "node = COALESCE(?, node), pid = COALESCE(?, pid), finished_at = ?, seconds = ? "
                          "WHERE id = ?", (worker, node, worker_pid, time.time(), seconds, item_id))
+
+    def set_warning(self, item_id: str, warning: str | None) -> None:
+        """Something the user must know about a finished item (e.g. frames lost to a damaged file)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET warning = ? WHERE id = ?", (warning, item_id))
 
     def mark_failed(self, item_id: str, reason: str, worker: str | None = None, node: str | None = None) -> None:
         with self.transaction() as conn:

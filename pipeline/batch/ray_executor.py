@@ -14,18 +14,17 @@ import contextlib
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
+from pipeline.batch.protocol import Failure, Request, Result, Task
 from pipeline.config import Config
 from pipeline.errors import NstError
 
@@ -92,7 +91,7 @@ def _set_threads(threads: int) -> None:
 
 @ray.remote(max_restarts=0)
 class StylizeWorker:
-    """Holds one Stylizer (VGG-19 loaded once) and the run's styles; stylizes images and video segments."""
+    """A Ray actor around one pipeline.batch.worker.Worker (VGG-19 loaded once, styles cached)."""
 
     def __init__(self, name: str, config: Config, styles: list[np.ndarray], style_weights: list[float],
                  init: np.ndarray | None, threads: int) -> None:
@@ -104,113 +103,19 @@ class StylizeWorker:
             tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["TF_NUM_INTEROP_THREADS"]))
         except RuntimeError:  # the runtime was initialised already; the environment variables hold
             pass
-        from pipeline.core.stylizer import Stylizer
+        from pipeline.batch.worker import Worker
 
-        self.name = name
-        self.config = config
-        self.styles = [np.asarray(s, np.float32) for s in styles]
-        self.style_weights = list(style_weights)
-        self.init = init
-        started = time.perf_counter()
-        self.stylizer = Stylizer(config)
-        self.load_seconds = time.perf_counter() - started
-        self.node = _node_label()
+        self.worker = Worker(name, config, styles, style_weights, init, node=_node_label())
 
     def describe(self) -> dict:
-        from pipeline.core.tfsetup import tf
+        return {**self.worker.describe(), "node_id": ray.get_runtime_context().get_node_id(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
-        return {"name": self.name, "pid": os.getpid(), "node": self.node, "host": socket.gethostname(),
-                "node_id": ray.get_runtime_context().get_node_id(),
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                "tf_devices": [d.name for d in tf.config.list_logical_devices()],
-                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-                "load_seconds": self.load_seconds}
-
-    def _who(self) -> dict:
-        return {"worker": self.name, "node": self.node, "pid": os.getpid()}
-
-    def stylize_image(self, item_id: str, filename: str, data: bytes, output_suffix: str) -> dict:
-        """Source bytes in, encoded output bytes out; files only in this worker's own temp folder."""
-        from pipeline.batch.imagejob import ImageJob, stylize_file
-
-        started = time.perf_counter()
-        scale_seconds: dict[int, float] = {}
-
-        def on_iterate(it: Any) -> None:  # the optimiser's own clock, per scale (overhead accounting)
-            scale_seconds[it.scale] = it.elapsed
-
-        with tempfile.TemporaryDirectory(prefix="nst-") as tmp:
-            source = Path(tmp) / f"in{Path(filename).suffix}"
-            source.write_bytes(data)
-            output = Path(tmp) / f"out{output_suffix}"
-            try:
-                outcome = stylize_file(self.stylizer, ImageJob(source, output), self.styles, self.style_weights,
-                                       self.config, init=self.init, callback=on_iterate)
-            except NstError as exc:  # a property of the input: retrying elsewhere cannot help
-                reason = getattr(exc, "reason", None) or exc.message.replace(str(source), filename)
-                return {"ok": False, "deterministic": True, "error": reason, **self._who()}
-            payload = output.read_bytes()
-        return {"ok": True, "data": payload, "seconds": time.perf_counter() - started,
-                "optim_seconds": sum(scale_seconds.values()), "evaluations": outcome.evaluations,
-                "size": outcome.size, "note": outcome.reason, **self._who()}
-
-    def stylize_segment(self, item_id: str, idx: int, frames: np.ndarray, mode: str, reverse: bool = False,
-                        key_steps: Sequence[Any] | None = None,
-                        previous: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-        """Consecutive frames of one shot (uint8 N x H x W x 3) in, one PNG per frame out (same order).
-
-        A chunk of a segment's chain, which runs backward in time when ``reverse``. The first chunk
-        starts at the key frame, computed from ``key_steps`` (pipeline.core.temporal.KeyStep) exactly as
-        every other segment that shares it computes it; a later chunk continues from ``previous``
-        (the stylized and the source frame before it in chain order). Optical flow and the temporal
-        loss are symmetric in time, so a backward chain is as coherent as a forward one.
-        """
-        from pipeline.batch.segments import encode_png
-        from pipeline.core.chain import key_frame, stylize_sequence
-
-        started = time.perf_counter()
-        optim = [0.0]
-
-        def on_result(result: Any) -> None:
-            optim[0] += result.seconds
-
-        try:
-            order = [f.astype(np.float32) for f in frames]
-            if reverse:
-                order = order[::-1]
-            key = prev_s = prev_c = None
-            if previous is not None:
-                prev_s, prev_c = (np.asarray(a, np.float32) for a in previous)
-            elif key_steps and mode != "off":
-                key = key_frame(self.stylizer, key_steps, self.styles, self.style_weights, self.config, mode,
-                                callback=on_result)
-            out = stylize_sequence(self.stylizer, order, self.styles, self.style_weights, self.config, mode=mode,
-                                   previous_stylized=prev_s, previous_content=prev_c,
-                                   callback=lambda _index, result: on_result(result), first_stylized=key)
-            if reverse:
-                out = out[::-1]
-        except NstError as exc:
-            return {"ok": False, "deterministic": True, "error": exc.message, **self._who()}
-        pngs = [encode_png(frame) for frame in out]
-        return {"ok": True, "frames": pngs, "seconds": time.perf_counter() - started, "optim_seconds": optim[0],
-                **self._who()}
+    def handle(self, request: Request) -> Result | Failure:
+        return self.worker.handle(request)
 
 
 # ---------------------------------------------------------------- the driver loop
-@dataclass
-class Task:
-    """One call on a worker: ``method`` with ``args()`` built at submit time (payloads stay bounded)."""
-
-    key: tuple
-    method: str
-    args: Callable[[], tuple]
-    label: str
-    attempts: int = 0
-    extra: dict = field(default_factory=dict)
-
-
 @dataclass
 class WorkerSlot:
     name: str
@@ -335,7 +240,7 @@ class WorkerPool:
         self.slots = []
 
     def run(self, tasks: Iterable[Task], on_submit: Callable[[Task, WorkerSlot], None],
-            on_result: Callable[[Task, dict], None], on_failure: Callable[[Task, str], None],
+            on_result: Callable[[Task, Result], None], on_failure: Callable[[Task, str], None],
             on_retry: Callable[[Task, str], None] | None = None, max_attempts: int = 3,
             max_in_flight: int = 2, poll: float = 0.5, on_idle: Callable[[], None] | None = None,
             start_timeout: float = 600.0) -> None:
@@ -372,12 +277,12 @@ class WorkerPool:
                 task = queue.popleft()
                 task.attempts += 1
                 try:
-                    args = task.args()
+                    request = task.request()
                 except NstError as exc:  # the driver could not read the input
                     on_failure(task, getattr(exc, "reason", None) or exc.message)
                     continue
                 on_submit(task, slot)
-                ref = getattr(slot.handle, task.method).remote(*args)
+                ref = slot.handle.handle.remote(request)
                 in_flight[ref] = (task, slot, slot.generation)
                 slot.in_flight += 1
             if not in_flight and not starting:
@@ -404,9 +309,9 @@ class WorkerPool:
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                     retry_or_fail(task, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
                     continue
-                if result.get("ok"):
+                if not isinstance(result, Failure):
                     on_result(task, result)
-                elif result.get("deterministic"):
-                    on_failure(task, result["error"])
+                elif result.retryable:
+                    retry_or_fail(task, result.reason)
                 else:
-                    retry_or_fail(task, result.get("error", "unknown error"))
+                    on_failure(task, result.reason)

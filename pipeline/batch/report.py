@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 STATES = ("done", "failed", "skipped", "refused")
 THUMB = 160
-RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "seconds", "worker", "node")
+RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "warning", "seconds", "worker", "node")
 
 
 def _video_frame(path: Path) -> Image.Image | None:
@@ -133,14 +133,15 @@ def render_html(summary: dict) -> str:
             f'</div><div class="cap">{esc(str(r.get("id")))} ({esc(str(r.get("state")))}) {timing} '
             f'{esc(where)}{note}</div></div>')
     parts.append("</div>")
-    bad = [r for r in records if r.get("state") in ("failed", "refused")]
-    parts.append(f"<h2>Failures and refusals ({len(bad)})</h2>")
+    bad = [r for r in records if r.get("state") in ("failed", "refused") or r.get("warning")]
+    parts.append(f"<h2>Failures, refusals and warnings ({len(bad)})</h2>")
     if bad:
         parts.append("<table><tr><th>state</th><th>file</th><th>reason</th></tr>")
         for r in bad:
-            parts.append(f'<tr class="{esc(str(r.get("state")))}"><td>{esc(str(r.get("state")))}</td>'
+            state = str(r.get("state")) if not r.get("warning") else "warning"
+            parts.append(f'<tr class="{esc(state)}"><td>{esc(state)}</td>'
                          f'<td>{esc(str(r.get("source") or r.get("id")))}</td>'
-                         f'<td>{esc(str(r.get("reason") or ""))}</td></tr>')
+                         f'<td>{esc(str(r.get("reason") or r.get("warning") or ""))}</td></tr>')
         parts.append("</table>")
     else:
         parts.append("<p>None.</p>")

@@ -122,22 +122,18 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
           scales: ScalesOpt = None, precision: PrecisionOpt = None, format: FormatOpt = None,
           keep_resolution: KeepResOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
           max_memory: MaxMemoryOpt = None, jit: JitOpt = None) -> None:
-    """Stylize photos, one output per input (in this process, no Ray)."""
-    from pipeline.batch.local import stylize_images
-    from pipeline.core.tiling import parse_memory
+    """Stylize photos, one output per input (in this process, no Ray); rerun the same command to resume."""
+    from pipeline.batch.driver import RunOptions, run
 
-    try:
-        parse_memory(max_memory)
-    except ValueError as exc:
-        raise NstError(f"--max-memory: {exc}") from exc
     cfg = build_config(config, preset, size=size, iterations=iterations, optimizer=optimizer,
                        content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
                        tv_weight=tv_weight, init=init, preserve_colors=preserve_colors, pooling=pooling,
                        style_scale=style_scale, scales=scales, precision=precision, format=format,
                        keep_resolution=keep_resolution, max_memory=max_memory, jit=jit)
-    failed = stylize_images(photos, style, style_weight, cfg, output, overwrite=overwrite, quiet=quiet)
-    if failed:
-        raise typer.Exit(1)
+    result = run(RunOptions(inputs=photos, styles=style, out_dir=output, config=cfg, style_weights=style_weight,
+                            overwrite=overwrite, quiet=quiet, executor="local"))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command()
@@ -194,19 +190,23 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
           pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
           precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
-    """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process)."""
-    from pipeline.batch.local_video import process_video
+    """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process;
+    rerun the same command to resume)."""
+    from pipeline.batch.driver import RunOptions, run
 
     cfg = build_config(config, preset, size=size, optimizer=optimizer, content_loss_weight=content_loss_weight,
                        style_loss_weight=style_loss_weight, tv_weight=tv_weight, preserve_colors=preserve_colors,
                        pooling=pooling, style_scale=style_scale, scales=scales, precision=precision)
     video_overrides = {"video.first_frame_iterations": iterations, "video.later_frame_iterations": later_iterations,
-                       "video.temporal": temporal, "video.temporal_weight": temporal_weight, "video.crf": crf}
+                       "video.temporal": temporal, "video.temporal_weight": temporal_weight, "video.crf": crf,
+                       "video.save_frames": save_frames or None}
     video_overrides = {k: v for k, v in video_overrides.items() if v is not None}
     if video_overrides:
         cfg = cfg.replace(**video_overrides)
-    process_video(clip, style, style_weight, cfg, output, overwrite=overwrite, quiet=quiet,
-                  save_frames=save_frames)
+    result = run(RunOptions(inputs=[clip], styles=style, out_dir=output, config=cfg, style_weights=style_weight,
+                            overwrite=overwrite, quiet=quiet, executor="local"))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @eval_app.command("temporal")

@@ -27,7 +27,21 @@ from pipeline.errors import WeightsError
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PRETRAINED_DIR = Path(os.environ.get("NST_PRETRAINED_DIR", PROJECT_ROOT / "pretrained_model"))
+
+
+def _pretrained_dir() -> Path:
+    """NST_PRETRAINED_DIR, else pretrained_model/ of a source checkout when it can be written,
+    else a per-user cache (an installed package's folder is usually read-only)."""
+    if os.environ.get("NST_PRETRAINED_DIR"):
+        return Path(os.environ["NST_PRETRAINED_DIR"])
+    in_tree = PROJECT_ROOT / "pretrained_model"
+    if in_tree.is_dir() and os.access(in_tree, os.W_OK):
+        return in_tree
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "nst" / "pretrained_model"
+
+
+PRETRAINED_DIR = _pretrained_dir()
 KERAS_CACHE_DIR = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 @dataclass(frozen=True)

@@ -292,7 +292,14 @@ def encode_16bit(rgb: np.ndarray, fmt: str, alpha: np.ndarray | None = None) -> 
 
 def save_image(rgb: np.ndarray | Image.Image, path: Path, fmt: str = "png", alpha: np.ndarray | None = None,
                exif: bytes | None = None, quality: int = 95) -> Path:
-    """Atomic write; RGBA keeps its alpha in PNG, WebP and TIFF, JPEG composites it over white.
+    """Atomic write of encode_image's bytes."""
+    write_bytes_atomic(Path(path), encode_image(rgb, fmt, alpha, exif, quality, name=str(path)))
+    return Path(path)
+
+
+def encode_image(rgb: np.ndarray | Image.Image, fmt: str = "png", alpha: np.ndarray | None = None,
+                 exif: bytes | None = None, quality: int = 95, name: str = "image") -> bytes:
+    """The file's bytes, in memory; RGBA keeps its alpha in PNG, WebP and TIFF, JPEG composites it over white.
 
     "png16" and "tiff16" write 16 bits per channel: pass the float result (not a PIL image, which
     is already 8-bit). EXIF is kept in png16; tiff16 is written without it.
@@ -306,9 +313,8 @@ def save_image(rgb: np.ndarray | Image.Image, path: Path, fmt: str = "png", alph
         if exif and fmt == "png16":
             payload = _png_with_exif(payload, exif)
         elif exif:
-            log.debug("%s: EXIF is not written to 16-bit TIFF", path)
-        write_bytes_atomic(Path(path), payload)
-        return path
+            log.debug("%s: EXIF is not written to 16-bit TIFF", name)
+        return payload
     image = rgb if isinstance(rgb, Image.Image) else to_pil(rgb, alpha)
     kwargs: dict = {"format": {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}[fmt]}
     if fmt == "jpeg":
@@ -320,9 +326,10 @@ def save_image(rgb: np.ndarray | Image.Image, path: Path, fmt: str = "png", alph
     if fmt == "webp":
         kwargs.update(quality=quality)
     if exif and fmt == "jpeg" and len(exif) > 65_000:  # one JPEG APP1 segment holds at most 64 KiB
-        log.warning("%s: EXIF of %d bytes does not fit a JPEG segment; written without it", path, len(exif))
+        log.warning("%s: EXIF of %d bytes does not fit a JPEG segment; written without it", name, len(exif))
         exif = None
     if exif and fmt in ("jpeg", "webp", "png", "tiff"):
         kwargs["exif"] = exif
-    atomic_save(image, path, **kwargs)
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, **kwargs)
+    return buffer.getvalue()

@@ -1,0 +1,53 @@
+"""Faults of long runs: an output that cannot be written (a full disk, a quota) fails its item with
+a one-line reason naming the path, leaves no partial file, keeps the ledger consistent, and the
+rerun redoes only what was lost."""
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import write_png
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 400_000  # bytes per file: the panorama's output and the ledger fit, the large photo's TIFF does not
+
+
+def limited() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+
+def nst(*args: object, limit: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, check=False, preexec_fn=limited if limit else None, timeout=600)
+
+
+def test_an_output_that_cannot_be_written_fails_alone_and_the_rerun_redoes_only_it(tmp_path, painting):
+    ramp = np.linspace(0, 255, 640, dtype=np.float32)
+    photos = tmp_path / "photos"
+    # Small inputs; uncompressed TIFF outputs of known size at 640 px: 640x64x3 fits, 640x480x3 does not.
+    small = write_png(photos / "small.png", np.repeat(np.repeat(ramp[None, :, None], 64, 0), 3, 2))
+    large = write_png(photos / "large.png", np.repeat(np.repeat(ramp[None, :, None], 480, 0), 3, 2))
+    style = write_png(tmp_path / "style.png", painting)
+    out = tmp_path / "out"
+    common = ("--style", style, "-o", out, "--iterations", 1, "--scales", "1", "--size", 640, "--format", "tiff")
+    first = nst("image", small, large, *common, limit=True)
+    assert first.returncode == 1, first.stdout + first.stderr
+    lines = [line for line in (first.stdout + first.stderr).splitlines() if str(out / "large.tif") in line]
+    assert lines and "cannot write" in lines[0] and "too large" in lines[0].lower(), first.stdout + first.stderr
+    assert (out / "small.tif").is_file() and not (out / "large.tif").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".large")]  # no partial file left
+    summary = json.loads((out / "summary.json").read_text())
+    states = {Path(r["source"]).name: r["state"] for r in summary["records"]}
+    assert states == {"small.png": "done", "large.png": "failed"}
+    small_mtime = (out / "small.tif").stat().st_mtime_ns
+    second = nst("image", small, large, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (out / "large.tif").stat().st_size > LIMIT
+    assert (out / "small.tif").stat().st_mtime_ns == small_mtime  # not redone
+    assert "1 done, 1 skipped" in second.stdout + second.stderr
