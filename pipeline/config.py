@@ -126,6 +126,7 @@ class OptimConfig:
     precision: str = _f(choices=("auto", "fp32", "bf16", "fp16"))
     jit_compile: bool = _f()
     block_evaluations: int = _f(lo=1, hi=100000)
+    save_every: int = _f(lo=0, hi=100000)  # write the iterate every N final-scale iterations; 0 = never
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,10 @@ class ImageConfig:
     scales: list[float] = _f()
     min_scale_size: int = _f(lo=32)
     style_scale: float = _f(lo=0.05, hi=8.0)
-    preserve_colors: bool = _f()
+    preserve_colors: str = _f(choices=("off", "luminance", "histogram"))  # true/false read as luminance/off
     max_pixels: int = _f(lo=1)
     keep_resolution: bool = _f()
-    format: str = _f(choices=("auto", "png", "jpeg", "webp", "tiff"))
+    format: str = _f(choices=("auto", "png", "jpeg", "webp", "tiff", "png16", "tiff16"))
     jpeg_quality: int = _f(lo=1, hi=100)
     max_memory: str = _f()  # "" = no limit, else e.g. "8GB" (checked at load by memory_bytes)
     tile_overlap: int = _f(lo=16)
@@ -191,6 +192,7 @@ class Config:
         (run.*, how many frames a worker call carries, whether video frames are kept)."""
         payload = {k: v for k, v in self.to_dict().items() if k != "run"}
         payload["video"] = {k: v for k, v in payload["video"].items() if k not in NOT_IN_DIGEST}
+        payload["optim"] = {k: v for k, v in payload["optim"].items() if k not in ("save_every", "block_evaluations")}
         blob = json.dumps([payload, list(extra)], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -288,6 +290,8 @@ def _scalar(value: Any, typ: type) -> Any:
 
 
 def _coerce(key: str, value: Any, typ: Any, rule: dict, origins: _Origins) -> Any:
+    if key == "image.preserve_colors" and isinstance(value, bool):
+        value = "luminance" if value else "off"  # the switch it was before it had modes
     if get_origin(typ) is list:
         (item,) = get_args(typ)
         if not isinstance(value, (list, tuple)):  # tuples from Python callers' overrides

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.atomic import write_bytes_atomic
 from pipeline.batch.discover import Item, Plan, discover
-from pipeline.batch.imagejob import check_style_weights, load_styles
+from pipeline.batch.imagejob import check_style_weights, intermediate_path, load_styles
 from pipeline.batch.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
 from pipeline.batch.progress import console
 from pipeline.batch.protocol import ChunkRequest, ChunkResult, ImageRequest, ImageResult, Task
@@ -66,6 +66,7 @@ class RunOptions:
     worker_options: Sequence[dict] | None = None  # per-worker Ray options (e.g. custom resources)
     on_event: Event | None = None  # "submit" / "result" / "failure" notifications (tests, tools)
     executor: str = "ray"  # "ray" (nst run: local runtime or a cluster) | "local" (in this process, one worker)
+    style_masks: Sequence[Path | None] | None = None  # one per style (None: the whole image)
 
 
 @dataclass
@@ -95,9 +96,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def config_hash(config: Config, styles: Sequence[Path], weights: Sequence[float]) -> str:
-    """What decides whether an old result still stands: settings, style contents, blend weights."""
+def config_hash(config: Config, styles: Sequence[Path], weights: Sequence[float],
+                masks: Sequence[Path | None] | None = None) -> str:
+    """What decides whether an old result still stands: settings, style and mask contents, blend weights."""
     extra = [f"style:{file_sha256(Path(p))}" for p in styles] + [f"weight:{w!r}" for w in weights]
+    extra += [f"mask:{file_sha256(Path(m)) if m else 'none'}" for m in masks or ()]
     if config.optim.init not in ("content", "noise") and Path(config.optim.init).is_file():
         extra.append(f"init:{file_sha256(Path(config.optim.init))}")
     return config.digest(*extra)
@@ -105,6 +108,7 @@ def config_hash(config: Config, styles: Sequence[Path], weights: Sequence[float]
 
 def _settings(opts: RunOptions, weights: Sequence[float], digest: str) -> dict:
     return {"config": opts.config.to_dict(), "styles": [str(p) for p in opts.styles], "style_weights": list(weights),
+            "style_masks": [str(m) if m else None for m in opts.style_masks or []],
             "config_hash": digest, "inputs": [str(p) for p in opts.inputs]}
 
 
@@ -269,7 +273,14 @@ def run(opts: RunOptions) -> RunResult:
     for style in opts.styles:
         if not Path(style).is_file():
             raise InputError(style, "style image not found")
-    digest = config_hash(cfg, opts.styles, weights)
+    masks = list(opts.style_masks or [])
+    for mask in masks:
+        if mask and not Path(mask).is_file():
+            raise InputError(mask, "style mask not found")
+    if masks and len(masks) != len(opts.styles):
+        raise NstError(f"{len(masks)} --style-mask values for {len(opts.styles)} --style images; give one per style "
+                       f"(none for a style that covers the whole image)")
+    digest = config_hash(cfg, opts.styles, weights, masks)
     plan = discover(opts.inputs, out_dir, cfg.image.format, max_pixels=cfg.image.max_pixels)
     result = RunResult(config_hash=digest, refused=len(plan.refused))
     started = time.time()
@@ -301,6 +312,9 @@ def run(opts: RunOptions) -> RunResult:
         return result
 
     style_arrays = load_styles(opts.styles, cfg.image.max_pixels)
+    from pipeline.media.images import load_mask
+
+    mask_arrays = [load_mask(m, cfg.image.max_pixels) if m else None for m in masks] or None
     init = None
     if cfg.optim.init not in ("content", "noise"):
         init = load_image(Path(cfg.optim.init), cfg.image.max_pixels).rgb
@@ -337,7 +351,7 @@ def run(opts: RunOptions) -> RunResult:
             ledger.set_run_workers(run_id, 1)
             _say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
                              f"{len(plan.refused)} refused")
-            pool = InProcessPool(cfg, style_arrays, weights, init)
+            pool = InProcessPool(cfg, style_arrays, weights, init, masks=mask_arrays)
             result.workers = pool.start()
             _run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes)
         elif todo:
@@ -356,7 +370,7 @@ def run(opts: RunOptions) -> RunResult:
             ledger.set_run_workers(run_id, worker_plan.count)
             _say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
                              f"{len(plan.refused)} refused; {worker_plan.reason}")
-            pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options)
+            pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options, masks=mask_arrays)
             result.workers = pool.start(timeout=900)
             _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes)
         status = "finished"
@@ -458,6 +472,8 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
                         "seconds": res.seconds, "optim_seconds": res.optim_seconds})
         if isinstance(res, ImageResult):
             try:
+                for iteration, data in res.intermediates:  # --save-every: beside the output, sorted
+                    write_bytes_atomic(intermediate_path(item.output, iteration), data)
                 write_bytes_atomic(item.output, res.data)  # the driver writes; workers need no shared disk
             except OSError as exc:  # full disk, quota, read-only folder: this item fails, the run goes on
                 fail_item(item, f"cannot write {item.output} ({exc.strerror or exc})")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.atomic import write_text_atomic
+from pipeline.config import Config
 from pipeline.core.arrays import fit_longest, resize
 from pipeline.core.types import Iterate
 
@@ -182,3 +183,32 @@ def write_sheet_html(path: Path, sheet: ContactSheet, title: str = "Style x stre
     """Writes sheet_html atomically (a reader never sees half a page)."""
     write_text_atomic(Path(path), sheet_html(sheet, title))
     return Path(path)
+
+
+def grid_files(source: Path, styles: Sequence[Path], strengths: Sequence[float], config: Config, out_dir: Path,
+               size: int = SHEET_SIZE, iterations: int = SHEET_ITERATIONS, quiet: bool = False) -> tuple[Path, Path]:
+    """`nst grid`: the content (a photo, or a video's first frame), one Stylizer, sheet.png and sheet.html."""
+    from pipeline.core.stylizer import Stylizer
+    from pipeline.errors import InputError
+    from pipeline.media.frames import VIDEO_EXTENSIONS, probe, read_frames
+    from pipeline.media.images import load_image, save_image
+
+    source = Path(source)
+    if not source.is_file():
+        raise InputError(source, "file not found")
+    if source.suffix.lower() in VIDEO_EXTENSIONS:
+        probe(source)
+        first = next(iter(read_frames(source, size)), None)
+        if first is None:
+            raise InputError(source, "no frame could be decoded")
+        content = np.asarray(first, np.float32)
+    else:
+        content = load_image(source, config.image.max_pixels, max_side=size).rgb.astype(np.float32)
+    named = [(Path(p).stem, load_image(Path(p), config.image.max_pixels).rgb.astype(np.float32)) for p in styles]
+    stylizer = Stylizer(config)
+    sheet = contact_sheet(content, named, strengths, stylizer, size=size, iterations=iterations,
+                          on_cell=None if quiet else (lambda cell: print(f"  {cell.label()}", flush=True)))
+    out_dir = Path(out_dir)
+    png = save_image(sheet.sheet.astype(np.float32), out_dir / f"{source.stem}.sheet.png", "png")
+    page = write_sheet_html(out_dir / f"{source.stem}.sheet.html", sheet, title=f"{source.name}: style x strength")
+    return Path(png), page

@@ -21,7 +21,7 @@ from pipeline.config import Config
 from pipeline.core.arrays import MIN_SIDE, fit_longest, resize
 from pipeline.core.types import Iterate
 from pipeline.errors import InputError, NstError
-from pipeline.media.images import FORMAT_SUFFIX, encode_image, load_image, output_format, to_pil
+from pipeline.media.images import FORMAT_SUFFIX, HIGH_BIT_FORMATS, encode_image, load_image, output_format, to_pil
 
 if TYPE_CHECKING:  # the driver imports this module and must not load TensorFlow
     from pipeline.core.stylizer import Stylizer
@@ -45,6 +45,7 @@ class ImageOutcome:
     evaluations: int = 0
     size: tuple[int, int] = (0, 0)
     extra: dict = field(default_factory=dict)
+    intermediates: list[tuple[int, bytes]] = field(default_factory=list)  # (iteration, encoded image), --save-every
 
 
 def load_styles(paths: Sequence[Path], max_pixels: int) -> list[np.ndarray]:
@@ -83,16 +84,25 @@ def output_path_for(source: Path, out_dir: Path, fmt: str, taken: set[Path] | No
 
 def stylize_file(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray], style_weights: Sequence[float],
                  config: Config, init: np.ndarray | None = None,
-                 callback: Callable[[Iterate], None] | None = None) -> ImageOutcome:
-    """stylize_to_bytes, then an atomic write to ``job.output``."""
-    payload, outcome = stylize_to_bytes(stylizer, job, styles, style_weights, config, init, callback)
+                 callback: Callable[[Iterate], None] | None = None,
+                 masks: Sequence[np.ndarray | None] | None = None) -> ImageOutcome:
+    """stylize_to_bytes, then atomic writes to ``job.output`` (and its intermediate images)."""
+    payload, outcome = stylize_to_bytes(stylizer, job, styles, style_weights, config, init, callback, masks)
+    for iteration, data in outcome.intermediates:
+        write_bytes_atomic(intermediate_path(job.output, iteration), data)
     write_bytes_atomic(job.output, payload)
     return outcome
 
 
+def intermediate_path(output: Path, iteration: int) -> Path:
+    """photo.jpg -> photo.iter00050.jpg: beside the output, sorting in iteration order."""
+    return output.with_name(f"{output.stem}.iter{iteration:05d}{output.suffix}")
+
+
 def stylize_to_bytes(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray],
                      style_weights: Sequence[float], config: Config, init: np.ndarray | None = None,
-                     callback: Callable[[Iterate], None] | None = None) -> tuple[bytes, ImageOutcome]:
+                     callback: Callable[[Iterate], None] | None = None,
+                     masks: Sequence[np.ndarray | None] | None = None) -> tuple[bytes, ImageOutcome]:
     """Loads, stylizes at the working size and encodes the output file in memory; errors name the file.
 
     The photo is reduced while decoding (see load_image), so a 24 MP file costs little memory;
@@ -108,14 +118,30 @@ def stylize_to_bytes(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndar
                                      f"least {MIN_SIDE} px on the short side")
     content = resize(loaded.rgb, hw)
     del loaded.rgb  # the float photo is not needed while the optimisation runs
-    result = stylizer.stylize(content, styles, style_weights, init=init, callback=callback)
-    image = to_pil(result.image, _alpha_for(loaded.alpha, result.image.shape[:2]))
-    if config.image.keep_resolution and image.size != loaded.original_size:
-        image = image.resize(loaded.original_size, Image.LANCZOS)
     fmt = output_format(job.source, config.image.format)
-    payload = encode_image(image, fmt, exif=loaded.exif, quality=config.image.jpeg_quality, name=str(job.output))
+
+    def encode(rgb: np.ndarray) -> tuple[bytes, tuple[int, int]]:
+        alpha = _alpha_for(loaded.alpha, rgb.shape[:2])
+        if fmt in HIGH_BIT_FORMATS:  # from the float result: no 8-bit step on the way
+            if config.image.keep_resolution and rgb.shape[1::-1] != tuple(loaded.original_size):
+                rgb = np.clip(cv2.resize(rgb, loaded.original_size, interpolation=cv2.INTER_LANCZOS4), 0, 255)
+                alpha = _alpha_for(loaded.alpha, rgb.shape[:2])
+            return (encode_image(rgb, fmt, alpha=alpha, exif=loaded.exif, name=str(job.output)),
+                    (rgb.shape[1], rgb.shape[0]))
+        image = to_pil(rgb, alpha)
+        if config.image.keep_resolution and image.size != loaded.original_size:
+            image = image.resize(loaded.original_size, Image.LANCZOS)
+        return encode_image(image, fmt, exif=loaded.exif, quality=config.image.jpeg_quality,
+                            name=str(job.output)), image.size
+
+    intermediates: list[tuple[int, bytes]] = []
+    every = config.optim.save_every or None
+    result = stylizer.stylize(content, styles, style_weights, init=init, callback=callback, masks=masks,
+                              save_every=every, on_image=(lambda i, rgb: intermediates.append(
+                                  (i, encode(rgb)[0]))) if every else None)
+    payload, size = encode(result.image)
     return payload, ImageOutcome(job, True, reason=loaded.note, seconds=time.perf_counter() - start,
-                                 evaluations=result.evaluations, size=image.size,
+                                 evaluations=result.evaluations, size=size, intermediates=intermediates,
                                  extra={"final_loss": result.final_loss, "note": loaded.note,
                                         "source_size": loaded.original_size, "source_mode": loaded.source_mode,
                                         "source_format": loaded.source_format})

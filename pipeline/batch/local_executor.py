@@ -32,8 +32,9 @@ class LocalSlot:
 
 class InProcessPool:
     def __init__(self, config: Config, styles: Sequence[np.ndarray], style_weights: Sequence[float],
-                 init: np.ndarray | None = None) -> None:
+                 init: np.ndarray | None = None, masks: Sequence[np.ndarray | None] | None = None) -> None:
         self.config, self.styles, self.style_weights, self.init = config, styles, list(style_weights), init
+        self.masks = masks
         self.worker: Any = None
         self.slot = LocalSlot("local", {"node": socket.gethostname(), "pid": os.getpid()})
         self.queue: deque[Task] = deque()
@@ -43,7 +44,7 @@ class InProcessPool:
         from pipeline.batch.worker import Worker
 
         self.worker = Worker("local", self.config, self.styles, self.style_weights, self.init,
-                             node=self.slot.info["node"])
+                             node=self.slot.info["node"], masks=self.masks)
         self.slot.info = self.worker.describe()
         return [self.slot.info]
 

@@ -58,6 +58,7 @@ class ImageResult:
     size: tuple[int, int]
     note: str
     worker: Worker
+    intermediates: tuple[tuple[int, bytes], ...] = ()  # (iteration, encoded image), --save-every
 
 
 @dataclass(frozen=True)

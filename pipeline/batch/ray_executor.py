@@ -94,7 +94,7 @@ class StylizeWorker:
     """A Ray actor around one pipeline.batch.worker.Worker (VGG-19 loaded once, styles cached)."""
 
     def __init__(self, name: str, config: Config, styles: list[np.ndarray], style_weights: list[float],
-                 init: np.ndarray | None, threads: int) -> None:
+                 init: np.ndarray | None, threads: int, masks: list[np.ndarray | None] | None = None) -> None:
         _set_threads(threads)
         from pipeline.core.tfsetup import tf
 
@@ -105,7 +105,7 @@ class StylizeWorker:
             pass
         from pipeline.batch.worker import Worker
 
-        self.worker = Worker(name, config, styles, style_weights, init, node=_node_label())
+        self.worker = Worker(name, config, styles, style_weights, init, node=_node_label(), masks=masks)
 
     def describe(self) -> dict:
         return {**self.worker.describe(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -132,12 +132,14 @@ class WorkerPool:
     """Creates the actors, replaces dead ones, and runs tasks through them with bounded in-flight work."""
 
     def __init__(self, config: Config, plan: WorkerPlan, styles: Sequence[np.ndarray], style_weights: Sequence[float],
-                 init: np.ndarray | None = None, worker_options: Sequence[dict] | None = None) -> None:
+                 init: np.ndarray | None = None, worker_options: Sequence[dict] | None = None,
+                 masks: Sequence[np.ndarray | None] | None = None) -> None:
         self.config = config
         self.plan = plan
         self.styles_ref = ray.put([np.asarray(s, np.float32) for s in styles])  # once for every worker
         self.style_weights = list(style_weights)
         self.init_ref = ray.put(init) if init is not None else None
+        self.masks_ref = ray.put(list(masks)) if masks is not None else None
         self.worker_options = list(worker_options or [])
         self.slots: list[WorkerSlot] = []
         self.replacements = 0
@@ -152,7 +154,7 @@ class WorkerPool:
 
     def _create(self, index: int, name: str) -> Any:
         return StylizeWorker.options(**self._options(index)).remote(
-            name, self.config, self.styles_ref, self.style_weights, self.init_ref, self.plan.threads)
+            name, self.config, self.styles_ref, self.style_weights, self.init_ref, self.plan.threads, self.masks_ref)
 
     def start(self, timeout: float | None = None, attempts: int = 3) -> list[dict]:
         """Starts every worker and waits until each has loaded VGG-19; returns what each reports.

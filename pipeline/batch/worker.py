@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 class Worker:
     def __init__(self, name: str, config: Config, styles: Sequence[np.ndarray], style_weights: Sequence[float],
-                 init: np.ndarray | None = None, node: str | None = None) -> None:
+                 init: np.ndarray | None = None, node: str | None = None,
+                 masks: Sequence[np.ndarray | None] | None = None) -> None:
         from pipeline.core.stylizer import Stylizer
 
         self.name = name
@@ -36,8 +37,10 @@ class Worker:
         self.styles = [np.asarray(s, np.float32) for s in styles]
         self.style_weights = list(style_weights)
         self.init = init
+        self.masks = list(masks) if masks is not None and any(m is not None for m in masks) else None
         started = time.perf_counter()
         self.stylizer = Stylizer(config)
+        self.stylizer.default_masks = self.masks  # every frame of a video uses them too
         self.load_seconds = time.perf_counter() - started
         self.who = Who(name, node or socket.gethostname(), os.getpid())
 
@@ -73,12 +76,12 @@ class Worker:
             try:
                 payload, outcome = stylize_to_bytes(
                     self.stylizer, ImageJob(source, Path(tmp) / f"out{request.output_suffix}"), self.styles,
-                    self.style_weights, self.config, init=self.init, callback=on_iterate)
+                    self.style_weights, self.config, init=self.init, callback=on_iterate, masks=self.masks)
             except NstError as exc:
                 reason = getattr(exc, "reason", None) or exc.message.replace(str(source), request.filename)
                 return Failure(reason, retryable=False, worker=self.who)
         return ImageResult(payload, time.perf_counter() - started, sum(scale_seconds.values()), outcome.evaluations,
-                           tuple(outcome.size), outcome.reason, self.who)
+                           tuple(outcome.size), outcome.reason, self.who, tuple(outcome.intermediates))
 
     def _chunk(self, request: ChunkRequest) -> ChunkResult | Failure:
         """Optical flow and the temporal loss are symmetric in time, so a backward chain is as

@@ -59,8 +59,16 @@ ContentWOpt = Annotated[float | None, typer.Option("--content-loss-weight", help
 StyleWOpt = Annotated[float | None, typer.Option("--style-loss-weight", help="Style loss weight.")]
 TvOpt = Annotated[float | None, typer.Option("--tv-weight", help="Total-variation weight.")]
 InitOpt = Annotated[str | None, typer.Option("--init", help="content | noise | PATH to an image.")]
-ColorsOpt = Annotated[bool | None, typer.Option("--preserve-colors/--no-preserve-colors",
-                                                   help="Keep the content's colours (luminance-only transfer).")]
+ColorsOpt = Annotated[str | None, typer.Option(
+    "--preserve-colors", help="Keep the content's colours: off | luminance (luminance-only transfer) | histogram "
+                              "(the style's colours matched to the content's before the optimisation).")]
+MaskOpt = Annotated[list[str] | None, typer.Option(
+    "--style-mask", help="Where each --style applies (same order; white = applies, 'none' = everywhere); "
+                         "the rest is left to the content.")]
+StrengthOpt = Annotated[float | None, typer.Option(
+    "--strength", help="Style strength: scales the style weight against the configured one (e.g. 0.3, 3).")]
+SaveEveryOpt = Annotated[int | None, typer.Option(
+    "--save-every", help="Also write the image every N iterations beside the output (photo.iter00050.jpg).")]
 PoolOpt = Annotated[str | None, typer.Option("--pooling", help="max | avg")]
 StyleScaleOpt = Annotated[float | None, typer.Option("--style-scale", help="Style size relative to content.")]
 ScalesOpt = Annotated[str | None, typer.Option("--scales", help="Coarse-to-fine fractions, e.g. 0.25,0.5,1.")]
@@ -68,21 +76,34 @@ PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="fp32 | bf
 MaxMemoryOpt = Annotated[str | None, typer.Option(
     "--max-memory", help="Memory budget, e.g. 8GB: larger images are stylized in blended tiles.")]
 JitOpt = Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile the optimisation step.")]
-FormatOpt = Annotated[str | None, typer.Option("--format", help="auto | png | jpeg | webp | tiff")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="auto | png | jpeg | webp | tiff | png16 | tiff16 (16 bits per channel)")]
 KeepResOpt = Annotated[bool | None, typer.Option("--keep-resolution/--no-keep-resolution",
                                                     help="Upscale results back to the source resolution.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-def build_config(config_file: Path | None, preset: str | None, **options: object) -> config_mod.Config:
-    """Defaults <- preset <- --config <- CLI options (only those given)."""
+def style_masks(masks: list[str] | None) -> list[Path | None] | None:
+    return [None if m.lower() == "none" else Path(m) for m in masks] if masks else None
+
+
+def build_config(config_file: Path | None, preset: str | None, strength: float | None = None,
+                 **options: object) -> config_mod.Config:
+    """Defaults <- preset <- --config <- CLI options (only those given); --strength scales the style weight."""
+    if strength is not None and not (strength > 0 and strength < float("inf")):
+        raise NstError(f"--strength {strength!r}: expected a positive number such as 0.3 or 3")
+    cfg = _build_config(config_file, preset, **options)
+    return cfg if strength is None else cfg.replace(**{"loss.style_weight": cfg.loss.style_weight * strength})
+
+
+def _build_config(config_file: Path | None, preset: str | None, **options: object) -> config_mod.Config:
     mapping = {"size": "image.size", "iterations": "optim.iterations", "optimizer": "optim.optimizer",
                "content_loss_weight": "loss.content_weight", "style_loss_weight": "loss.style_weight",
                "tv_weight": "loss.tv_weight", "init": "optim.init", "preserve_colors": "image.preserve_colors",
                "pooling": "model.pooling", "style_scale": "image.style_scale", "precision": "optim.precision",
                "max_memory": "image.max_memory", "jit": "optim.jit_compile",
-               "format": "image.format", "keep_resolution": "image.keep_resolution"}
+               "format": "image.format", "keep_resolution": "image.keep_resolution", "save_every": "optim.save_every"}
     overrides: dict[str, object] = {}
     for name, value in options.items():
         if value is None:
@@ -121,7 +142,8 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
           preserve_colors: ColorsOpt = None, pooling: PoolOpt = None, style_scale: StyleScaleOpt = None,
           scales: ScalesOpt = None, precision: PrecisionOpt = None, format: FormatOpt = None,
           keep_resolution: KeepResOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
-          max_memory: MaxMemoryOpt = None, jit: JitOpt = None) -> None:
+          max_memory: MaxMemoryOpt = None, jit: JitOpt = None, style_mask: MaskOpt = None,
+          strength: StrengthOpt = None, save_every: SaveEveryOpt = None) -> None:
     """Stylize photos, one output per input (in this process, no Ray); rerun the same command to resume."""
     from pipeline.batch.driver import RunOptions, run
 
@@ -129,9 +151,10 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
                        content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
                        tv_weight=tv_weight, init=init, preserve_colors=preserve_colors, pooling=pooling,
                        style_scale=style_scale, scales=scales, precision=precision, format=format,
-                       keep_resolution=keep_resolution, max_memory=max_memory, jit=jit)
+                       keep_resolution=keep_resolution, max_memory=max_memory, jit=jit, strength=strength,
+                       save_every=save_every)
     result = run(RunOptions(inputs=photos, styles=style, out_dir=output, config=cfg, style_weights=style_weight,
-                            overwrite=overwrite, quiet=quiet, executor="local"))
+                            overwrite=overwrite, quiet=quiet, executor="local", style_masks=style_masks(style_mask)))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -189,14 +212,16 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
           optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
           pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
-          precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+          precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
+          style_mask: MaskOpt = None, strength: StrengthOpt = None) -> None:
     """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process;
     rerun the same command to resume)."""
     from pipeline.batch.driver import RunOptions, run
 
     cfg = build_config(config, preset, size=size, optimizer=optimizer, content_loss_weight=content_loss_weight,
                        style_loss_weight=style_loss_weight, tv_weight=tv_weight, preserve_colors=preserve_colors,
-                       pooling=pooling, style_scale=style_scale, scales=scales, precision=precision)
+                       pooling=pooling, style_scale=style_scale, scales=scales, precision=precision,
+                       strength=strength)
     video_overrides = {"video.first_frame_iterations": iterations, "video.later_frame_iterations": later_iterations,
                        "video.temporal": temporal, "video.temporal_weight": temporal_weight, "video.crf": crf,
                        "video.save_frames": save_frames or None}
@@ -204,9 +229,32 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
     if video_overrides:
         cfg = cfg.replace(**video_overrides)
     result = run(RunOptions(inputs=[clip], styles=style, out_dir=output, config=cfg, style_weights=style_weight,
-                            overwrite=overwrite, quiet=quiet, executor="local"))
+                            overwrite=overwrite, quiet=quiet, executor="local", style_masks=style_masks(style_mask)))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def grid(source: Annotated[Path, typer.Argument(help="A photo, or a video (its first frame is used).")],
+         style: StyleOpt, output: OutOpt = Path("output/grid"),
+         strengths: Annotated[str, typer.Option("--strength", help="Style strengths to compare, e.g. 0.3,1,3.")]
+         = "0.3,1,3",
+         size: Annotated[int, typer.Option("--size", min=32, help="Cell size: longest side in pixels.")] = 256,
+         iterations: Annotated[int, typer.Option("--iterations", "-n", min=1, help="Iterations per cell.")] = 50,
+         config: ConfigOpt = None, preset: PresetOpt = None, preserve_colors: ColorsOpt = None,
+         quiet: QuietOpt = False) -> None:
+    """A style x strength contact sheet (PNG and HTML) to choose before a long run; one model load."""
+    try:
+        levels = [float(part) for part in strengths.split(",") if part.strip()]
+    except ValueError as exc:
+        raise NstError(f"--strength {strengths!r}: expected numbers such as 0.3,1,3") from exc
+    if not levels or any(not (0 < v < float("inf")) for v in levels):
+        raise NstError(f"--strength {strengths!r}: expected positive numbers such as 0.3,1,3")
+    cfg = build_config(config, preset, size=size, preserve_colors=preserve_colors)
+    from pipeline.batch.grid import grid_files
+
+    png, page = grid_files(source, style, levels, cfg, output, size=size, iterations=iterations, quiet=quiet)
+    typer.echo(f"wrote {png} and {page}")
 
 
 @eval_app.command("temporal")
@@ -250,7 +298,8 @@ def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, video
                                                                         "refused; compute nothing.")] = False,
                 overwrite: Annotated[bool, typer.Option("--overwrite", "--force",
                                                         help="Redo everything, also finished items.")] = False,
-                quiet: QuietOpt = False) -> None:
+                quiet: QuietOpt = False, style_mask: MaskOpt = None, strength: StrengthOpt = None,
+                save_every: SaveEveryOpt = None) -> None:
     """Stylize a batch of photos and videos on Ray workers; rerun the same command to resume."""
     from pipeline.batch.driver import RunOptions, run
 
@@ -258,10 +307,10 @@ def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, video
                        content_loss_weight=content_loss_weight, style_loss_weight=style_loss_weight,
                        tv_weight=tv_weight, init=init, preserve_colors=preserve_colors, pooling=pooling,
                        style_scale=style_scale, scales=scales, precision=precision, format=format,
-                       keep_resolution=keep_resolution)
+                       keep_resolution=keep_resolution, strength=strength, save_every=save_every)
     result = run(RunOptions(inputs=inputs, styles=style, out_dir=output, config=cfg, style_weights=style_weight,
                             address=address, workers=workers, gpus_per_worker=gpus_per_worker, dry_run=dry_run,
-                            overwrite=overwrite, quiet=quiet))
+                            overwrite=overwrite, quiet=quiet, style_masks=style_masks(style_mask)))
     if not dry_run and result.exit_code:
         raise typer.Exit(result.exit_code)
 

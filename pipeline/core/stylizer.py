@@ -83,6 +83,8 @@ class Stylizer:
         self._lbfgs_block = tf.function(self._lbfgs_block_impl, reduce_retracing=True,
                                         jit_compile=self.jit_compile)
         self.host_reads = 0  # device-to-host reads made by optimise() (tests bound it per call)
+        # Style masks used when a call names none: a video's frames all share the run's masks.
+        self.default_masks: Sequence[np.ndarray | None] | None = None
 
     # ------------------------------------------------------------------ targets
     def content_targets(self, content: np.ndarray) -> dict[str, tf.Tensor]:
@@ -439,7 +441,7 @@ class Stylizer:
             raise ValueError(f"image is {content.shape[1]}x{content.shape[0]}; VGG needs at least "
                              f"{MIN_SIDE} px on the short side")
         style_weights = list(style_weights) if style_weights is not None else [1.0] * len(styles)
-        masks = self._checked_masks(masks, len(styles))
+        masks = self._checked_masks(masks if masks is not None else self.default_masks, len(styles))
         mode = color_mode(cfg.image.preserve_colors if preserve_colors is None else preserve_colors)
         original = content
         if mode == "luminance":
