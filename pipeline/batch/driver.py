@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline.atomic import write_bytes_atomic
+from pipeline.atomic import atomic_target, write_bytes_atomic
 from pipeline.batch.discover import Item, Plan, discover
 from pipeline.batch.imagejob import check_style_weights, intermediate_path, load_styles
 from pipeline.batch.ledger import DONE, FAILED, PENDING, DriverLock, Ledger, SegmentSpec, db_path, driver_active
@@ -139,6 +139,70 @@ def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> l
             decisions.append(Decision(item, "do", "failed before" if row is not None and row["state"] == FAILED
                                       else "resume" if row is not None else "new"))
     return decisions
+
+
+# ---------------------------------------------------------------- identical photos
+@dataclass
+class Duplicates:
+    """Photos of this run whose bytes another item already has, under the same settings.
+
+    ``waiting``: computed item id -> the identical items that get a copy of its output.
+    ``earlier``: items whose output is copied from one done in an earlier run (its ``items`` row).
+    """
+
+    compute: list[Item]
+    waiting: dict[str, list[Item]] = field(default_factory=dict)
+    earlier: list[tuple[Item, sqlite3.Row]] = field(default_factory=list)
+    hash_seconds: float = 0.0
+
+
+def reusable_output(row: sqlite3.Row) -> Path | None:
+    """The done output of an earlier item, if it is still there as nst wrote it (not edited since)."""
+    output = Path(row["output"])
+    try:
+        st = output.stat()
+    except OSError:
+        return None
+    # Written atomically before the ledger called it done: a later mtime means someone changed it.
+    return output if output.is_file() and st.st_mtime <= (row["finished_at"] or 0) + 1.0 else None
+
+
+def plan_duplicates(todo: list[Item], ledger: Ledger, digest: str, reuse_done: bool) -> Duplicates:
+    """Hashes the photos about to be stylized (SHA-256 of the bytes; videos are not hashed) and
+    keeps one of each content for the workers; the ledger keeps every hash for later runs."""
+    plan = Duplicates([])
+    first: dict[str, Item] = {}
+    todo_ids = {item.id for item in todo}
+    started = time.perf_counter()
+    for item in todo:
+        if item.kind != "image":
+            plan.compute.append(item)
+            continue
+        try:
+            content = file_sha256(item.source)
+        except OSError:  # the worker request reports the read error with the item
+            plan.compute.append(item)
+            continue
+        ledger.set_content_hash(item.id, content)
+        if content in first:
+            plan.waiting.setdefault(first[content].id, []).append(item)
+            continue
+        if reuse_done:
+            row = next((r for r in ledger.done_with_content(content, digest)
+                        if r["id"] not in todo_ids and reusable_output(r) is not None), None)
+            if row is not None:
+                plan.earlier.append((item, row))
+                continue
+        first[content] = item
+        plan.compute.append(item)
+    plan.hash_seconds = time.perf_counter() - started
+    return plan
+
+
+def copy_output(source: Path, target: Path) -> None:
+    """A copy, not a hard link: a user who edits one output in place must not change the others."""
+    with atomic_target(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 # ---------------------------------------------------------------- videos
@@ -341,6 +405,19 @@ def run(opts: RunOptions) -> RunResult:
     result.skipped = len(skipped)
     done_now: set[str] = set()
     notes: dict[str, str] = {}
+    same = plan_duplicates(todo, ledger, digest, reuse_done=not opts.overwrite)
+    log.info("content hashes of %d photo(s) in %.3f s", sum(i.kind == "image" for i in todo), same.hash_seconds)
+    todo = same.compute
+    for item, row in same.earlier:
+        try:
+            copy_output(Path(row["output"]), item.output)
+        except OSError as exc:
+            log.info("cannot copy %s to %s (%s); stylizing it", row["output"], item.output, exc)
+            todo.append(item)
+            continue
+        ledger.mark_duplicate(item.id, row["id"])
+        done_now.add(item.id)
+        _say(opts.quiet, f"wrote {item.output} (identical to {row['id']}, done earlier: copied)")
     ray_started = False
     pool = None
     status = "interrupted"
@@ -353,7 +430,7 @@ def run(opts: RunOptions) -> RunResult:
                              f"{len(plan.refused)} refused")
             pool = InProcessPool(cfg, style_arrays, weights, init, masks=mask_arrays)
             result.workers = pool.start()
-            _run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes)
+            _run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes, same.waiting)
         elif todo:
             import ray
 
@@ -372,7 +449,7 @@ def run(opts: RunOptions) -> RunResult:
                              f"{len(plan.refused)} refused; {worker_plan.reason}")
             pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options, masks=mask_arrays)
             result.workers = pool.start(timeout=900)
-            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes)
+            _run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes, same.waiting)
         status = "finished"
     finally:
         if pool is not None:
@@ -402,8 +479,10 @@ def run(opts: RunOptions) -> RunResult:
 
 
 def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: list[Item], pool: object,
-               worker_count: int, done_now: set[str], notes: dict[str, str] | None = None) -> None:
+               worker_count: int, done_now: set[str], notes: dict[str, str] | None = None,
+               waiting: dict[str, list[Item]] | None = None) -> None:
     notes = notes if notes is not None else {}
+    waiting = waiting if waiting is not None else {}
     cfg = opts.config
     out_dir = Path(opts.out_dir)
     emit = opts.on_event or (lambda kind, data: None)
@@ -416,6 +495,25 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
         ledger.mark_failed(item.id, reason)
         console.print(f"[red]failed[/red] {item.source}: {reason}", highlight=False)  # even with --quiet
         emit("failure", {"item": item.id, "reason": reason})
+        for copy in waiting.pop(item.id, []):
+            fail_item(copy, f"identical to {item.source}, which failed: {reason}")
+
+    def write_copies(item: Item, res: ImageResult) -> None:
+        """The identical photos get the computed result too, each written atomically."""
+        for copy in waiting.pop(item.id, []):
+            try:
+                for iteration, data in res.intermediates:
+                    write_bytes_atomic(intermediate_path(copy.output, iteration), data)
+                write_bytes_atomic(copy.output, res.data)
+            except OSError as exc:
+                fail_item(copy, f"cannot write {copy.output} ({exc.strerror or exc})")
+                continue
+            ledger.mark_duplicate(copy.id, item.id)
+            done_now.add(copy.id)
+            if res.note:
+                notes[copy.id] = res.note
+            emit("duplicate", {"item": copy.id, "of": item.id})
+            _say(opts.quiet, f"wrote {copy.output} (identical to {item.id}: copied)")
 
     encodes = VideoEncodes(opts, ledger, done_now, fail_item)
 
@@ -476,13 +574,18 @@ def _run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo:
                     write_bytes_atomic(intermediate_path(item.output, iteration), data)
                 write_bytes_atomic(item.output, res.data)  # the driver writes; workers need no shared disk
             except OSError as exc:  # full disk, quota, read-only folder: this item fails, the run goes on
+                copies = waiting.pop(item.id, [])
                 fail_item(item, f"cannot write {item.output} ({exc.strerror or exc})")
+                if copies:  # the result is in memory: the identical photos may still land elsewhere
+                    waiting[item.id] = copies
+                    write_copies(item, res)
                 return
             ledger.mark_done(item.id, who.name, who.node, res.seconds, who.pid)
             done_now.add(item.id)
             if res.note:
                 notes[item.id] = res.note  # e.g. "first frame of an animated GIF", for the report
             _say(opts.quiet, f"wrote {item.output} ({res.seconds:.1f} s on {who.name} @ {who.node})")
+            write_copies(item, res)
             return
         spec: SegmentSpec = task.extra["spec"]
         state = videos[item.id]
@@ -626,7 +729,8 @@ def _records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[
         row = ledger.item(item.id)
         base = {"id": item.id, "kind": item.kind, "source": str(item.source), "output": str(item.output),
                 "reason": "", "seconds": None, "worker": None, "node": None,
-                "warning": (row["warning"] if row is not None else None) or ""}
+                "warning": (row["warning"] if row is not None else None) or "",
+                "duplicate_of": row["duplicate_of"] if row is not None and "duplicate_of" in row.keys() else None}  # noqa: SIM118
         if item.id in skipped:
             records.append({**base, "state": "skipped", "reason": skipped[item.id],
                             "seconds": row["seconds"] if row is not None else None})

@@ -63,7 +63,9 @@ CREATE TABLE IF NOT EXISTS items (
     units INTEGER NOT NULL DEFAULT 1,
     config_hash TEXT NOT NULL,
     run_id INTEGER,
-    warning TEXT
+    warning TEXT,
+    content_hash TEXT,
+    duplicate_of TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     item TEXT NOT NULL,
@@ -135,8 +137,11 @@ class Ledger:
         for column in ("reverse", "done_frames"):
             if column not in columns:
                 self.conn.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
-        if "warning" not in {row[1] for row in self.conn.execute("PRAGMA table_info(items)")}:
-            self.conn.execute("ALTER TABLE items ADD COLUMN warning TEXT")
+        item_columns = {row[1] for row in self.conn.execute("PRAGMA table_info(items)")}
+        for column in ("warning", "content_hash", "duplicate_of"):
+            if column not in item_columns:
+                self.conn.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS items_content ON items (content_hash, config_hash, state)")
 
     def close(self) -> None:
         self.conn.close()
@@ -217,7 +222,8 @@ class Ledger:
                 return PENDING
             conn.execute("UPDATE items SET kind = ?, source = ?, output = ?, state = 'pending', attempts = 0, "
                          "error = NULL, worker = NULL, node = NULL, pid = NULL, started_at = NULL, "
-                         "finished_at = NULL, seconds = NULL, units = ?, config_hash = ? WHERE id = ?",
+                         "finished_at = NULL, seconds = NULL, units = ?, config_hash = ?, duplicate_of = NULL "
+                         "WHERE id = ?",
                          (kind, _text(source), str(output), units, config_hash, item_id))
             if same and not force:  # failed under these settings: redo only what did not finish
                 conn.execute("UPDATE segments SET state = 'pending', attempts = 0, error = NULL "
@@ -250,8 +256,23 @@ class Ledger:
                   worker_pid: int | None = None) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE items SET state = 'done', error = NULL, worker = COALESCE(?, worker), "
-                         "node = COALESCE(?, node), pid = COALESCE(?, pid), finished_at = ?, seconds = ? "
-                         "WHERE id = ?", (worker, node, worker_pid, time.time(), seconds, item_id))
+                         "node = COALESCE(?, node), pid = COALESCE(?, pid), finished_at = ?, seconds = ?, "
+                         "duplicate_of = NULL WHERE id = ?", (worker, node, worker_pid, time.time(), seconds, item_id))
+
+    def set_content_hash(self, item_id: str, content_hash: str | None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET content_hash = ? WHERE id = ?", (content_hash, item_id))
+
+    def done_with_content(self, content_hash: str, config_hash: str) -> list[sqlite3.Row]:
+        """Items done under ``config_hash`` from a source with these bytes, oldest first."""
+        return self.conn.execute("SELECT * FROM items WHERE content_hash = ? AND config_hash = ? AND state = 'done' "
+                                 "ORDER BY finished_at", (content_hash, config_hash)).fetchall()
+
+    def mark_duplicate(self, item_id: str, of: str) -> None:
+        """Done without computing: its output is a copy of ``of``'s (same source bytes, same settings)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE items SET state = 'done', error = NULL, worker = NULL, node = NULL, pid = NULL, "
+                         "finished_at = ?, seconds = 0, duplicate_of = ? WHERE id = ?", (time.time(), of, item_id))
 
     def set_warning(self, item_id: str, warning: str | None) -> None:
         """Something the user must know about a finished item (e.g. frames lost to a damaged file)."""

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 STATES = ("done", "failed", "skipped", "refused")
 THUMB = 160
-RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "warning", "seconds", "worker", "node")
+RECORD_KEYS = ("id", "kind", "source", "output", "state", "reason", "warning", "seconds", "worker", "node",
+               "duplicate_of")
 
 
 def _video_frame(path: Path) -> Image.Image | None:
@@ -82,6 +83,7 @@ def summarize(records: list[dict], settings: dict, started: float, finished: flo
         "seconds": round(finished - started, 3),
         "counts": {**{state: counts.get(state, 0) for state in STATES}, "total": len(records)},
         "settings": settings,
+        "duplicates": sum(bool(r.get("duplicate_of")) for r in records),  # outputs copied, not computed
         "records": [{key: r.get(key) for key in RECORD_KEYS} | {k: v for k, v in r.items() if k not in RECORD_KEYS}
                     for r in records],
     }
@@ -119,7 +121,9 @@ def render_html(summary: dict) -> str:
              "<h1>nst run report</h1>",
              f"<p>Started {esc(summary['started_iso'])}, {summary['seconds']:.1f} s in total.</p>",
              '<div class="counts">' + "".join(f"<span>{esc(state)}: {counts[state]}</span>"
-                                             for state in (*STATES, "total")) + "</div>"]
+                                             for state in (*STATES, "total"))
+             + (f"<span>duplicates: {summary['duplicates']}</span>" if summary.get("duplicates") else "")
+             + "</div>"]
     done = [r for r in records if r.get("state") in ("done", "skipped")]
     parts.append(f'<h2>Before / after ({len(done)})</h2><div class="grid" id="grid">')
     for r in done:
@@ -127,6 +131,8 @@ def render_html(summary: dict) -> str:
         timing = f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
         where = " on ".join(str(x) for x in (r.get("worker"), r.get("node")) if x)
         note = f"<br>{esc(str(r['reason']))}" if r.get("reason") else ""
+        if r.get("duplicate_of"):
+            note += f"<br>duplicate of {esc(str(r['duplicate_of']))} (identical photo: its output copied)"
         parts.append(
             f'<div class="card {esc(str(r.get("state")))}"><div class="pair">'
             f'{_img(thumbnail_uri(r.get("source")), "before")}{_img(thumbnail_uri(r.get("output")), "after")}'
