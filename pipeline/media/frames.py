@@ -1,9 +1,11 @@
-"""Video sources and sinks: probe, decode at a working size, encode H.264 with the source audio.
+"""Video sources and sinks: probe, decode at a working size, encode with the source's timing and tracks.
 
-Decoding uses OpenCV; the pip build of OpenCV has no H.264 encoder, so frames go to a
-near-lossless intermediate (FFV1, or MJPEG at full quality) through cv2.VideoWriter and ffmpeg
-transcodes that to libx264 at the source's exact rational frame rate, copying its audio.
-ffmpeg is always called with an argument list, never through a shell.
+Decoding uses OpenCV. The pip build of OpenCV has no H.264 encoder, so frames go to ffmpeg (the
+binary bundled with imageio-ffmpeg) through a pipe: raw RGB at the exact rational rate when the
+source's frames sit on a constant-rate grid, or a minimal Matroska stream that carries each frame's
+presentation time when they do not (variable frame rate). A second ffmpeg pass adds the source's
+audio tracks (copied where the container plays them, re-encoded where it does not), its subtitle
+tracks, chapters and metadata. ffmpeg is always called with an argument list, never through a shell.
 """
 from __future__ import annotations
 
@@ -36,13 +38,27 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", "
                               ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"})
 _STREAM_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<rest>.*)")
 _STREAM_AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: ")
+# "Stream #0:1[0x2](eng): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, 5.1, fltp, 384 kb/s (default)"
+_STREAM = re.compile(r"^\s*Stream #0:(?P<index>\d+)(?:\[[^\]]*\])?(?:\((?P<lang>[^)]*)\))?: "
+                     r"(?P<kind>Video|Audio|Subtitle|Data|Attachment): (?P<codec>[\w-]+)(?P<rest>.*)$",
+                     re.MULTILINE)
 _RATE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<k>k?) (?P<unit>fps|tbr)\b")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6,
+                    "6.1": 7, "7.1": 8}
 
 
 class VideoOpenFailure(VideoError):
     """The file is missing, not a video, or no decoder opens it."""
+
+
+class VideoIndexMissing(VideoOpenFailure):
+    """An MP4/MOV whose index (moov atom) is absent or cut: the recording stopped before it was written.
+
+    Its own class because the remedy differs from "not a video": the frames are in the file, and a
+    repair tool can rebuild the index from an intact clip recorded by the same device.
+    """
 
 
 class FrameRateUnavailable(VideoError):
@@ -53,18 +69,53 @@ class VideoDecodeError(VideoError):
     """Decoding produced no frames, or failed part-way."""
 
 
+class FramesLost(VideoDecodeError):
+    """Fewer frames decode than the container announces: the file is damaged or was cut short.
+
+    Usually a warning rather than a failure (the frames that decode are usable); ``str()`` is the
+    one line to show, naming the file.
+    """
+
+    def __init__(self, path: Path | str, decoded: int, expected: int) -> None:
+        self.decoded, self.expected = decoded, expected
+        super().__init__(path, f"decoded {decoded} of {expected} frames ({expected - decoded} lost; "
+                               "the file is damaged or was cut short)")
+
+
 class VideoEncodeError(VideoError):
-    """Writing the intermediate file or the ffmpeg transcode failed."""
+    """Encoding or muxing failed."""
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream of a file as ffmpeg lists it."""
+
+    index: int  # position in the file: ffmpeg's 0:<index>
+    kind: str  # "video" | "audio" | "subtitle" | "data" | "attachment"
+    codec: str  # ffmpeg's decoder name: "aac", "pcm_s16le", "subrip", "h264", ...
+    language: str | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    attached_picture: bool = False  # cover art, not the video
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     path: Path
-    frame_count: int
+    frame_count: int  # as the container announces it; a damaged file may decode fewer
     fps: Fraction
-    width: int
+    width: int  # as displayed: rotation metadata is applied by the decoder
     height: int
     has_audio: bool
+    streams: tuple[StreamInfo, ...] = ()
+
+    @property
+    def audio_streams(self) -> tuple[StreamInfo, ...]:
+        return tuple(s for s in self.streams if s.kind == "audio")
+
+    @property
+    def subtitle_streams(self) -> tuple[StreamInfo, ...]:
+        return tuple(s for s in self.streams if s.kind == "subtitle")
 
 
 def ffmpeg_exe() -> str:
@@ -111,8 +162,81 @@ def _parse_rate(info: str) -> str | None:
     return rates.get("fps") or rates.get("tbr")
 
 
+def parse_streams(info: str) -> tuple[StreamInfo, ...]:
+    """The streams of the first input in an ``ffmpeg -i`` listing."""
+    streams = []
+    for m in _STREAM.finditer(info):
+        rest = m.group("rest")
+        channels = sample_rate = None
+        if m.group("kind") == "Audio":
+            rate = re.search(r"(\d+) Hz", rest)
+            sample_rate = int(rate.group(1)) if rate else None
+            layout = re.search(r"Hz, ([^,]+)", rest)
+            if layout:
+                text = layout.group(1).strip()
+                counted = re.match(r"(\d+) channels", text)
+                channels = int(counted.group(1)) if counted else _LAYOUT_CHANNELS.get(text.split("(")[0])
+        lang = m.group("lang")
+        streams.append(StreamInfo(int(m.group("index")), m.group("kind").lower(), m.group("codec"),
+                                  lang if lang and lang != "und" else None, channels, sample_rate,
+                                  "(attached pic)" in rest))
+    return tuple(streams)
+
+
+# Top-level boxes that may open an ISO-BMFF (MP4, MOV, 3GP) file; anything else is not one.
+_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof",
+                         b"mfra", b"meta", b"pdin", b"styp", b"sidx", b"junk"})
+
+
+def mp4_index_problem(path: Path | str) -> str | None:
+    """Why an MP4/MOV file has no whole index (moov box): "missing", "cut", or None (it has one,
+    or the file is not MP4/MOV at all).
+
+    Cameras and phones write the media data first and the index last, when recording stops; a
+    battery or card that gives out, or a copy stopped early, leaves the data without the index.
+    Walks the top-level boxes only (a few reads, whatever the file size).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    seen_mdat = False
+    with open(path, "rb") as handle:
+        offset = 0
+        while offset + 8 <= size:
+            handle.seek(offset)
+            header = handle.read(16)
+            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if kind not in _BMFF_BOXES:
+                return None if offset == 0 else ("missing" if seen_mdat else None)
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:  # runs to the end of the file
+                box_size = size - offset
+            if box_size < 8:
+                return "missing" if seen_mdat else None
+            if kind == b"moov":
+                return "cut" if offset + box_size > size else None
+            seen_mdat = seen_mdat or kind == b"mdat"
+            offset += box_size
+    return "missing" if seen_mdat else None
+
+
+def _index_failure(path: Path, problem: str) -> VideoIndexMissing:
+    if problem == "cut":
+        reason = ("MP4 index (moov atom) cut short: the file ends inside its index, so no frame can be located; "
+                  "copy the file again from its source if there is one")
+    else:
+        reason = ("MP4 index (moov atom) missing: the file was cut short while recording (power loss, a full card "
+                  "or an interrupted copy), so no frame can be located; a repair tool such as untrunc can "
+                  "rebuild the index from an intact clip recorded by the same device")
+    return VideoIndexMissing(path, reason)
+
+
 def probe(path: Path | str) -> VideoInfo:
-    """Checks the file opens as a video with frames, a size and a frame rate; raises VideoError."""
+    """Checks the file opens as a video with frames, a size and a frame rate; raises VideoError.
+
+    Cheap: reads headers only. ``frame_count`` is what the container announces; ``frame_timing``
+    decodes the stream to say how many frames really decode and when each is shown.
+    """
     path = Path(path)
     if not path.exists():
         raise VideoOpenFailure(path, "file not found")
@@ -122,6 +246,9 @@ def probe(path: Path | str) -> VideoInfo:
         raise VideoOpenFailure(path, "empty file (0 bytes)")
     info = ffmpeg_info(path)
     if not _STREAM_VIDEO.search(info):
+        problem = mp4_index_problem(path)
+        if problem:
+            raise _index_failure(path, problem)
         reason = "not a video (no video stream)"
         if "Invalid data found" in info:
             reason = "not a video (ffmpeg finds no known container in it)"
@@ -129,6 +256,9 @@ def probe(path: Path | str) -> VideoInfo:
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
+            problem = mp4_index_problem(path)
+            if problem:
+                raise _index_failure(path, problem)
             raise VideoOpenFailure(path, "OpenCV cannot open this video")
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -143,7 +273,88 @@ def probe(path: Path | str) -> VideoInfo:
         raise FrameRateUnavailable(path, "unknown or zero frame rate")
     if count <= 0:
         raise VideoDecodeError(path, "the container reports zero frames")
-    return VideoInfo(path, count, fps, width, height, bool(_STREAM_AUDIO.search(info)))
+    return VideoInfo(path, count, fps, width, height, bool(_STREAM_AUDIO.search(info)), parse_streams(info))
+
+
+# ---------------------------------------------------------------------------- frame timing
+_FRAME_LINE = re.compile(r"^\d+,\s*-?\d+,\s*(?P<pts>-?\d+),\s*(?P<duration>-?\d+),", re.MULTILINE)
+_TIME_BASE = re.compile(r"^#tb 0: (\d+)/(\d+)", re.MULTILINE)
+GRID_TOLERANCE = Fraction(1, 1000)  # s: frames this close to the constant-rate grid are on it
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """When each decoded frame of a video is shown: what a variable-frame-rate copy must keep.
+
+    ``pts`` are presentation times in ``time_base`` units, in the order frames leave the decoder
+    (the order OpenCV yields them), measured from the start of the file (the origin its audio
+    shares), so ``pts[0]`` may be above 0 when the video starts after the audio. Small and
+    picklable: it can travel to another process.
+    """
+
+    time_base: Fraction
+    pts: tuple[int, ...]
+    last_duration: int  # time_base units the last frame is shown
+    expected: int = 0  # frames the container announces; 0 when unknown
+
+    @property
+    def decoded(self) -> int:
+        return len(self.pts)
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.decoded)
+
+    @property
+    def start(self) -> Fraction:
+        """Seconds from the file's start to the first frame."""
+        return self.pts[0] * self.time_base if self.pts else Fraction(0)
+
+    def seconds(self) -> list[Fraction]:
+        """Presentation time of each frame, exact, from the first frame."""
+        return [(p - self.pts[0]) * self.time_base for p in self.pts]
+
+    def on_grid(self, fps: Fraction) -> bool:
+        """True when every frame sits on the constant-rate grid of ``fps`` (within a tick or 1 ms).
+
+        Judged on the cumulative position, not the frame-to-frame steps: small steady deviations
+        (a phone's "30 fps" that really runs at 29.98) add up to audio drift.
+        """
+        tolerance = max(self.time_base, GRID_TOLERANCE)
+        return all(abs(t - i / fps) <= tolerance for i, t in enumerate(self.seconds()))
+
+    def lost_frames(self, path: Path | str) -> FramesLost | None:
+        """The one-line report of frames lost, when any were."""
+        return FramesLost(path, self.decoded, self.expected) if self.lost else None
+
+
+def frame_timing(path: Path | str, expected: int | None = None) -> FrameTiming:
+    """Decodes the first video stream once (ffmpeg, no pixel copies) for every frame's time.
+
+    This is also the honest frame count of a damaged file: ``decoded`` of ``expected``.
+    ``expected`` defaults to the container's announced count (``probe``).
+    """
+    path = Path(path)
+    if expected is None:
+        expected = probe(path).frame_count
+    # passthrough: every decoded frame, none dropped or duplicated to a rate; demux: times in the
+    # stream's own time base, unrounded; wrapped_avframe: no pixel conversion or copy.
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate",
+                           "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
+                           "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
+                          capture_output=True, text=True, errors="replace", check=False)
+    tb = _TIME_BASE.search(proc.stdout)
+    frames = [(int(m.group("pts")), int(m.group("duration"))) for m in _FRAME_LINE.finditer(proc.stdout)]
+    if tb is None or not frames:
+        last = (proc.stderr.strip().splitlines() or ["no frame decodes"])[-1]
+        raise VideoDecodeError(path, f"no frame decodes ({last})")
+    return FrameTiming(Fraction(int(tb.group(1)), int(tb.group(2))), tuple(p for p, _ in frames),
+                       max(frames[-1][1], 0), expected)
+
+
+def frames_lost(path: Path | str, decoded: int, expected: int) -> FramesLost | None:
+    """The one-line report for a caller that counted its own decoded frames, when some were lost."""
+    return FramesLost(path, decoded, expected) if decoded < expected else None
 
 
 def working_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -157,7 +368,8 @@ def working_size(width: int, height: int, size: int) -> tuple[int, int]:
 def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """RGB float32 [0, 255] frames at the working size, frames [start, stop) of the file.
 
-    Stops quietly where the decoder stops; callers compare the count with ``probe`` to warn.
+    Stops quietly where the decoder stops (OpenCV gives up at the first damaged packet); callers
+    compare the count with ``probe``'s ``frame_count`` and report ``frames_lost``.
     """
     path = Path(path)
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -334,6 +546,84 @@ class BackgroundSink:
 
 
 # ---------------------------------------------------------------------------- encoding
+CODECS = ("h264", "hevc", "prores", "ffv1")
+# The suffix each codec's output should carry; encode_video takes the container from the suffix.
+CODEC_SUFFIX = {"h264": ".mp4", "hevc": ".mp4", "prores": ".mov", "ffv1": ".mkv"}
+_CONTAINER_OF_SUFFIX = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_CONTAINERS_OF_CODEC = {"h264": ("mp4", "mov", "matroska"), "hevc": ("mp4", "mov", "matroska"),
+                        "prores": ("mov", "matroska"), "ffv1": ("matroska",)}
+
+# H.264 defaults, chosen with benchmarks/bench_encode.py (96 frames at 256 px of three real clips,
+# stylized by a flow-chain stand-in): how much the encoded video adds to the warping error of the
+# frames it is made from. Stylized frames carry fine texture that x264 re-synthesises differently
+# in each frame; psy-rd is what does that on purpose (it keeps texture energy, not texture), and
+# veryslow's 16 reference frames and exhaustive motion search copy the texture along instead.
+# On the steadiest clip, crf 18 medium (the old default) added 22%, lossless 4:2:0 itself 9.3%,
+# this setting 7.6% at 1.12x the old size with 0.4 dB more PSNR; the other clips stay within
+# +-5% at any crf up to 23. Cost: about 4 frames/s at 1280x720 on two busy cores, seconds against
+# the hours of stylising the same frames. Nothing in yuv420p reached the 5% target on that clip.
+H264_CRF = 16
+H264_PRESET = "veryslow"
+H264_TUNE: str | None = None
+X264_PARAMS: str | None = "psy-rd=0.0,0.0"
+# HEVC, same benchmark: crf 16 medium adds at most 3.0% and flickers no more than the H.264 default.
+HEVC_CRF = 16
+HEVC_PRESET = "medium"
+
+# Audio codecs each container plays well when copied; others are re-encoded to the fallback.
+# MP4: what phones, browsers and editors decode in MP4 (PCM, FLAC or Vorbis in MP4 are not).
+# MOV: an editor's container, PCM native. Matroska holds anything ffmpeg decodes.
+_COPY_AUDIO = {"mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"}),
+               "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac"})}
+_FALLBACK_AUDIO = {"mp4": "aac", "mov": "pcm_s24le", "matroska": "flac"}
+_TEXT_SUBTITLES = frozenset({"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text", "microdvd", "subviewer",
+                             "subviewer1", "jacosub", "sami", "realtext", "stl", "pjs", "mpl2", "vplayer",
+                             "eia_608"})
+_BT709 = ["-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
+
+
+def output_suffix(codec: str) -> str:
+    """The file suffix for ``codec``'s default container (".mp4", ".mov" or ".mkv")."""
+    if codec not in CODEC_SUFFIX:
+        raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}")
+    return CODEC_SUFFIX[codec]
+
+
+def _container(codec: str, out_path: Path) -> str:
+    if codec not in CODECS:
+        raise VideoEncodeError(out_path, f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}")
+    container = _CONTAINER_OF_SUFFIX.get(out_path.suffix.lower())
+    if container not in _CONTAINERS_OF_CODEC[codec]:
+        raise VideoEncodeError(out_path, f"{codec} cannot be written to a {out_path.suffix or 'suffix-less'} file; "
+                                         f"use {CODEC_SUFFIX[codec]}")
+    return container
+
+
+def _video_args(codec: str, crf: int | None, preset: str | None) -> list[str]:
+    """Encoder arguments. Frames arrive as sRGB; YUV outputs are converted with and tagged as
+    BT.709 (untagged video is shown as BT.601 or BT.709 depending on the player and its height)."""
+    # setparams: the encoder takes primaries and transfer from the frames, which scale leaves unset
+    to_yuv = ["-vf", ("scale=out_color_matrix=bt709:out_range=tv,"
+                      "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv")]
+    if codec == "h264":
+        args = ["-c:v", "libx264", "-preset", preset or H264_PRESET, "-crf", str(H264_CRF if crf is None else crf)]
+        args += ["-tune", H264_TUNE] if H264_TUNE else []
+        args += ["-x264-params", X264_PARAMS] if X264_PARAMS else []
+        return [*to_yuv, *args, "-pix_fmt", "yuv420p", *_BT709]
+    if codec == "hevc":
+        # hvc1: the sample entry Apple's players require for HEVC in MP4/MOV.
+        return [*to_yuv, "-c:v", "libx265", "-preset", preset or HEVC_PRESET, "-crf",
+                str(HEVC_CRF if crf is None else crf), "-x265-params", "log-level=error", "-tag:v", "hvc1",
+                "-pix_fmt", "yuv420p", *_BT709]
+    if codec == "prores":
+        # 422 HQ, 10 bit, the intermediate editors expect; apl0 makes Apple's tools treat it as their own.
+        return [*to_yuv, "-c:v", "prores_ks", "-profile:v", "3", "-vendor", "apl0", "-pix_fmt", "yuv422p10le",
+                *_BT709]
+    # FFV1 keeps the RGB frames bit-exact (an archival master); every frame a key frame for editing.
+    return ["-vf", "setparams=color_primaries=bt709:color_trc=iec61966-2-1:colorspace=gbr:range=pc",
+            "-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt", "bgr0"]
+
+
 def _even(frame: np.ndarray) -> np.ndarray:
     """Pads odd sides by one replicated row/column (4:2:0 chroma needs even sides)."""
     h, w = frame.shape[:2]
@@ -342,80 +632,275 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
 
 
-def _open_intermediate(folder: Path, stem: str, fps: Fraction, wh: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:
-    attempts = (("FFV1", ".mkv", None), ("MJPG", ".avi", 100))
-    for fourcc, suffix, quality in attempts:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".intermediate{suffix}")
-        os.close(fd)
-        writer = cv2.VideoWriter(tmp, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), float(fps), wh)
-        if writer.isOpened():
-            if quality is not None:
-                writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
-            return writer, Path(tmp)
-        writer.release()
-        Path(tmp).unlink(missing_ok=True)
-    raise VideoEncodeError(folder / stem, "OpenCV's VideoWriter opens neither FFV1 nor MJPEG here")
+def _as_rgb24(frame: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8:
+        frame = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(_even(frame))
 
 
-def _transcode(intermediate: Path, out_tmp: Path, fps: Fraction, audio_source: Path | None, crf: int,
-               audio_codec: str) -> subprocess.CompletedProcess:
-    rate = f"{fps.numerator}/{fps.denominator}"
-    # -r before -i regenerates the intermediate's timestamps at the exact rational rate.
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-r", rate,
-            "-i", str(intermediate)]
-    if audio_source is not None:
-        args += ["-i", str(audio_source), "-map", "0:v:0", "-map", "1:a?"]
-    else:
-        args += ["-map", "0:v:0"]
-    args += ["-c:v", "libx264", "-preset", "medium", "-crf", str(crf), "-pix_fmt", "yuv420p",
-             "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-r", rate, "-movflags", "+faststart"]
-    if audio_source is not None:
-        args += ["-c:a", audio_codec] + (["-b:a", "192k"] if audio_codec == "aac" else [])
-    args += ["-f", "mp4", str(out_tmp)]
-    return subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
+# A minimal Matroska writer: raw RGB frames with nanosecond timestamps, streamed to ffmpeg's stdin.
+# ffmpeg reads no other format that carries an arbitrary time for each frame from a pipe (rawvideo
+# and Y4M only know a constant rate), and a one-nanosecond clock maps back exactly onto any source
+# time base coarser than a nanosecond once ffmpeg rounds to that base.
+def _ebml(element_id: int, payload: bytes) -> bytes:
+    return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big") + (0x01 << 56 | len(payload)).to_bytes(
+        8, "big") + payload
+
+
+def _ebml_uint(element_id: int, value: int) -> bytes:
+    return _ebml(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def _mkv_header(width: int, height: int) -> bytes:
+    ebml = _ebml(0x1A45DFA3, _ebml_uint(0x4286, 1) + _ebml_uint(0x42F7, 1) + _ebml_uint(0x42F2, 4)
+                 + _ebml_uint(0x42F3, 8) + _ebml(0x4282, b"matroska") + _ebml_uint(0x4287, 4)
+                 + _ebml_uint(0x4285, 2))
+    info = _ebml(0x1549A966, _ebml_uint(0x2AD7B1, 1) + _ebml(0x4D80, b"nst") + _ebml(0x5741, b"nst"))
+    video = _ebml(0xE0, _ebml_uint(0xB0, width) + _ebml_uint(0xBA, height) + _ebml(0x2EB524, b"RGB\x18"))
+    track = _ebml(0xAE, _ebml_uint(0xD7, 1) + _ebml_uint(0x73C5, 1) + _ebml_uint(0x83, 1) + _ebml_uint(0x9C, 0)
+                  + _ebml(0x22B59C, b"und") + _ebml(0x86, b"V_UNCOMPRESSED") + video)
+    segment_unknown_size = bytes.fromhex("1853806701ffffffffffffff")
+    return ebml + segment_unknown_size + info + _ebml(0x1654AE6B, track)
+
+
+def _mkv_frame(rgb: np.ndarray, time_ns: int, duration_ns: int) -> list[bytes | memoryview]:
+    """One cluster holding one block (track 1, relative time 0) and its duration; the pixels
+    are returned as a separate buffer so they are never copied into a bytes object."""
+    data = memoryview(rgb).cast("B")
+    block_header = b"\x81\x00\x00\x00"
+    block_size = len(block_header) + len(data)
+    block = bytes.fromhex("a1") + (0x01 << 56 | block_size).to_bytes(8, "big")
+    duration = _ebml_uint(0x9B, duration_ns)
+    group_size = len(block) + block_size + len(duration)
+    group = bytes.fromhex("a0") + (0x01 << 56 | group_size).to_bytes(8, "big")
+    timestamp = _ebml_uint(0xE7, time_ns)
+    cluster_size = len(timestamp) + len(group) + group_size
+    cluster = bytes.fromhex("1f43b675") + (0x01 << 56 | cluster_size).to_bytes(8, "big")
+    return [cluster + timestamp + group + block + block_header, data, duration]
+
+
+class _FrameClock:
+    """Each output frame's time and duration in nanoseconds, from the source's timing.
+
+    Frames beyond the timing (the source decoded fewer here than in the caller's decoder) follow
+    at the last frame's duration; times are kept strictly increasing.
+    """
+
+    def __init__(self, timing: FrameTiming, fps: Fraction) -> None:
+        self.tb = timing.time_base
+        self.ticks = [p - timing.pts[0] for p in timing.pts]
+        nominal = max(1, round(1 / (fps * self.tb)))
+        self.last = timing.last_duration or (self.ticks[-1] - self.ticks[-2] if len(self.ticks) > 1 else nominal)
+        self.previous = -1
+
+    def tick(self, index: int) -> int:
+        if index < len(self.ticks):
+            return self.ticks[index]
+        return self.ticks[-1] + (index - len(self.ticks) + 1) * self.last
+
+    def at(self, index: int) -> tuple[int, int]:
+        now = max(self.tick(index), self.previous + 1)
+        self.previous = now
+        end = max(self.tick(index + 1), now + 1)
+        return self._ns(now), self._ns(end) - self._ns(now)
+
+    def _ns(self, ticks: int) -> int:
+        return round(ticks * self.tb * 1_000_000_000)
+
+
+def _audio_plan(streams: Iterable[StreamInfo], container: str, reencode_all: bool) -> list[str]:
+    args: list[str] = []
+    for k, stream in enumerate(s for s in streams if s.kind == "audio"):
+        args += ["-map", f"1:{stream.index}"]
+        keep = container == "matroska" or stream.codec in _COPY_AUDIO[container] or (
+            container == "mov" and stream.codec.startswith("pcm_"))
+        if keep and not reencode_all:
+            args += [f"-c:a:{k}", "copy"]
+            continue
+        target = _FALLBACK_AUDIO[container]
+        args += [f"-c:a:{k}", target]
+        if target == "aac":
+            channels = stream.channels or 2
+            args += [f"-b:a:{k}", f"{max(128, min(512, 96 * channels))}k"]
+            if stream.sample_rate and stream.sample_rate > 96000:  # the AAC encoder's ceiling
+                args += [f"-ar:a:{k}", "48000"]
+        log.info("audio track %d (%s) re-encoded as %s for %s", k + 1, stream.codec, target, container)
+    return args
+
+
+def _subtitle_plan(streams: Iterable[StreamInfo], container: str, out_path: Path) -> list[str]:
+    args: list[str] = []
+    k = 0
+    for stream in (s for s in streams if s.kind == "subtitle"):
+        text = stream.codec in _TEXT_SUBTITLES
+        if container == "matroska":
+            codec = "srt" if stream.codec == "mov_text" else "copy"
+        elif text:
+            codec = "mov_text"  # the only text subtitle format MP4 and MOV players read
+        else:
+            log.warning("%s: subtitle track %d (%s, pictures) has no place in %s; left out", out_path,
+                        stream.index, stream.codec, container)
+            continue
+        args += ["-map", f"1:{stream.index}", f"-c:s:{k}", codec]
+        k += 1
+    return args
+
+
+def _run_ffmpeg(args: list[str], out_path: Path, what: str) -> None:
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args],
+                          capture_output=True, text=True, errors="replace", check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise VideoEncodeError(out_path, f"ffmpeg could not {what}: {last}")
+
+
+def _mux(video: Path, source: Path, out_tmp: Path, out_path: Path, container: str, offset: Fraction,
+         codec: str) -> None:
+    """The encoded video with the source's audio and subtitle tracks, chapters and metadata.
+
+    The video is copied; audio is copied where the container plays it, else re-encoded. If ffmpeg
+    refuses a copy, every audio track is re-encoded; if it still fails, subtitles are left out.
+    """
+    streams = parse_streams(ffmpeg_info(source))
+    shift = ["-itsoffset", f"{float(offset):.9f}"] if offset > 0 else []
+    tail = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
+    base = [*shift, "-i", str(video), "-i", str(source), "-map", "0:v:0", "-c:v", "copy",
+            *(["-tag:v", "hvc1"] if codec == "hevc" else []),
+            # global metadata (creation time, title, location) and chapters of the source; not its
+            # file-type brands, which describe the source's container
+            "-map_metadata", "1", "-map_chapters", "1", "-metadata", "major_brand=", "-metadata", "minor_version=",
+            "-metadata", "compatible_brands="]
+    if container == "matroska":
+        base += ["-map", "1:t?", "-c:t", "copy"]  # fonts the subtitles use
+    attempts = [(False, True), (True, True), (True, False)]
+    for n, (reencode_all, subtitles) in enumerate(attempts):
+        args = [*base, *_audio_plan(streams, container, reencode_all),
+                *(_subtitle_plan(streams, container, out_path) if subtitles else []), *tail, "-f", container,
+                str(out_tmp)]
+        try:
+            _run_ffmpeg(args, out_path, "add the source's audio and subtitles")
+            if not subtitles and any(s.kind == "subtitle" for s in streams):
+                log.warning("%s: the source's subtitles could not be added; left out", out_path)
+            return
+        except VideoEncodeError as exc:
+            if n == len(attempts) - 1:
+                raise
+            log.info("%s: %s; retrying with %s", source, exc.reason,
+                     "every audio track re-encoded" if n == 0 else "subtitles left out")
 
 
 def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, audio_source: Path | None,
-                 crf: int = 18) -> Path:
-    """Writes RGB [0, 255] frames as H.264 MP4 at ``fps`` with the audio of ``audio_source``, atomically."""
+                 crf: int | None = None, *, codec: str = "h264", source: Path | str | None = None,
+                 timing: FrameTiming | None = None, preset: str | None = None) -> Path:
+    """Writes RGB [0, 255] frames as a video, atomically, and returns ``out_path``.
+
+    ``codec`` is "h264" (default: yuv420p, what every player opens), "hevc", "prores" (422 HQ) or
+    "ffv1" (lossless RGB); ``out_path``'s suffix picks the container and must suit the codec
+    (``CODEC_SUFFIX``: .mp4, .mp4, .mov, .mkv; .mov and .mkv also take H.264/HEVC). ``crf`` and
+    ``preset`` apply to H.264/HEVC (None: the measured defaults).
+
+    Timing: frame i is shown at ``timing``'s i-th time when the source's frames are off a
+    constant-rate grid (variable frame rate), else at i / ``fps`` exactly. With ``source`` and no
+    ``timing``, the source's timing is decoded here.
+
+    Tracks: every audio track, subtitle track, chapter and the global metadata of ``source`` (or,
+    without it, of ``audio_source``) are carried over; see ``_mux`` for when audio is re-encoded.
+    """
     out_path = Path(out_path)
+    container = _container(codec, out_path)
+    tracks_from = Path(source) if source is not None else (Path(audio_source) if audio_source is not None else None)
+    if timing is None and source is not None:
+        try:
+            timing = frame_timing(source, expected=0)
+        except VideoError as exc:
+            log.warning("%s; writing frames at a constant %s fps", exc, fps)
+    variable = timing is not None and not timing.on_grid(fps)
+    offset = timing.start if timing is not None and tracks_from is not None else Fraction(0)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer: cv2.VideoWriter | None = None
-    intermediate: Path | None = None
+    suffix = out_path.suffix.lower()
+    video_tmp: Path | None = None
     try:
-        count = 0
-        for frame in frames:
-            frame = _even(np.asarray(frame))
-            if writer is None:
-                writer, intermediate = _open_intermediate(out_path.parent, out_path.name, fps,
-                                                          (frame.shape[1], frame.shape[0]))
-                size = frame.shape[:2]
-            elif frame.shape[:2] != size:
-                raise VideoEncodeError(out_path, f"frame {count + 1} is {frame.shape[1]}x{frame.shape[0]}, "
-                                                 f"the first was {size[1]}x{size[0]}")
-            bgr = cv2.cvtColor(np.clip(np.rint(frame), 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-            writer.write(bgr)
-            count += 1
-        if writer is None:
-            raise VideoEncodeError(out_path, "no frames to write")
-        writer.release()
-        writer = None
-        with atomic_target(out_path, suffix=".part.mp4") as out_tmp:
-            proc = _transcode(intermediate, out_tmp, fps, audio_source, crf, "copy")
-            if proc.returncode != 0 and audio_source is not None:
-                log.info("%s: audio stream copy refused (%s); re-encoding the audio as AAC",
-                         audio_source, proc.stderr.strip().splitlines()[-1:] or "")
-                proc = _transcode(intermediate, out_tmp, fps, audio_source, crf, "aac")
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-                raise VideoEncodeError(out_path, f"ffmpeg could not encode H.264: {last}")
-        log.debug("wrote %s: %d frames at %s fps", out_path, count, fps)
+        with atomic_target(out_path, suffix=f".part{suffix}") as out_tmp:
+            if tracks_from is None:
+                target = out_tmp
+            else:
+                fd, name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=f".video{suffix}")
+                os.close(fd)
+                video_tmp = target = Path(name)
+            count = _encode_frames(frames, target, out_path, container, codec, fps,
+                                   timing if variable else None, crf, preset, final=tracks_from is None)
+            if tracks_from is not None:
+                _mux(target, tracks_from, out_tmp, out_path, container, offset, codec)
+        log.debug("wrote %s: %d frames, %s", out_path, count,
+                  "variable frame rate (source timestamps)" if variable else f"{fps} fps")
         return out_path
     finally:
-        if writer is not None:
-            writer.release()
-        if intermediate is not None:
-            Path(intermediate).unlink(missing_ok=True)
+        if video_tmp is not None:
+            video_tmp.unlink(missing_ok=True)
+
+
+def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, container: str, codec: str,
+                   fps: Fraction, timing: FrameTiming | None, crf: int | None, preset: str | None,
+                   final: bool) -> int:
+    """Streams the frames into ffmpeg: raw RGB at ``fps``, or Matroska with ``timing``'s times."""
+    proc: subprocess.Popen | None = None
+    clock = _FrameClock(timing, fps) if timing is not None else None
+    count = 0
+    with tempfile.TemporaryFile() as errors:
+        try:
+            for frame in frames:
+                rgb = _as_rgb24(frame)
+                if rgb.ndim != 3 or rgb.shape[2] != 3:
+                    raise VideoEncodeError(out_path, f"frame {count + 1} has shape {rgb.shape}, not (H, W, 3) RGB")
+                h, w = rgb.shape[:2]
+                if proc is None:
+                    size = (h, w)
+                    proc = _start_encoder(target, container, codec, fps, timing, crf, preset, final, (w, h), errors)
+                    if clock is not None:
+                        proc.stdin.write(_mkv_header(w, h))
+                elif (h, w) != size:
+                    raise VideoEncodeError(out_path, f"frame {count + 1} is {w}x{h}, the first was {size[1]}x{size[0]}")
+                if clock is not None:
+                    proc.stdin.writelines(_mkv_frame(rgb, *clock.at(count)))
+                else:
+                    proc.stdin.write(memoryview(rgb).cast("B"))
+                count += 1
+            if proc is None:
+                raise VideoEncodeError(out_path, "no frames to write")
+            proc.stdin.close()
+            returncode = proc.wait()
+        except BrokenPipeError:
+            returncode = proc.wait() if proc is not None else 1
+        except BaseException:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise
+        if returncode != 0:
+            errors.seek(0)
+            lines = errors.read().decode(errors="replace").strip().splitlines() or ["unknown error"]
+            raise VideoEncodeError(out_path, f"ffmpeg could not encode {codec}: {lines[-1]}")
+    return count
+
+
+def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timing: FrameTiming | None,
+                   crf: int | None, preset: str | None, final: bool, wh: tuple[int, int],
+                   errors: Any) -> subprocess.Popen:
+    if timing is None:
+        rate = f"{fps.numerator}/{fps.denominator}"
+        # a constant rate given to the raw input: frame i at exactly i / fps, the exact rational rate
+        source = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{wh[0]}x{wh[1]}", "-framerate", rate, "-i", "pipe:0"]
+    else:
+        tb = timing.time_base
+        # encode in the source's own time base, so each nanosecond time rounds back to its tick
+        source = ["-f", "matroska", "-i", "pipe:0", "-enc_time_base", f"{tb.numerator}/{tb.denominator}"]
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *source, "-map", "0:v:0",
+            "-fps_mode", "passthrough", *_video_args(codec, crf, preset)]
+    if final and container in ("mp4", "mov"):
+        args += ["-movflags", "+faststart"]
+    args += ["-f", container, str(target)]
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
 
 
 # ---------------------------------------------------------------------------- reading results back

@@ -1,0 +1,247 @@
+"""Every container handled faithfully: frame timing, audio and subtitle tracks, codecs, damaged files.
+
+Tiny clips (testsrc at 64x48, a few frames) are generated here with the bundled ffmpeg.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.media.frames import (
+    CODEC_SUFFIX,
+    FramesLost,
+    VideoEncodeError,
+    VideoIndexMissing,
+    VideoOpenFailure,
+    encode_video,
+    ffmpeg_exe,
+    frame_timing,
+    frames_lost,
+    output_suffix,
+    probe,
+    read_frames,
+)
+
+NTSC = Fraction(30000, 1001)
+H264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args], check=True)
+
+
+def listing(path: Path) -> str:
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
+                          check=False).stderr
+
+
+def stream_lines(path: Path, kind: str) -> list[str]:
+    return [line for line in listing(path).splitlines() if re.search(rf"Stream #0:\d+.*: {kind}: ", line)]
+
+
+def packet_hashes(path: Path, stream: str) -> list[str]:
+    """MD5 of each packet of one stream, copied: equal lists mean the stream was not re-encoded."""
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", stream,
+                          "-c", "copy", "-f", "framemd5", "-"], capture_output=True, text=True, check=True).stdout
+    # stream, dts, pts, duration, size, hash[, side data]: the payload's hash only (a container keeps
+    # the AAC priming as side data of its own kind)
+    return [line.split(",")[5].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+def vfr_clip(path: Path) -> Path:
+    """10 frames, the first five at 30 fps, then gaps of 0.3, 0.17, 0.17, 0.2 and 0.23 s."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30", "-frames:v", "10",
+           "-vf", r"setpts='(N*3+if(gte(N\,5)\,N*N\,0))/90/TB'", "-fps_mode", "passthrough",
+           "-enc_time_base", "1/90000", *H264, str(path))
+    return path
+
+
+def test_variable_frame_rate_keeps_every_frame_time_through_decode_and_encode(tmp_path):
+    src = vfr_clip(tmp_path / "vfr.mp4")
+    timing = frame_timing(src)
+    assert timing.decoded == timing.expected == 10 and timing.lost == 0
+    times = timing.seconds()
+    assert times[5] - times[4] > Fraction(1, 4)  # really variable
+    info = probe(src)
+    assert not timing.on_grid(info.fps)
+    frames = list(read_frames(src, 64))
+    out = encode_video(frames, tmp_path / "out" / "vfr.stylized.mp4", info.fps, None, source=src)
+    again = frame_timing(out)
+    assert again.decoded == 10 and again.seconds() == times  # exact: same time base, same ticks
+    assert again.time_base == timing.time_base
+    # Matroska (FFV1) keeps times to the millisecond, its clock in ffmpeg.
+    mkv = encode_video(frames, tmp_path / "out" / "vfr.mkv", info.fps, None, source=src, codec="ffv1")
+    assert all(abs(a - b) <= Fraction(1, 1000) for a, b in zip(frame_timing(mkv).seconds(), times, strict=True))
+
+
+def test_a_constant_rate_source_keeps_its_exact_rational_rate_and_frame_count(tmp_path):
+    src = tmp_path / "ntsc.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30000/1001", "-frames:v", "9", *H264, str(src))
+    timing = frame_timing(src)
+    assert timing.on_grid(NTSC)
+    out = encode_video(read_frames(src, 64), tmp_path / "ntsc.out.mp4", NTSC, None, source=src)
+    info = probe(out)
+    assert info.fps == NTSC and info.frame_count == 9
+    assert frame_timing(out).seconds() == [Fraction(i * 1001, 30000) for i in range(9)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ntsc.mp4", "ntsc.out.mp4"]  # no temp files left
+
+
+def test_pcm_becomes_aac_mp4_audio_is_copied_and_every_audio_and_subtitle_track_survives(tmp_path):
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:00,400\nBonjour\n\n"
+                                       "2\n00:00:00,400 --> 00:00:00,800\nau revoir\n")
+    src = tmp_path / "tracks.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+           "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000", "-i", str(tmp_path / "subs.srt"),
+           "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-t", "0.8", *H264,
+           "-c:a:0", "pcm_s16le", "-c:a:1", "aac", "-c:s", "srt",
+           "-metadata:s:a:1", "language=deu", "-metadata:s:s:0", "language=fra", str(src))
+    info = probe(src)
+    assert [s.codec for s in info.audio_streams] == ["pcm_s16le", "aac"]
+    assert [(s.codec, s.language) for s in info.subtitle_streams] == [("subrip", "fra")]
+    frames = list(read_frames(src, 64))
+    out = encode_video(frames, tmp_path / "tracks.mp4", info.fps, src)
+    audio = stream_lines(out, "Audio")
+    assert len(audio) == 2 and all(": Audio: aac" in line for line in audio), audio
+    assert "(deu)" in audio[1]
+    assert packet_hashes(out, "0:a:1") == packet_hashes(src, "0:a:1")  # AAC copied, not re-encoded
+    subtitles = stream_lines(out, "Subtitle")
+    assert len(subtitles) == 1 and "mov_text" in subtitles[0] and "(fra)" in subtitles[0], subtitles
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(out), "-map", "0:s:0",
+                           "-f", "srt", "-"], capture_output=True, text=True, check=True).stdout
+    assert "Bonjour" in text and "au revoir" in text
+    # The same tracks in MOV keep PCM as it is (editors want it) and in Matroska everything is copied.
+    mov = encode_video(frames, tmp_path / "tracks.mov", info.fps, None, source=src, codec="prores")
+    assert ": Audio: pcm_s16le" in stream_lines(mov, "Audio")[0]
+    mkv = encode_video(frames, tmp_path / "tracks.ffv1.mkv", info.fps, None, source=src, codec="ffv1")
+    assert packet_hashes(mkv, "0:a:0") == packet_hashes(src, "0:a:0")
+    assert "subrip" in stream_lines(mkv, "Subtitle")[0]
+
+
+def test_codec_choices_give_the_expected_codec_container_and_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [np.repeat(np.repeat(rng.uniform(0, 255, (12, 16, 3)), 4, 0), 4, 1).astype(np.float32)
+              for _ in range(4)]
+    expected = {"h264": (r"Input #0, mov,mp4", r"Video: h264 \(High\) \(avc1.*yuv420p\(tv, bt709"),
+                "hevc": (r"Input #0, mov,mp4", r"Video: hevc .*\(hvc1.*yuv420p"),
+                "prores": (r"Input #0, mov,mp4", r"Video: prores \(HQ\).*yuv422p10le"),
+                "ffv1": (r"Input #0, matroska", r"Video: ffv1.*bgr0")}
+    for codec, (container, video) in expected.items():
+        out = encode_video(frames, tmp_path / f"clip.{codec}{output_suffix(codec)}", Fraction(24), None, codec=codec)
+        text = listing(out)
+        assert re.search(container, text) and re.search(video, text), (codec, text)
+        info = probe(out)
+        assert info.frame_count == 4 and info.fps == 24 and (info.width, info.height) == (64, 48)
+    lossless = list(read_frames(tmp_path / "clip.ffv1.mkv", 64))
+    assert all(np.array_equal(a, b) for a, b in zip(lossless, np.rint(frames), strict=True))
+    assert CODEC_SUFFIX == {"h264": ".mp4", "hevc": ".mp4", "prores": ".mov", "ffv1": ".mkv"}
+    with pytest.raises(VideoEncodeError, match=r"prores cannot be written to a \.mp4 file; use \.mov"):
+        encode_video(frames, tmp_path / "wrong.mp4", Fraction(24), None, codec="prores")
+    with pytest.raises(VideoEncodeError, match="unknown codec"):
+        encode_video(frames, tmp_path / "wrong.mp4", Fraction(24), None, codec="vp9")
+    assert not list(tmp_path.glob(".*"))  # no temp files left by any of them
+
+
+def test_an_mp4_without_its_index_gets_its_own_one_line_message(tmp_path):
+    full = tmp_path / "recording.mp4"
+    # no +faststart: the index (moov) goes last, as a camera writes it when recording stops
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "24", *H264, "-g", "4", str(full))
+    data = full.read_bytes()
+    assert data.find(b"moov") > data.find(b"mdat")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoIndexMissing) as caught:
+        probe(cut)
+    message = str(caught.value)
+    assert message.startswith(f"{cut}: MP4 index (moov atom) missing: the file was cut short while recording")
+    assert "\n" not in message and "not a video" not in message
+    # cut inside the index itself
+    inside = tmp_path / "inside.mp4"
+    inside.write_bytes(data[: data.find(b"moov") + 40])
+    with pytest.raises(VideoIndexMissing, match="moov atom"):
+        probe(inside)
+    # anything else is still "not a video"
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n" * 20)
+    with pytest.raises(VideoOpenFailure, match="not a video") as other:
+        probe(text)
+    assert not isinstance(other.value, VideoIndexMissing)
+
+
+def test_a_truncated_clip_reports_how_many_frames_were_lost(tmp_path):
+    full = tmp_path / "full.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=25", "-frames:v", "24", *H264, "-g", "6",
+           "-movflags", "+faststart", str(full))
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 55 // 100])
+    info = probe(cut)
+    assert info.frame_count == 24  # what the intact index announces
+    timing = frame_timing(cut)
+    assert 0 < timing.decoded < 24 and timing.lost == 24 - timing.decoded
+    lost = timing.lost_frames(cut)
+    assert isinstance(lost, FramesLost) and lost.path == cut
+    assert str(lost) == (f"{cut}: decoded {timing.decoded} of 24 frames ({timing.lost} lost; "
+                         "the file is damaged or was cut short)")
+    # OpenCV stops at the first damaged packet, ffmpeg conceals it and goes on: count what you decoded
+    decoded = sum(1 for _ in read_frames(cut, 48))
+    assert 0 < decoded <= timing.decoded
+    assert frames_lost(cut, decoded, info.frame_count).decoded == decoded
+    assert frames_lost(full, 24, 24) is None and frame_timing(full).lost_frames(full) is None
+    # the frames that do decode encode at their own times
+    out = encode_video(read_frames(cut, 48), tmp_path / "cut.out.mp4", info.fps, None, source=cut)
+    assert probe(out).frame_count == decoded
+
+
+def test_rotation_is_applied_once_and_not_written_again(tmp_path):
+    plain = tmp_path / "plain.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "3", *H264, str(plain))
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated))
+    assert "Display Matrix: rotation of 90" in listing(rotated)
+    info = probe(rotated)
+    assert (info.width, info.height) == (48, 64)  # as displayed
+    frames = list(read_frames(rotated, 64))
+    assert frames[0].shape == (64, 48, 3)
+    upright = np.rot90(next(read_frames(plain, 64)), 1)  # 90 degrees counter-clockwise, as displayed
+    assert np.abs(frames[0] - upright).mean() < 3
+    out = encode_video(frames, tmp_path / "out.mp4", info.fps, None, source=rotated)
+    assert "Display Matrix" not in listing(out)  # the pixels are upright already
+    again = probe(out)
+    assert (again.width, again.height) == (48, 64)
+    decoded = next(read_frames(out, 64))
+    # the same picture after a lossy encode, not turned or mirrored
+    assert np.abs(decoded - frames[0]).mean() < 8 < np.abs(decoded - frames[0][::-1, ::-1]).mean()
+
+
+def test_a_video_that_starts_after_its_audio_keeps_its_offset(tmp_path):
+    src = tmp_path / "late.mkv"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-itsoffset", "0.2", "-f", "lavfi",
+           "-i", "testsrc=size=64x48:rate=25", "-map", "1:v", "-map", "0:a", "-frames:v", "10", "-t", "0.6",
+           *H264, "-c:a", "aac", str(src))
+    timing = frame_timing(src)
+    assert abs(timing.start - Fraction(1, 5)) <= Fraction(1, 1000)
+    info = probe(src)
+    out = encode_video(read_frames(src, 64), tmp_path / "late.mp4", info.fps, None, source=src)
+    assert abs(frame_timing(out).start - timing.start) <= Fraction(1, 1000)
+
+
+def test_a_frame_source_that_fails_part_way_leaves_no_output_and_no_temp_files(tmp_path):
+    src = vfr_clip(tmp_path / "vfr.mp4")  # the variable-rate path (Matroska through the pipe)
+    frame = np.full((48, 64, 3), 128, np.float32)
+
+    def failing():
+        yield frame
+        yield frame
+        raise RuntimeError("decoder died")
+
+    out_dir = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="decoder died"):
+        encode_video(failing(), out_dir / "x.mp4", Fraction(25), None, source=src)
+    with pytest.raises(VideoEncodeError, match="frame 2 is 32x48, the first was 64x48"):
+        encode_video([frame, frame[:, :32]], out_dir / "y.mp4", Fraction(25), None)
+    assert list(out_dir.iterdir()) == []
