@@ -13,7 +13,8 @@ two-loop recursion runs on the free gradient, and the trial point is clipped int
 accepted steps enter the history, and only with positive curvature, so the inverse Hessian
 estimate stays positive definite.
 
-Every loop pass is one evaluation, so a budget of N evaluations costs exactly N network passes.
+Every loop pass is one evaluation (the first evaluates the start point), so a budget of N
+evaluations costs exactly N network passes, and the network appears once in the traced graph.
 The caller runs blocks of K passes inside one ``tf.function`` and reads the small ``status``
 tensor back once per block; the image, gradient and history never leave the device in between.
 """
@@ -65,15 +66,18 @@ def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(a * b)
 
 
-def start(fn: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], x0: tf.Tensor, history: int = HISTORY) -> State:
-    """Evaluates the start point (one evaluation) and returns an empty history around it."""
-    f, g = fn(x0)
-    n = tf.shape(x0)[0]
-    zeros = tf.zeros(tf.stack([history, n]), tf.float32)
-    return State(x=x0, f=f, g=g, s=zeros, y=zeros, rho=tf.zeros([history], tf.float32),
+def initial_state(x0: tf.Tensor, history: int = HISTORY) -> State:
+    """An empty history around the start point, not yet evaluated (the first loop pass does that).
+
+    Built without the network, so the network is traced once, in the block's loop body.
+    """
+    x0 = tf.convert_to_tensor(x0, tf.float32)
+    zeros = tf.zeros(tf.stack([history, tf.shape(x0)[0]]), tf.float32)
+    inf = tf.constant(float("inf"))
+    return State(x=x0, f=inf, g=tf.zeros_like(x0), s=zeros, y=zeros, rho=tf.zeros([history], tf.float32),
                  head=tf.constant(0), scale=tf.constant(1.0), rejects=tf.constant(0),
-                 evals=tf.constant(1), iters=tf.constant(0),
-                 recent=tf.fill([STOP_WINDOW + 1], f), done=tf.logical_not(tf.math.is_finite(f)))
+                 evals=tf.constant(0), iters=tf.constant(0),
+                 recent=tf.fill([STOP_WINDOW + 1], inf), done=tf.constant(False))
 
 
 def _direction(state: State, opts: Settings) -> tf.Tensor:
@@ -120,15 +124,24 @@ def _direction(state: State, opts: Settings) -> tf.Tensor:
 
 
 def _step(fn: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], state: State, opts: Settings) -> State:
-    """One trial point, one evaluation; accepted if it lowers the loss, else the next trial is shorter."""
-    d = _direction(state, opts)
+    """One trial point, one evaluation; accepted if it lowers the loss, else the next trial is shorter.
+
+    The first pass evaluates the start point itself.
+    """
+    first = tf.equal(state.evals, 0)
+    d = tf.cond(first, lambda: tf.zeros_like(state.x), lambda: _direction(state, opts))
     trial = tf.clip_by_value(state.x + state.scale * d, opts.lo, opts.hi)
     f_new, g_new = fn(trial)
     # Loop variables keep their static shapes (the network's reshapes would otherwise hide them).
     f_new = tf.ensure_shape(tf.cast(f_new, tf.float32), [])
     g_new = tf.ensure_shape(g_new, trial.shape)
     evals = state.evals + 1
-    accept = tf.logical_and(tf.math.is_finite(f_new), f_new < state.f)
+    finite = tf.math.is_finite(f_new)
+    accept = tf.logical_and(finite, f_new < state.f)
+
+    def started() -> State:  # a start point whose loss is not finite ends the run (the host says so)
+        return state._replace(x=trial, f=f_new, g=g_new, evals=evals, recent=tf.fill([STOP_WINDOW + 1], f_new),
+                              done=tf.logical_not(finite))
 
     def accepted() -> State:
         step = trial - state.x
@@ -165,7 +178,7 @@ def _step(fn: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], state: State, 
         rho = tf.where(reset, tf.zeros_like(state.rho), state.rho)
         return state._replace(rho=rho, scale=state.scale * shrink, rejects=rejects, evals=evals)
 
-    return tf.cond(accept, accepted, rejected)
+    return tf.cond(first, started, lambda: tf.cond(accept, accepted, rejected))
 
 
 def run_block(fn: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], state: State, opts: Settings,
@@ -196,7 +209,7 @@ def minimize(fn: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], x0, budget:
     Returns the final state and the number of host reads it took.
     """
     opts = settings(lo, hi, first_step_rms, tolerance)
-    state = tf.function(lambda x: start(fn, x, history))(tf.constant(x0, tf.float32))
+    state = initial_state(tf.constant(x0, tf.float32), history)
     blocks = tf.function(lambda st, b, trace: run_block(fn, st, opts, b, trace))
     reads = 0
     while True:

@@ -78,8 +78,6 @@ class Stylizer:
                                           jit_compile=self.jit_compile)
         self._adam_steps = tf.function(self._adam_steps_impl, reduce_retracing=True,
                                        jit_compile=self.jit_compile)
-        self._lbfgs_start = tf.function(self._lbfgs_start_impl, reduce_retracing=True,
-                                        jit_compile=self.jit_compile)
         self._lbfgs_block = tf.function(self._lbfgs_block_impl, reduce_retracing=True,
                                         jit_compile=self.jit_compile)
         self.host_reads = 0  # device-to-host reads made by optimise() (tests bound it per call)
@@ -220,10 +218,6 @@ class Stylizer:
             return loss, tf.reshape(tf.cast(grad, tf.float32), [-1])
         return objective
 
-    def _lbfgs_start_impl(self, x0, content_targets, grams, warped, mask, weights, style_masks=None):
-        objective = self._flat_objective(tf.shape(x0), content_targets, grams, warped, mask, weights, style_masks)
-        return lbfgs.start(objective, tf.reshape(x0, [-1]))
-
     def _lbfgs_block_impl(self, state, opts, budget, trace, shape, content_targets, grams, warped, mask, weights,
                           style_masks=None):
         objective = self._flat_objective(shape, content_targets, grams, warped, mask, weights, style_masks)
@@ -287,22 +281,19 @@ class Stylizer:
         trace_buffer = tf.zeros([opt.block_evaluations])
         history: list[tuple[int, float, float]] = []
         start = time.perf_counter()
-        state = self._lbfgs_start(x, targets.content, targets.grams, warped, mask, weights, targets.style_masks)
+        state = lbfgs.initial_state(tf.reshape(x, [-1]))  # the first block evaluates the start point
         done_evals, loss, flat = 0, float("nan"), False
         image, image_at = None, 0
-        if every == 1:  # the start point is evaluation 1
-            image, image_at = x0.copy(), 1
-            on_image(1, image)
         while done_evals < iterations and not flat:
             # A block stops at its budget, a tensor: capping it at the next multiple of save_every
             # ends the block where an image is due without retracing (the block length, the trace
             # buffer's static shape, stays optim.block_evaluations).
-            stop = iterations if every is None else min(iterations, (max(done_evals, 1) // every + 1) * every)
+            stop = iterations if every is None else min(iterations, (done_evals // every + 1) * every)
             state, report = self._lbfgs_block(state, opts, tf.constant(stop), trace_buffer, shape, targets.content,
                                               targets.grams, warped, mask, weights, targets.style_masks)
             report = report.numpy()  # the one host read per block
             loss, evals, _, stopped = report[:4]
-            losses_now = report[4:4 + int(evals) - max(done_evals, 1)]
+            losses_now = report[4:4 + int(evals) - done_evals]
             self.host_reads += 1
             if not np.isfinite(loss):
                 raise FloatingPointError("loss is not finite")
