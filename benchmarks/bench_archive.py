@@ -1,6 +1,7 @@
 """Photo-archive throughput and memory; prints numbers (not part of the test suite).
 
     .venv/bin/python benchmarks/bench_archive.py [--count 4] [--size 384] [--skip-speed] [--skip-memory]
+    .venv/bin/python benchmarks/bench_archive.py --estimate --count 6 --size 128
 
 1. Images per hour at --size with the default settings (configs/default.toml: L-BFGS, 200 final
    + 100 coarse iterations, scales [0.5, 1.0]), one process, one Stylizer, photos from
@@ -10,6 +11,8 @@
    the default working size, with and without image.keep_resolution, against a 640x427 photo as
    the baseline (TensorFlow and VGG-19 alone). The children run few iterations: memory does not
    grow with the iteration count, only time does.
+3. With --estimate: `nst run --dry-run`'s estimate (calibrated in the process) against the real
+   duration of the same run, then the estimate from the ledger that run left.
 """
 from __future__ import annotations
 
@@ -59,6 +62,37 @@ def speed(count: int, size: int) -> None:
           f"{3600 * len(times) / total:.1f} images/hour on this machine"
           + (f"; {3600 * (len(times) - 1) / sum(times[1:]):.1f} images/hour after the first (tracing)"
              if len(times) > 1 else ""))
+
+
+def estimate_vs_real(count: int, size: int) -> None:
+    """--dry-run's estimate (a calibration, no ledger yet) against the run it predicts, in this process."""
+    from pipeline import config as config_mod
+    from pipeline.batch.driver import RunOptions, run
+
+    photos = [IMAGES / name for name in CONTENTS if (IMAGES / name).is_file()][:count]
+    if not (IMAGES / STYLE).is_file() or not photos:
+        print(f"estimate: skipped ({IMAGES} has no {STYLE} or no content photos)")
+        return
+    config = config_mod.load(overrides={"image.size": size})
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "photos"
+        inputs.mkdir()
+        for photo in photos:
+            (inputs / photo.name).symlink_to(photo)
+        out = Path(tmp) / "out"
+        options = {"inputs": [inputs], "styles": [IMAGES / STYLE], "out_dir": out, "config": config,
+                   "quiet": True, "executor": "local"}
+        start = time.perf_counter()
+        guess = run(RunOptions(**options, dry_run=True)).estimate
+        calibration = time.perf_counter() - start
+        start = time.perf_counter()
+        run(RunOptions(**options))
+        real = time.perf_counter() - start
+        again = run(RunOptions(**options, dry_run=True, overwrite=True)).estimate
+    print(f"estimate: {len(photos)} photos at {size} px, one in-process worker: calibration estimate "
+          f"{guess.seconds:.0f} s (took {calibration:.0f} s), real {real:.0f} s, ratio estimate/real "
+          f"{guess.seconds / real:.2f}; from the ledger afterwards {again.seconds:.0f} s "
+          f"(ratio {again.seconds / real:.2f})")
 
 
 def make_big_jpeg(path: Path, width: int = 6000, height: int = 4000) -> Path:
@@ -116,10 +150,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--estimate", action="store_true",
+                        help="only compare the --dry-run estimate with the real duration (--count, --size)")
     parser.add_argument("--child-memory", nargs=2, metavar=("SOURCE", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         child_memory(Path(args.child_memory[0]), bool(int(args.child_memory[1])))
+        return
+    if args.estimate:
+        estimate_vs_real(args.count, args.size)
         return
     if not args.skip_memory:
         memory()
