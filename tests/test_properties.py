@@ -273,7 +273,9 @@ def invalid_document(draw, workdir: Path, fault: str | None = None) -> tuple[dic
                                words.map(lambda n: str(workdir / f"missing_{n}.png"))))
     elif fault == "wrong type":
         section, name = draw(st.sampled_from(KEYS))
-        value = draw(wrong_type(config.SCHEMA[section][name][0]))
+        value = draw(wrong_type(config.SCHEMA[section][name][0]).filter(
+            # true/false still mean luminance/off there, as before the key had modes
+            lambda v: not ((section, name) == ("image", "preserve_colors") and isinstance(v, bool))))
     elif fault == "out of range":
         section, name = draw(st.sampled_from(BOUNDED))
         value = draw(out_of_range(section, name))
@@ -340,7 +342,8 @@ OPTION_KEYS = {"--size": "image.size", "--iterations": "optim.iterations", "--sc
                "--optimizer": "optim.optimizer", "--content-loss-weight": "loss.content_weight",
                "--style-loss-weight": "loss.style_weight", "--tv-weight": "loss.tv_weight",
                "--init": "optim.init", "--pooling": "model.pooling", "--style-scale": "image.style_scale",
-               "--precision": "optim.precision", "--format": "image.format", "--max-memory": "image.max_memory"}
+               "--precision": "optim.precision", "--format": "image.format", "--max-memory": "image.max_memory",
+               "--preserve-colors": "image.preserve_colors"}
 # If validation ever let a case through, these keep the work it starts small.
 BASELINE = {"--size": "32", "--iterations": "1", "--scales": "1"}
 not_a_number = st.sampled_from(["abc", "", "1,5", "0x10", "one"])
@@ -369,7 +372,7 @@ def valid_options(workdir: Path, command: str) -> dict[str, st.SearchStrategy]:
         "--precision": st.sampled_from(["auto", "fp32"]), "--format": st.sampled_from(["auto", "png", "jpeg"]),
         "--preset": st.sampled_from([name for name, _, _ in config.list_presets()]),
         "--style-weight": st.floats(0.1, 2).map(repr),
-        "--preserve-colors": st.just(None), "--no-keep-resolution": st.just(None),
+        "--preserve-colors": st.sampled_from(["off", "luminance", "histogram"]), "--no-keep-resolution": st.just(None),
     }
     if command == "image":
         options["--max-memory"] = st.sampled_from(["", "8GB", "512 MB"])
@@ -381,7 +384,7 @@ def valid_options(workdir: Path, command: str) -> dict[str, st.SearchStrategy]:
 
 COMMON_FLAGS = ["--size", "--iterations", "--optimizer", "--content-loss-weight", "--style-loss-weight", "--tv-weight",
                 "--init", "--pooling", "--style-scale", "--scales", "--precision", "--format", "--config", "--preset",
-                "--style-weight"]
+                "--style-weight", "--preserve-colors"]
 FLAGS = {"image": [*COMMON_FLAGS, "--max-memory"], "run": [*COMMON_FLAGS, "--workers", "--gpus-per-worker"]}
 
 
@@ -409,7 +412,8 @@ def bad_option(draw, workdir: Path, flag: str) -> tuple[list[str], tuple[str, ..
         "--iterations": st.one_of(st.integers(max_value=0), st.integers(min_value=100001), not_an_int).map(str),
         "--optimizer": not_in(("lbfgs", "adam")), "--pooling": not_in(("max", "avg")),
         "--precision": not_in(("auto", "fp32", "bf16", "fp16")),
-        "--format": not_in(("auto", "png", "jpeg", "webp", "tiff")),
+        "--format": not_in(("auto", "png", "jpeg", "webp", "tiff", "png16", "tiff16")),
+        "--preserve-colors": not_in(("off", "luminance", "histogram")),
         "--content-loss-weight": bad_float(lo=0.0), "--style-loss-weight": bad_float(lo=0.0),
         "--tv-weight": bad_float(lo=0.0), "--style-scale": bad_float(lo=0.05, hi=8.0),
         "--init": st.one_of(st.sampled_from(["", "Content", str(workdir)]),
