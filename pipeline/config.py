@@ -13,13 +13,13 @@ import hashlib
 import json
 import math
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
-import tomllib
-
 from pipeline.errors import ConfigError
+
 
 def _config_dir() -> Path:
     """configs/ of the source tree (a checkout or an editable install), else the copy the wheel carries."""
@@ -165,6 +165,7 @@ class VideoConfig:
     segment_overlap: int = _f(lo=0)
     save_frames: bool = _f()
     crf: int = _f(lo=0, hi=51)
+    codec: str = _f(choices=("h264", "hevc", "prores", "ffv1"))
 
 
 @dataclass(frozen=True)

@@ -270,3 +270,15 @@ def test_frame_cursor_serves_consecutive_chunks_from_one_decoder(tmp_path):
     assert cursor.opens == 2
     assert len(cursor.read(18, 30)) == 2 and cursor.read(5, 5) == []  # the file ends; an empty range
     cursor.close()
+
+
+def test_codec_choice_picks_the_container_and_keeps_the_frames(tmp_path, style_png):
+    clip = moving_clip(tmp_path / "clip.mp4", 6, "96x64", "25", audio=False, codec=H264)
+    result = run("video", clip, "--style", style_png, "-o", tmp_path / "out", "--size", 48, "-n", 2,
+                 "--later-iterations", 2, "--codec", "ffv1", "-q")
+    assert result.exit_code == 0, result.output
+    made = tmp_path / "out" / "clip.mkv"  # FFV1 lives in Matroska
+    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(made)], capture_output=True, text=True,
+                             check=False).stderr
+    assert "Video: ffv1" in listing, listing
+    assert frame_count(made) == 6

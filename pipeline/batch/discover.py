@@ -20,7 +20,7 @@ from pipeline.media.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIX = ".mp4"  # stylized videos are always re-encoded as H.264 MP4
+VIDEO_SUFFIX = ".mp4"  # the default codec's container (H.264 MP4); video_suffix follows video.codec
 DEFAULT_MAX_PIXELS = 200_000_000
 
 
@@ -156,9 +156,9 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal]) -> list[tuple[Path
     return found
 
 
-def _output_suffix(source: Path, kind: str, fmt: str) -> str:
+def _output_suffix(source: Path, kind: str, fmt: str, video_suffix: str = VIDEO_SUFFIX) -> str:
     if kind == "video":
-        return VIDEO_SUFFIX
+        return video_suffix
     return FORMAT_SUFFIX[output_format(source, fmt)]
 
 
@@ -169,7 +169,8 @@ def _name_rank(source: Path, output: Path) -> int:
     return 1 if source.suffix.lower() == output.suffix else 2
 
 
-def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt: str) -> list[Item]:
+def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt: str,
+                    video_suffix: str = VIDEO_SUFFIX) -> list[Item]:
     """Distinct outputs for inputs that would share a name (photo.JPG + photo.jpeg, or a.jpg + a.png
     with a fixed format): the input already named like its output, else the first in
     sorted order, keeps the plain name, the others get their own
@@ -177,7 +178,7 @@ def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt:
     case-insensitively so the output tree survives a copy to a case-insensitive file system."""
     planned: list[tuple[str, str, Path, Path]] = []
     for item_id, kind, source in candidates:
-        suffix = _output_suffix(source, kind, fmt)
+        suffix = _output_suffix(source, kind, fmt, video_suffix)
         planned.append((item_id, kind, source, out_dir / Path(item_id).with_suffix(suffix)))
     planned.sort(key=lambda p: p[0])
     taken: dict[str, str] = {}
@@ -204,7 +205,7 @@ def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt:
 
 
 def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> Plan:
+             max_pixels: int = DEFAULT_MAX_PIXELS, video_suffix: str = VIDEO_SUFFIX) -> Plan:
     """Every file under the inputs, as an Item to process or a Refusal with its reason."""
     out_dir = Path(out_dir)
     check_no_overlap(inputs, out_dir)
@@ -252,7 +253,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 n += 1
             seen_ids.add(item_id)
             candidates.append((item_id, kind, path))
-    items = _assign_outputs(candidates, out_dir, fmt)
+    items = _assign_outputs(candidates, out_dir, fmt, video_suffix)
     # A file given directly from inside the output folder could map onto itself: never write over an input.
     sources = set(seen_sources)
     for item in items:

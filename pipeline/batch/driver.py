@@ -41,7 +41,7 @@ from pipeline.batch.segments import (
 )
 from pipeline.config import Config
 from pipeline.errors import InputError, NstError, VideoError
-from pipeline.media.frames import VIDEO_EXTENSIONS
+from pipeline.media.frames import CODEC_SUFFIX, VIDEO_EXTENSIONS
 from pipeline.media.images import load_image
 
 log = logging.getLogger(__name__)
@@ -411,8 +411,10 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     """All segments are on disk: cross-fade the overlaps, encode atomically, drop the frames."""
     from pipeline.media.frames import encode_video
 
+    # The source's frame times (variable frame rate kept), audio, subtitle tracks and chapters.
     encode_video(assembled_frames(out_dir, state.item.id, state.specs), state.item.output, state.fps,
-                 state.item.source if state.has_audio else None, crf=cfg.video.crf)
+                 state.item.source if state.has_audio else None, crf=cfg.video.crf, codec=cfg.video.codec,
+                 source=state.item.source)
 
 
 def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
@@ -497,7 +499,8 @@ def run(opts: RunOptions) -> RunResult:
         raise NstError(f"{len(masks)} --style-mask values for {len(opts.styles)} --style images; give one per style "
                        f"(none for a style that covers the whole image)")
     digest = config_hash(cfg, opts.styles, weights, masks)
-    plan = discover(opts.inputs, out_dir, cfg.image.format, max_pixels=cfg.image.max_pixels)
+    plan = discover(opts.inputs, out_dir, cfg.image.format, max_pixels=cfg.image.max_pixels,
+                    video_suffix=CODEC_SUFFIX[cfg.video.codec])
     result = RunResult(config_hash=digest, refused=len(plan.refused))
     started = time.time()
     if not plan.items and plan.refused and not opts.dry_run:

@@ -207,7 +207,9 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
           ] = None,
           temporal_weight: Annotated[float | None, typer.Option(
               "--temporal-weight", help="Weight of the temporal loss (flow mode).")] = None,
-          crf: Annotated[int | None, typer.Option("--crf", help="H.264 quality, 0-51 (lower is better).")] = None,
+          crf: Annotated[int | None, typer.Option("--crf", help="H.264/HEVC quality, 0-51 (lower is better).")] = None,
+          codec: Annotated[str | None, typer.Option(
+              "--codec", help="h264 (MP4, plays everywhere) | hevc (MP4) | prores (MOV) | ffv1 (MKV, lossless)")] = None,
           save_frames: Annotated[bool, typer.Option("--save-frames", help="Also write the frames as PNGs.")] = False,
           optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
@@ -224,6 +226,7 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
                        strength=strength)
     video_overrides = {"video.first_frame_iterations": iterations, "video.later_frame_iterations": later_iterations,
                        "video.temporal": temporal, "video.temporal_weight": temporal_weight, "video.crf": crf,
+                       "video.codec": codec,
                        "video.save_frames": save_frames or None}
     video_overrides = {k: v for k, v in video_overrides.items() if v is not None}
     if video_overrides:
