@@ -553,20 +553,21 @@ _CONTAINER_OF_SUFFIX = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "ma
 _CONTAINERS_OF_CODEC = {"h264": ("mp4", "mov", "matroska"), "hevc": ("mp4", "mov", "matroska"),
                         "prores": ("mov", "matroska"), "ffv1": ("matroska",)}
 
-# H.264 defaults, chosen with benchmarks/bench_encode.py (96 frames at 256 px of three real clips,
-# stylized by a flow-chain stand-in): how much the encoded video adds to the warping error of the
-# frames it is made from. Stylized frames carry fine texture that x264 re-synthesises differently
-# in each frame; psy-rd is what does that on purpose (it keeps texture energy, not texture), and
-# veryslow's 16 reference frames and exhaustive motion search copy the texture along instead.
-# On the steadiest clip, crf 18 medium (the old default) added 22%, lossless 4:2:0 itself 9.3%,
-# this setting 7.6% at 1.12x the old size with 0.4 dB more PSNR; the other clips stay within
-# +-5% at any crf up to 23. Cost: about 4 frames/s at 1280x720 on two busy cores, seconds against
-# the hours of stylising the same frames. Nothing in yuv420p reached the 5% target on that clip.
+# H.264 defaults, chosen with benchmarks/bench_encode.py: how much the encoded video adds to the
+# warping error of the frames it is made from (48 real stylized frames of bigbuckbunny at 256 px,
+# and 96 frames of three clips stylized by a flow-chain stand-in). Stylized frames carry fine
+# texture that x264 re-synthesises differently in each frame: psy-rd does that on purpose (it keeps
+# texture energy, not the texture), while veryslow's 16 reference frames and exhaustive motion
+# search copy it along instead. Against crf 18 medium (the old default) this adds 18.1% instead of
+# 22.4% on the real frames and 7.7% instead of 22.2% on the steadiest stand-in clip, with 0.2-0.8 dB
+# more PSNR, at 1.06-1.11x the size. No yuv420p setting reaches the 5% target on those two: 4:2:0
+# itself (lossless H.264) adds 18.6% and 9.3%; 4:4:4 or HEVC do better (see the benchmark).
+# Cost: about 4 frames/s at 1280x720 on two busy cores, little next to stylising the frames.
 H264_CRF = 16
 H264_PRESET = "veryslow"
 H264_TUNE: str | None = None
 X264_PARAMS: str | None = "psy-rd=0.0,0.0"
-# HEVC, same benchmark: crf 16 medium adds at most 3.0% and flickers no more than the H.264 default.
+# HEVC, same benchmark: crf 16 adds 11.8% on the real frames, at most 3.5% on the stand-in clips.
 HEVC_CRF = 16
 HEVC_PRESET = "medium"
 
@@ -602,8 +603,11 @@ def _container(codec: str, out_path: Path) -> str:
 def _video_args(codec: str, crf: int | None, preset: str | None) -> list[str]:
     """Encoder arguments. Frames arrive as sRGB; YUV outputs are converted with and tagged as
     BT.709 (untagged video is shown as BT.601 or BT.709 depending on the player and its height)."""
-    # setparams: the encoder takes primaries and transfer from the frames, which scale leaves unset
-    to_yuv = ["-vf", ("scale=out_color_matrix=bt709:out_range=tv,"
+    # area: chroma averaged over each 2x2 block before 4:2:0 drops it, which aliases less from frame
+    # to frame than the default bicubic (1 point less added warping error on real stylized frames,
+    # same PSNR). setparams: the encoder takes primaries and transfer from the frames, which scale
+    # leaves unset.
+    to_yuv = ["-vf", ("scale=out_color_matrix=bt709:out_range=tv:flags=area+accurate_rnd+full_chroma_int,"
                       "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv")]
     if codec == "h264":
         args = ["-c:v", "libx264", "-preset", preset or H264_PRESET, "-crf", str(H264_CRF if crf is None else crf)]
