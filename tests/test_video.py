@@ -282,3 +282,15 @@ def test_codec_choice_picks_the_container_and_keeps_the_frames(tmp_path, style_p
                              check=False).stderr
     assert "Video: ffv1" in listing, listing
     assert frame_count(made) == 6
+
+
+def test_frames_too_small_for_vgg_fail_once_with_a_clear_message(tmp_path, style_png):
+    clip = moving_clip(tmp_path / "strip.mp4", 4, "256x32", "25", audio=False, codec=H264)  # 48x6 at --size 48
+    out = tmp_path / "out"
+    result = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 2)
+    assert result.exit_code == 1, result.output
+    assert "too small" in result.output and "32 px" in result.output, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    (record,) = summary["records"]
+    assert record["state"] == "failed" and "too small" in record["reason"]
+    assert "retrying" not in result.output  # a property of the input: no second attempt
