@@ -158,3 +158,42 @@ def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Pa
         assert (frames_dir / f"seg{seg:04d}" / f"{i:06d}.png").stat().st_mtime_ns == mtime
     assert probe(out / "pan.mp4").frame_count == 24
     assert segment_progress(out) == {0: 13, 1: 12}  # backward 0-12 from key frame 12, forward 12-23
+
+
+def test_killed_nst_video_resumes_without_recomputing_finished_frames(tmp_path: Path, photo, painting) -> None:
+    """`nst video` (in this process, no Ray) is the same driver: its finished chunks survive a SIGKILL."""
+    from fractions import Fraction
+
+    from pipeline.media.frames import encode_video, probe
+
+    frames = [np.roll(photo, 2 * t, axis=1)[:48] for t in range(18)]
+    clip = encode_video(frames, tmp_path / "clip" / "pan.mp4", Fraction(24), None)
+    style = write_png(tmp_path / "style.png", painting)
+    config = tmp_path / "chunks.toml"
+    config.write_text("[image]\nsize = 64\nscales = [1.0]\n[optim]\niterations = 4\n"
+                      "[video]\nfirst_frame_iterations = 6\nlater_frame_iterations = 3\nchunk_frames = 3\n"
+                      "cut_threshold = 0.9\nsave_frames = true\n")  # frames kept: their mtimes tell
+    out = tmp_path / "out"
+    cmd = [str(NST), "video", str(clip), "--style", str(style), "-o", str(out), "--config", str(config), "--quiet"]
+    progress: dict[int, int] = {}
+
+    def mid_video() -> bool:
+        progress.clear()
+        progress.update(segment_progress(out))
+        return sum(progress.values()) >= 6
+
+    driver = kill_driver_when(cmd, mid_video, 0.1)
+    assert sum(progress.values()) >= 6, driver.stdout.read().decode(errors="replace")[-2000:]
+    progress = segment_progress(out)  # as the ledger stood when the driver died
+    assert progress == {0: progress[0]} and progress[0] < 18, progress  # one forward chain, interrupted
+    frames_dir = out / ".nst" / "frames" / "pan.mp4"
+    kept = {i: (frames_dir / "seg0000" / f"{i:06d}.png").stat().st_mtime_ns for i in range(progress[0])}
+
+    rerun = subprocess.run(cmd, env=DRIVER_ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for i, mtime in kept.items():  # the frames of the chunks the ledger called done were not recomputed
+        assert (frames_dir / "seg0000" / f"{i:06d}.png").stat().st_mtime_ns == mtime
+    assert len(list((frames_dir / "seg0000").glob("*.png"))) == 18
+    info, source = probe(out / "pan.mp4"), probe(clip)
+    assert info.frame_count == 18 and info.fps == source.fps
+    assert len(kept) >= 6
