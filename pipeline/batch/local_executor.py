@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.batch import protocol
 from pipeline.batch.protocol import Failure, Result, Task
 from pipeline.config import Config
-from pipeline.errors import NstError
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,8 @@ class InProcessPool:
         self.queue = deque(tasks)
         while self.queue:
             task = self.queue.popleft()
-            task.attempts += 1
-            try:
-                request = task.request()
-            except NstError as exc:  # the driver could not read the input
-                on_failure(task, getattr(exc, "reason", None) or exc.message)
+            request = protocol.begin(task, on_failure)
+            if request is None:
                 continue
             on_submit(task, self.slot)
             try:
@@ -76,17 +73,12 @@ class InProcessPool:
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as exc:
-                result = Failure(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                                 retryable=True)
+                result = Failure(protocol.error_line(exc), retryable=True)
                 log.debug("%s failed", task.label, exc_info=True)
             if not isinstance(result, Failure):
                 on_result(task, result)
-            elif result.retryable and task.attempts < max_attempts:
-                if on_retry is not None:
-                    on_retry(task, result.reason)
-                self.queue.appendleft(task)
             elif result.retryable:
-                on_failure(task, f"{result.reason} (gave up after {task.attempts} attempts)")
+                protocol.retry_or_fail(task, result.reason, self.queue, max_attempts, on_retry, on_failure)
             else:
                 on_failure(task, result.reason)
             if on_idle is not None:

@@ -6,6 +6,7 @@ input or setting could not, so those fail at once with their one-line reason.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,3 +90,33 @@ class Task:
     label: str
     attempts: int = 0
     extra: dict = field(default_factory=dict)
+
+
+# The steps every executor takes the same way around a worker call.
+def begin(task: Task, on_failure: Callable[[Task, str], None]) -> Request | None:
+    """Counts an attempt and builds the task's request; an input the driver cannot read fails the task."""
+    from pipeline.errors import NstError
+
+    task.attempts += 1
+    try:
+        return task.request()
+    except NstError as exc:
+        on_failure(task, getattr(exc, "reason", None) or exc.message)
+        return None
+
+
+def error_line(exc: BaseException) -> str:
+    """An unexpected error as one line: its type and the first line of its message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def retry_or_fail(task: Task, reason: str, queue: deque[Task], max_attempts: int,
+                  on_retry: Callable[[Task, str], None] | None, on_failure: Callable[[Task, str], None]) -> None:
+    """Another attempt, first in ``queue``, while attempts are left; else the task fails with the reason."""
+    if task.attempts < max_attempts:
+        if on_retry is not None:
+            on_retry(task, reason)
+        queue.appendleft(task)
+    else:
+        on_failure(task, f"{reason} (gave up after {task.attempts} attempts)")

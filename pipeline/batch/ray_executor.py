@@ -24,6 +24,7 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
+from pipeline.batch import protocol
 from pipeline.batch.protocol import Failure, Request, Result, Task
 from pipeline.config import Config
 from pipeline.errors import NstError
@@ -257,12 +258,7 @@ class WorkerPool:
         in_flight: dict[Any, tuple[Task, WorkerSlot, int]] = {}
 
         def retry_or_fail(task: Task, reason: str) -> None:
-            if task.attempts < max_attempts:
-                if on_retry is not None:
-                    on_retry(task, reason)
-                queue.appendleft(task)
-            else:
-                on_failure(task, f"{reason} (gave up after {task.attempts} attempts)")
+            protocol.retry_or_fail(task, reason, queue, max_attempts, on_retry, on_failure)
 
         while queue or in_flight:
             live = [s for s in self.slots if s.alive]
@@ -277,11 +273,8 @@ class WorkerPool:
                     break
                 slot = min(free, key=lambda s: s.in_flight)
                 task = queue.popleft()
-                task.attempts += 1
-                try:
-                    request = task.request()
-                except NstError as exc:  # the driver could not read the input
-                    on_failure(task, getattr(exc, "reason", None) or exc.message)
+                request = protocol.begin(task, on_failure)
+                if request is None:
                     continue
                 on_submit(task, slot)
                 ref = slot.handle.handle.remote(request)
@@ -309,7 +302,7 @@ class WorkerPool:
                     continue
                 except RayTaskError as exc:  # an unexpected exception inside the worker
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    retry_or_fail(task, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+                    retry_or_fail(task, protocol.error_line(cause))
                     continue
                 if not isinstance(result, Failure):
                     on_result(task, result)

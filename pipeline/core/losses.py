@@ -34,18 +34,23 @@ def gram(features: tf.Tensor, normalization: str = "relative") -> tf.Tensor:
     return raw / tf.cast(shape[1] * shape[2], features.dtype)
 
 
-def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor, normalization: str) -> tf.Tensor:
-    current = gram(features, normalization)
-    diff = tf.reduce_sum(tf.square(current - target_gram))
+def _gram_distance(current: tf.Tensor, target: tf.Tensor, channels: tf.Tensor, normalization: str,
+                   axis: list[int] | None = None) -> tf.Tensor:
+    """Squared distance between Gram matrices (over ``axis``, else all), normalised as configured."""
+    diff = tf.reduce_sum(tf.square(current - target), axis=axis)
     if normalization == "relative":
-        return diff / (tf.reduce_sum(tf.square(target_gram)) + EPS)
+        return diff / (tf.reduce_sum(tf.square(target), axis=axis) + EPS)
+    n = tf.cast(channels, diff.dtype)
     if normalization == "mean":
-        return diff / tf.cast(tf.size(target_gram), diff.dtype)
+        return diff / (n * n)  # the number of entries of one C x C Gram
     if normalization == "four_n2m2":
         # sum((G/M - A/M)^2) / (4 N^2) == sum((G - A)^2) / (4 N^2 M^2) for matching M.
-        n = tf.cast(tf.shape(features)[3], diff.dtype)
         return diff / (4.0 * n * n)
     raise ValueError(f"unknown style normalization {normalization!r}")
+
+
+def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor, normalization: str) -> tf.Tensor:
+    return _gram_distance(gram(features, normalization), target_gram, tf.shape(features)[3], normalization)
 
 
 def masked_gram(features: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
@@ -72,18 +77,8 @@ def masked_style_layer_loss(features: tf.Tensor, masks: tf.Tensor, target_grams:
     Targets [S, C, C] are each style's own Gram (not a blend): under a mask the generated texture
     has to match that one style, so two styles meet at the mask's edge instead of mixing.
     """
-    current = masked_gram(features, masks)
-    diff = tf.reduce_sum(tf.square(current - target_grams), axis=[1, 2])
-    if normalization == "relative":
-        per_style = diff / (tf.reduce_sum(tf.square(target_grams), axis=[1, 2]) + EPS)
-    elif normalization == "mean":
-        channels = tf.cast(tf.shape(features)[3], diff.dtype)
-        per_style = diff / (channels * channels)
-    elif normalization == "four_n2m2":
-        n = tf.cast(tf.shape(features)[3], diff.dtype)
-        per_style = diff / (4.0 * n * n)
-    else:
-        raise ValueError(f"unknown style normalization {normalization!r}")
+    per_style = _gram_distance(masked_gram(features, masks), target_grams, tf.shape(features)[3], normalization,
+                               axis=[1, 2])
     return tf.reduce_sum(tf.cast(shares, per_style.dtype) * per_style)
 
 
