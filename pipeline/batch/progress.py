@@ -57,3 +57,16 @@ def progress_bars(quiet: bool = False) -> Iterator[Progress | None]:
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False, disable=not sys.stderr.isatty() and False) as bar:
         yield bar
+
+
+def run_progress(quiet: bool) -> Progress | None:
+    """The run's one bar; redrawn twice a second, since its refresh thread costs the driver CPU all run long."""
+    if quiet:
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False, refresh_per_second=2)
+
+
+def say(quiet: bool, message: str) -> None:
+    if not quiet:
+        console.print(message, highlight=False)

@@ -321,7 +321,7 @@ def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, video
 @app.command()
 def status(output: Annotated[Path, typer.Argument(help="The output folder of a run.")] = Path("output")) -> None:
     """Done, running, failed (with reasons), remaining and an ETA, from the run's ledger."""
-    from pipeline.batch.driver import status_lines
+    from pipeline.batch.status import status_lines
 
     lines, failed = status_lines(output)
     for line in lines:
@@ -333,7 +333,7 @@ def status(output: Annotated[Path, typer.Argument(help="The output folder of a r
 @app.command()
 def info(address: AddressOpt = None) -> None:
     """The devices Ray and TensorFlow see on each node (starts a tiny local runtime if none is given)."""
-    from pipeline.batch.driver import info_lines
+    from pipeline.batch.status import info_lines
 
     for line in info_lines(address):
         typer.echo(line)

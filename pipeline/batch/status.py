@@ -1,0 +1,136 @@
+"""`nst status` and `nst info`: what the ledger says of a run, and what devices the workers see."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.batch.ledger import DONE, FAILED, PENDING, Ledger, driver_active
+
+
+def status_lines(out_dir: Path) -> tuple[list[str], int]:
+    """What `nst status` prints, from the ledger alone; the int is the number of failed items."""
+    out_dir = Path(out_dir)
+    with Ledger(out_dir, readonly=True) as ledger:
+        counts = ledger.counts()
+        segs = ledger.segment_counts()
+        active = driver_active(out_dir)
+        last = ledger.last_run()
+        rows = ledger.items()
+        seg_rows = ledger.conn.execute("SELECT * FROM segments").fetchall()
+    lines = []
+    if last is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
+        lines.append(f"last run: started {when}, config {last['config_hash']}, "
+                     f"{last['workers'] or '?'} worker(s), {'RUNNING now' if active else last['status']}")
+    running = counts["running"] if active else 0
+    stale = counts["running"] - running
+    remaining = counts[PENDING] + counts["running"]
+    lines.append(f"items: {counts[DONE]} done, {running} running, {counts[FAILED]} failed, {remaining} remaining"
+                 + (f" ({stale} interrupted, redone on the next run)" if stale else ""))
+    if sum(segs.values()):
+        frames_total = sum(r["stop"] - r["start"] for r in seg_rows)
+        frames_done = sum(_segment_frames_done(r) for r in seg_rows)
+        lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
+                     f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining; "
+                     f"{frames_done} of {frames_total} segment frames done")
+    if active:
+        for row in rows:
+            if row["state"] == "running" and row["kind"] == "image":
+                lines.append(f"  running  {row['id']} on {row['worker']} @ {row['node']}")
+    for row in rows:
+        if row["state"] == FAILED:
+            lines.append(f"  failed   {row['id']}: {row['error']}")
+    for row in rows:
+        if row["warning"]:
+            lines.append(f"  warning  {row['id']}: {row['warning']}")
+    eta = _eta(rows, seg_rows, (last["workers"] if last is not None else 0) or 1)
+    if remaining and eta is not None:
+        lines.append(f"ETA: about {duration(eta)} of work left at {(last['workers'] if last else 1) or 1} worker(s)"
+                     + ("" if active else " (no run in progress: rerun the same command to resume)"))
+    elif remaining:
+        lines.append("ETA: unknown until something finishes" + ("" if active else "; no run in progress"))
+    return lines, counts[FAILED]
+
+
+def _segment_frames_done(row: sqlite3.Row) -> int:
+    if row["state"] == DONE:
+        return row["stop"] - row["start"]
+    return row["done_frames"] if "done_frames" in row.keys() else 0  # noqa: SIM118 - column names
+
+
+def _eta(rows: list, seg_rows: list, workers: int) -> float | None:
+    """Seconds of work left: images at the mean time per image, video at the mean time per frame
+    (segments report every finished chunk, so this is known long before a segment ends)."""
+    image_times = [r["seconds"] for r in rows if r["kind"] == "image" and r["state"] == DONE and r["seconds"]]
+    images_left = sum(1 for r in rows if r["kind"] == "image" and r["state"] in (PENDING, "running"))
+    frames_done = sum(_segment_frames_done(r) for r in seg_rows)
+    frames_left = sum(r["stop"] - r["start"] - _segment_frames_done(r) for r in seg_rows if r["state"] != FAILED)
+    video_seconds = sum(r["seconds"] or 0.0 for r in seg_rows)
+    work = 0.0
+    if images_left:
+        if not image_times:
+            return None
+        work += images_left * float(np.mean(image_times))
+    if frames_left:
+        if not frames_done or not video_seconds:
+            return None
+        work += frames_left * video_seconds / frames_done
+    return work / max(1, workers)
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def info_lines(address: str | None = None) -> list[str]:
+    """Devices as Ray and TensorFlow see them, on every node (a tiny local runtime if none is given)."""
+    import ray
+
+    from pipeline.batch.runtime import start_ray, stop_ray
+
+    started = start_ray(address)  # all cores declared, so the worker plan below is what `nst run` would do
+    try:
+        lines = [f"Ray {ray.__version__}: {'embedded local runtime, dashboard off' if started else 'cluster'}"]
+        total = ray.cluster_resources()
+        lines.append("cluster resources: " + ", ".join(f"{k}={v:g}" for k, v in sorted(total.items())
+                                                       if not k.startswith("node:") and k != "object_store_memory"
+                                                       and k != "memory")
+                     + f", memory={total.get('memory', 0) / 1e9:.1f} GB")
+
+        @ray.remote(num_cpus=0)
+        def probe_node() -> dict:
+            from pipeline.core.tfsetup import tf
+
+            return {"host": os.uname().nodename, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "tf": tf.__version__,
+                    "devices": [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]}
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            res = node.get("Resources", {})
+            gpus = res.get("GPU", 0)
+            ref = probe_node.options(num_gpus=gpus, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node["NodeID"], soft=False)).remote()
+            seen = ray.get(ref, timeout=300)
+            lines.append(f"node {node['NodeManagerAddress']} ({seen['host']}, {node['NodeID'][:8]}): "
+                         f"CPU={res.get('CPU', 0):g} GPU={gpus:g}")
+            lines.append(f"  TensorFlow {seen['tf']} sees: {', '.join(seen['devices']) or 'nothing'}")
+            lines.append(f"  CUDA_VISIBLE_DEVICES={seen['cuda_visible_devices']!s} ray.get_gpu_ids()={seen['gpu_ids']}")
+        from pipeline.batch.ray_executor import plan_workers
+
+        lines.append(f"nst run would start: {plan_workers(total).reason}")
+        return lines
+    finally:
+        stop_ray(started)

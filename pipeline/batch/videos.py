@@ -1,0 +1,228 @@
+"""Videos in a run: segment plans, the chunk tasks of each segment's chain, and the encode of a
+finished video on a background thread."""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.batch.discover import Item
+from pipeline.batch.ledger import DONE, Ledger, SegmentSpec
+from pipeline.batch.options import RunOptions
+from pipeline.batch.progress import console, say
+from pipeline.batch.protocol import ChunkRequest, Task
+from pipeline.batch.segments import (
+    assembled_frames,
+    auto_segment_frames,
+    chain_previous,
+    chunk_range,
+    frames_dir,
+    plan_segments,
+    read_segment_frame,
+    settle_stop,
+    shot_keys,
+)
+from pipeline.config import Config
+from pipeline.errors import InputError, NstError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoState:
+    item: Item
+    specs: list[SegmentSpec]
+    fps: object
+    has_audio: bool
+    done: set[int] = field(default_factory=set)
+    seconds: float = 0.0
+    flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
+    progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
+    cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
+
+
+def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
+    """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan."""
+    from pipeline.media.cuts import CutDetector
+    from pipeline.media.frames import probe, read_frames
+
+    info = probe(item.source)
+    specs = ledger.segment_specs(item.id)
+    if not specs:
+        detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
+        starts, count = [], 0
+        for index, frame in enumerate(read_frames(item.source, 160)):  # cuts are judged on small frames
+            if detector.push(frame):
+                starts.append(index)
+            count += 1
+        if count == 0:
+            raise InputError(item.source, "no frame could be decoded")
+        if count < info.frame_count:
+            warning = (f"{count} of {info.frame_count} frames decoded, {info.frame_count - count} lost "
+                       f"(the file is damaged or was cut short)")
+            ledger.set_warning(item.id, warning)
+            console.print(f"[yellow]warning[/yellow] {item.source}: {warning}", highlight=False)
+        elif count != info.frame_count:
+            log.info("%s: the container says %d frames, %d decode; using %d", item.source, info.frame_count,
+                     count, count)
+        overlap = cfg.video.segment_overlap
+        length = cfg.video.segment_frames or auto_segment_frames(count, workers, overlap)
+        specs = plan_segments(count, starts, length, overlap)
+        ledger.set_segments(item.id, specs, digest)
+        log.info("%s: %d frames, %d shot(s), %d segment(s)", item.id, count, len(starts), len(specs))
+    rows = ledger.segments(item.id)
+    done = {r["idx"] for r in rows if r["state"] == DONE}
+    seconds = sum(r["seconds"] or 0.0 for r in rows)
+    progress = {r["idx"]: r["done_frames"] for r in rows if r["state"] != DONE}
+    return VideoState(item, specs, info.fps, info.has_audio, done, seconds, progress=progress)
+
+
+def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
+    """All segments are on disk: cross-fade the overlaps, encode atomically, drop the frames."""
+    from pipeline.media.frames import encode_video
+
+    # The source's frame times (variable frame rate kept), audio, subtitle tracks and chapters.
+    encode_video(assembled_frames(out_dir, state.item.id, state.specs), state.item.output, state.fps,
+                 state.item.source if state.has_audio else None, crf=cfg.video.crf, codec=cfg.video.codec,
+                 source=state.item.source)
+
+
+def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
+    """Segment frames go only after the ledger says done: a kill before that re-encodes from them."""
+    if not cfg.video.save_frames:
+        shutil.rmtree(frames_dir(out_dir, state.item.id), ignore_errors=True)
+
+
+def read_range(item: Item, start: int, stop: int, size: int) -> list[np.ndarray]:
+    return list(iter_range(item, start, stop, size))
+
+
+def iter_range(item: Item, start: int, stop: int, size: int,
+               frames: Iterable[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Frames [start, stop) as uint8 at the working size (decoded here unless ``frames`` brings
+    them); a frame that does not decode is an error."""
+    from pipeline.media.frames import read_frames
+
+    count = 0
+    for frame in read_frames(item.source, size, start, stop) if frames is None else frames:
+        count += 1
+        yield frame.astype(np.uint8)
+    if count != stop - start:
+        raise InputError(item.source, f"only {count} of frames {start}-{stop - 1} decode")
+
+
+COMPOSITE_FLOW_SIDE = 256  # px: ~6 ms per frame step on one core, whatever the working size
+
+
+def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
+    """What a worker needs to compute the segment's key frame exactly as every segment sharing it.
+
+    The shot's key frames up to the segment's own: each with the frames that settle it and, for
+    all but the first (with ``video.chain_keys``), the composite flow from the previous one. The
+    driver computes the flows once per video and keeps them for the other segments.
+    """
+    from pipeline.core.temporal import KeyStep, composite_flow
+
+    size = cfg.image.size
+    keys = shot_keys(spec, state.specs)
+    if not (cfg.video.chain_keys and cfg.video.temporal == "flow"):
+        keys = keys[-1:]
+    steps = []
+    for i, key in enumerate(keys):
+        frames = read_range(state.item, key, settle_stop(key, state.specs, cfg.video.settle_frames), size)
+        flow = mask = None
+        if i > 0:
+            if (keys[i - 1], key) not in state.flows:
+                frames_between = iter_range(state.item, keys[i - 1], key + 1, size)
+                state.flows[keys[i - 1], key] = composite_flow(frames_between, max_side=COMPOSITE_FLOW_SIDE)
+            flow, mask = state.flows[keys[i - 1], key]
+        steps.append(KeyStep(frames[0], frames[1:], flow, mask))
+    return steps
+
+
+def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out_dir: Path) -> Task:
+    """The worker call for the next chunk of a segment's chain, after its first ``done`` frames.
+
+    The first chunk starts at the key frame (``key_steps``); a later one continues from the frame
+    before it in chain order, read back from the segment's frames on disk with its source frame.
+    """
+    item = state.item
+    lo, hi = chunk_range(spec, done, cfg.video.chunk_frames)
+
+    def read(first: int, stop: int) -> list[np.ndarray]:
+        if spec.reverse:  # each chunk lies before the last one: decoded from the file's start
+            return read_range(item, first, stop, cfg.image.size)
+        from pipeline.media.frames import FrameCursor
+
+        # consecutive ranges, each starting with the previous one's last frame: one open decoder
+        cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
+        return list(iter_range(item, first, stop, cfg.image.size, cursor.read(first, stop)))
+
+    def request() -> ChunkRequest:
+        previous_index = chain_previous(spec, lo, hi)
+        if previous_index is None:
+            frames = np.stack(read(lo, hi))
+            return ChunkRequest(item.id, spec.idx, frames, cfg.video.temporal, spec.reverse,
+                                tuple(key_steps(state, spec, cfg)), None)
+        first, stop = min(lo, previous_index), max(hi, previous_index + 1)
+        frames = read(first, stop)
+        try:
+            stylized = read_segment_frame(out_dir, item.id, spec, previous_index)
+        except (OSError, ValueError) as exc:
+            raise NstError(f"{item.source}: frame {previous_index} of segment {spec.idx} is missing or damaged "
+                           f"in {frames_dir(out_dir, item.id)} ({exc}); rerun with --force to redo the video") from exc
+        previous = (np.clip(np.rint(stylized), 0, 255).astype(np.uint8), frames[previous_index - first])
+        own = np.stack(frames[lo - first:hi - first])
+        return ChunkRequest(item.id, spec.idx, own, cfg.video.temporal, spec.reverse, None, previous)
+
+    return Task(("segment", item.id, spec.idx, lo), request, f"{item.source} frames {lo}-{hi - 1}",
+                extra={"item": item, "spec": spec, "lo": lo, "hi": hi, "done": done})
+
+
+class VideoEncodes:
+    """Encodes finished videos on a background thread, so the driver keeps feeding the workers.
+
+    Only the encoding runs there; the ledger (one SQLite connection, the driver's thread) is
+    updated by ``collect`` when an encode has finished.
+    """
+
+    def __init__(self, opts: RunOptions, ledger: Ledger, done_now: set[str],
+                 fail_item: Callable[[Item, str], None]) -> None:
+        self.opts, self.ledger, self.done_now, self.fail_item = opts, ledger, done_now, fail_item
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self.running: list[tuple[VideoState, Future]] = []
+
+    def start(self, state: VideoState) -> None:
+        self.running.append((state, self.executor.submit(finish_video, state, Path(self.opts.out_dir),
+                                                         self.opts.config)))
+
+    def collect(self, wait: bool = False) -> None:
+        for state, future in list(self.running):
+            if not wait and not future.done():
+                continue
+            self.running.remove((state, future))
+            try:
+                future.result()
+            except NstError as exc:
+                self.fail_item(state.item, exc.message)
+                continue
+            except (OSError, ValueError) as exc:  # e.g. a segment frame missing or damaged on disk
+                self.fail_item(state.item, f"cannot assemble the video from its segment frames ({exc}); "
+                                           f"rerun with --force to redo it")
+                continue
+            self.ledger.mark_done(state.item.id, None, None, state.seconds)
+            drop_frames(state, Path(self.opts.out_dir), self.opts.config)
+            self.done_now.add(state.item.id)
+            say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), "
+                                  f"{state.seconds:.1f} s of work)")
+
+    def close(self) -> None:
+        # After an interruption an encode may still be writing its temporary file; the output
+        # appears whole or not at all, and the next run encodes again from the kept frames.
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
