@@ -1,4 +1,6 @@
-"""summary.json and report.html: counts, reasons, embedded thumbnails, and the page as a browser draws it."""
+"""summary.json and report.html: counts, reasons, thumbnails inlined for a small run or paged from index
+files for a large one, the page size at 100,000 items, and the page as a browser draws it (also live, during
+a real run)."""
 from __future__ import annotations
 
 import base64
@@ -7,13 +9,15 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.batch.report import write_report
+from pipeline.batch.report import CHUNK, write_report
+from pipeline.batch.thumbs import pair, thumb_key, write_thumb
 
 SOURCE_COLOUR = (200, 30, 160)  # magenta "before"
 OUTPUT_COLOUR = (20, 160, 150)  # teal "after"
@@ -52,11 +56,13 @@ def test_summary_and_page_content(tmp_path):
     page = html_path.read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "not a photo or video" in page and "starry.jpg" in page
-    thumbs = re.findall(r'src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(thumbs) == 4  # before and after for the two done items
-    first = Image.open(io.BytesIO(base64.b64decode(thumbs[0])))
-    assert first.size == (160, 120)
-    assert np.abs(np.asarray(first, float)[60, 80] - SOURCE_COLOUR).max() < 12
+    thumbs = re.findall(r'"d":"data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(thumbs) == 2  # one before | after pair for each done item, inlined (a small run)
+    first = np.asarray(Image.open(io.BytesIO(base64.b64decode(thumbs[0]))), float)
+    assert first.shape[:2] == (120, 2 * 160 + 8)
+    assert np.abs(first[60, 80] - SOURCE_COLOUR).max() < 12
+    assert np.abs(first[60, 168 + 80] - OUTPUT_COLOUR).max() < 12
+    assert page.index("Failures, refusals and warnings") < page.index("Before / after")
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from anywhere
     assert not list(out.glob(".*.part"))
 
@@ -68,6 +74,29 @@ def test_rewrite_replaces_the_report(tmp_path):
     assert json.loads(json_path.read_text())["counts"]["total"] == 1
 
 
+def test_page_stays_small_with_100000_items(tmp_path):
+    """The page holds counts, the first problems and a pager; the gallery lives in index files."""
+    out = tmp_path / "out"
+    out.mkdir()
+    records = [{"id": f"archive/{n // 100:04d}/IMG_{n:06d}.jpg", "kind": "image",
+                "source": f"/photos/archive/{n // 100:04d}/IMG_{n:06d}.jpg",
+                "output": f"{out}/archive/{n // 100:04d}/IMG_{n:06d}.jpg",
+                "state": "failed" if n % 100 == 7 else "done", "reason": "corrupt" if n % 100 == 7 else "",
+                "seconds": 1.25, "worker": "worker-1", "node": "node-a"} for n in range(100_000)]
+    json_path, html_path = write_report(out, records, {"image": {"size": 384}}, 0.0, 3600.0)
+    page = html_path.read_text()
+    assert html_path.stat().st_size < 100_000, html_path.stat().st_size
+    assert "done: 99000" in page and "failed: 1000" in page
+    assert "Failures, refusals and warnings (1000)" in page and "800 more in summary.json" in page
+    index = sorted((out / ".nst" / "report").glob("index-*.js"))
+    assert len(index) == 99_000 // CHUNK
+    assert max(p.stat().st_size for p in index) < 200 * CHUNK  # bytes per gallery entry, bounded
+    first = index[0].read_text()
+    assert first.startswith("nstChunk(0,") and "IMG_000000.jpg" in first and thumb_key(records[0]["id"]) in first
+    assert json_path.stat().st_size < 400 * len(records)  # summary.json stays linear
+    assert len(json.loads(json_path.read_text())["records"]) == 100_000
+
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
@@ -76,21 +105,35 @@ def _chromium() -> str:
     pytest.skip("chromium is not installed (scripts/ensure_chromium.sh installs it; needs root and network)")
 
 
-def test_report_renders_the_grid_in_chromium(tmp_path):
+def screenshot(page: Path, shot: Path, height: int = 900) -> np.ndarray:
+    """The page as headless Chromium draws it (scripts run, local files load), as an RGB array; the virtual
+    time stays below the live page's reload interval, which would otherwise start over."""
     browser = _chromium()
-    out, records = small_run(tmp_path)
-    _, html_path = write_report(out, records, {"image": {"size": 384}}, 0.0, 10.0)
-    shot = tmp_path / "shot.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-                    html_path.resolve().as_uri()], check=True, capture_output=True, timeout=120)
-    pixels = np.asarray(Image.open(shot).convert("RGB"), float)
+                    f"--user-data-dir={shot.parent / (shot.stem + '-profile')}", f"--screenshot={shot}",
+                    f"--window-size=1200,{height}", "--virtual-time-budget=2000", page.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(shot).convert("RGB"), float)
+
+
+def drawn(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
+    return int((np.abs(pixels - colour).max(axis=-1) < 16).sum())
+
+
+@pytest.mark.parametrize("self_contained", [True, False])
+def test_report_renders_the_grid_in_chromium(tmp_path, self_contained):
+    _chromium()
+    out, records = small_run(tmp_path)
+    for r in records[:2]:  # as the workers leave them: one before | after file per item
+        write_thumb(out, thumb_key(r["id"]), pair(Path(r["source"]), Path(r["output"])))
+    _, html_path = write_report(out, records, {"image": {"size": 384}}, 0.0, 10.0, self_contained=self_contained)
+    assert ("index-00000.js" in str(list((out / ".nst" / "report").glob("*.js")))) != self_contained
+    pixels = screenshot(html_path, tmp_path / "shot.png")
     assert pixels.shape[:2] == (900, 1200)
     assert pixels.std() > 20  # not a blank page
     for colour in (SOURCE_COLOUR, OUTPUT_COLOUR):
-        close = (np.abs(pixels - colour).max(axis=-1) < 16).sum()
-        assert close > 2 * 160 * 120 * 0.8, colour  # both thumbnails of each kind are drawn
+        assert drawn(pixels, colour) > 2 * 160 * 120 * 0.8, colour  # both items' halves of each kind are drawn
 
 
 def test_file_names_that_are_not_utf8(tmp_path):
@@ -100,3 +143,46 @@ def test_file_names_that_are_not_utf8(tmp_path):
     summary = json.loads(json_path.read_text(encoding="utf-8"))
     assert summary["records"][-1]["source"] == "/photos/caf\udce9.jpg"
     assert "caf\ufffd.jpg" in html_path.read_text(encoding="utf-8")
+
+
+def test_live_report_during_a_run_shows_finished_thumbnails_and_stops_reloading_at_the_end(tmp_path, painting):
+    """A real `nst run` (Ray, 2 workers): the page written while it works reloads itself and draws a
+    finished item's thumbnail in Chromium; the page left at the end no longer reloads."""
+    _chromium()
+    from conftest import write_png
+    from test_resume import DRIVER_ENV, NST
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in range(12):  # distinct bytes (identical photos would be done once), all close to the source colour
+        Image.new("RGB", (320, 240), (*SOURCE_COLOUR[:2], SOURCE_COLOUR[2] - n)).save(photos / f"p{n:02d}.png")
+    style = write_png(tmp_path / "style.png", painting)
+    out = tmp_path / "out"
+    driver = subprocess.Popen([str(NST), "run", str(photos), "--style", str(style), "-o", str(out), "--size", "48",
+                               "-n", "40", "--scales", "1", "--workers", "2", "--quiet"], env=DRIVER_ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    live = out / "live-copy.html"  # beside the page, so its relative paths hold
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and driver.poll() is None:
+            try:
+                page = (out / "report.html").read_text()
+            except FileNotFoundError:
+                page = ""
+            if 'http-equiv="refresh"' in page and "Latest finished" in page:
+                live.write_text(page)  # as the browser would load it at this moment
+                break
+            time.sleep(0.1)
+        assert live.is_file(), "no live page with a finished item while the run worked"
+        pixels = screenshot(live, tmp_path / "live.png", height=1400)
+        assert drawn(pixels, SOURCE_COLOUR) > 160 * 120 * 0.8  # a finished item's "before" half
+        assert "running" in live.read_text() and "remaining: " in live.read_text()
+        assert driver.wait(timeout=600) == 0, driver.stdout.read().decode(errors="replace")[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    final = (out / "report.html").read_text()
+    assert 'http-equiv="refresh"' not in final and "Finished" in final and "done: 12" in final
+    pixels = screenshot(out / "report.html", tmp_path / "final.png", height=1400)
+    assert drawn(pixels, SOURCE_COLOUR) > 4 * 160 * 120 * 0.8

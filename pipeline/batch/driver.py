@@ -14,15 +14,16 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.batch.discover import Item, discover
+from pipeline.batch.discover import Item, Plan, discover
 from pipeline.batch.estimate import Estimate, estimate
 from pipeline.batch.imagejob import check_style_weights, load_styles
-from pipeline.batch.ledger import DONE, DriverLock, Ledger, db_path
+from pipeline.batch.ledger import DONE, DriverLock, Ledger, LedgerError, db_path
 from pipeline.batch.loop import records as _records
 from pipeline.batch.loop import run_items
 from pipeline.batch.options import RunOptions, RunResult
 from pipeline.batch.planning import config_hash, copy_output, decide, plan_duplicates, run_settings
 from pipeline.batch.progress import console, say
+from pipeline.batch.report import LiveReport, write_report
 from pipeline.batch.status import duration, info_lines, status_lines
 from pipeline.batch.videos import VideoState, key_steps
 from pipeline.errors import InputError, NstError, VideoError
@@ -30,6 +31,8 @@ from pipeline.media.frames import CODEC_SUFFIX, VIDEO_EXTENSIONS
 from pipeline.media.images import load_image
 
 log = logging.getLogger(__name__)
+
+LEDGER_BATCH_SECONDS = 1.0  # the item loop's ledger updates are committed together, at least this often
 
 __all__ = ["Estimate", "RunOptions", "RunResult", "VideoState", "config_hash", "decide", "info_lines", "key_steps",
            "run", "status_lines"]
@@ -104,50 +107,75 @@ def run(opts: RunOptions) -> RunResult:
 
     lock = DriverLock(out_dir)
     lock.acquire()
-    ledger = Ledger(out_dir)
-    ledger.recover_stale()  # a killed driver's running rows: pending again
-    run_id = ledger.start_run(digest, run_settings(opts, weights, digest))
-    decisions = decide(plan, ledger, digest, opts.overwrite)
-    todo: list[Item] = []
-    skipped: dict[str, str] = {}
-    for d in decisions:
-        if d.action == "skip":
-            skipped[d.item.id] = d.reason
-            if d.foreign:  # a file nst did not make: the user decides, so say it every time
-                say(opts.quiet, f"[yellow]skip[/yellow] {d.item.source}: {d.reason}")
-            continue
-        ledger.upsert_item(d.item.id, d.item.kind, d.item.source, d.item.output, digest, force=opts.overwrite
-                           or (ledger.item(d.item.id) is not None and ledger.item(d.item.id)["state"] == DONE))
-        todo.append(d.item)
-    result.skipped = len(skipped)
-    done_now: set[str] = set()
-    notes: dict[str, str] = {}
-    same = plan_duplicates(todo, ledger, digest, reuse_done=not opts.overwrite)
-    log.info("content hashes of %d photo(s) in %.3f s", sum(i.kind == "image" for i in todo), same.hash_seconds)
-    todo = same.compute
-    for item, row in same.earlier:
-        try:
-            copy_output(Path(row["output"]), item.output)
-        except OSError as exc:
-            log.info("cannot copy %s to %s (%s); stylizing it", row["output"], item.output, exc)
-            todo.append(item)
-            continue
-        ledger.mark_duplicate(item.id, row["id"])
-        done_now.add(item.id)
-        say(opts.quiet, f"wrote {item.output} (identical to {row['id']}, done earlier: copied)")
+    try:
+        return _run_locked(opts, plan, result, digest, weights, started, style_arrays, mask_arrays, init)
+    finally:
+        lock.release()
+
+
+def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, weights: list[float], started: float,
+                style_arrays: list, mask_arrays: list | None, init: object) -> RunResult:
+    cfg = opts.config
+    out_dir = Path(opts.out_dir)
+    ledger = Ledger(out_dir, batch_seconds=LEDGER_BATCH_SECONDS)
+    settings = run_settings(opts, weights, digest)
+    try:
+        ledger.recover_stale()  # a killed driver's running rows: pending again
+        run_id = ledger.start_run(digest, settings)
+        decisions = decide(plan, ledger, digest, opts.overwrite)
+        rows = ledger.rows()
+        todo: list[Item] = []
+        skipped: dict[str, str] = {}
+        for d in decisions:
+            if d.action == "skip":
+                skipped[d.item.id] = d.reason
+                if d.foreign:  # a file nst did not make: the user decides, so say it every time
+                    say(opts.quiet, f"[yellow]skip[/yellow] {d.item.source}: {d.reason}")
+                continue
+            todo.append(d.item)
+        # One transaction for the whole plan, committed before any output is written.
+        ledger.upsert_items(((i.id, i.kind, i.source, i.output, opts.overwrite or (
+            i.id in rows and rows[i.id]["state"] == DONE)) for i in todo), digest)
+        result.skipped = len(skipped)
+        done_now: set[str] = set()
+        notes: dict[str, str] = {}
+        same = plan_duplicates(todo, ledger, digest, reuse_done=not opts.overwrite)
+        log.info("content hashes of %d photo(s) in %.3f s", sum(i.kind == "image" for i in todo), same.hash_seconds)
+        todo = same.compute
+        refused = [{"id": str(r.source), "source": str(r.source), "state": "refused", "reason": r.reason}
+                   for r in plan.refused]
+        live = LiveReport(out_dir, settings, started, len(todo) + sum(map(len, same.waiting.values()))
+                          + len(same.earlier), len(skipped), refused)
+        for item, row in same.earlier:
+            try:
+                copy_output(Path(row["output"]), item.output)
+            except OSError as exc:
+                log.info("cannot copy %s to %s (%s); stylizing it", row["output"], item.output, exc)
+                todo.append(item)
+                continue
+            ledger.mark_duplicate(item.id, row["id"])
+            done_now.add(item.id)
+            live.add({"id": item.id, "kind": item.kind, "source": str(item.source), "state": "done",
+                      "duplicate_of": row["id"], "seconds": 0.0})
+            say(opts.quiet, f"wrote {item.output} (identical to {row['id']}, done earlier: copied)")
+        ledger.flush()
+    except BaseException:
+        ledger.close()
+        raise
     ray_started = False
     pool = None
     status = "interrupted"
+    records: list[dict] = []
     try:
         if todo and opts.executor == "local":
             from pipeline.batch.local_executor import InProcessPool
 
             ledger.set_run_workers(run_id, 1)
             say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
-                             f"{len(plan.refused)} refused")
+                            f"{len(plan.refused)} refused")
             pool = InProcessPool(cfg, style_arrays, weights, init, masks=mask_arrays)
             result.workers = pool.start()
-            run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes, same.waiting)
+            run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes, same.waiting, live)
         elif todo:
             import ray
 
@@ -163,10 +191,11 @@ def run(opts: RunOptions) -> RunResult:
                                                   num_cpus=min(worker_plan.num_cpus, float(opts.threads_per_worker)))
             ledger.set_run_workers(run_id, worker_plan.count)
             say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
-                             f"{len(plan.refused)} refused; {worker_plan.reason}")
+                            f"{len(plan.refused)} refused; {worker_plan.reason}")
             pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options, masks=mask_arrays)
             result.workers = pool.start(timeout=900)
-            run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes, same.waiting)
+            run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes, same.waiting,
+                      live)
         status = "finished"
     finally:
         if pool is not None:
@@ -176,21 +205,24 @@ def run(opts: RunOptions) -> RunResult:
             from pipeline.batch.runtime import stop_ray
 
             stop_ray(ray_started)
-        if status != "finished":
-            ledger.recover_stale()  # what was running is simply pending for the next run
-        ledger.finish_run(run_id, status)
-        records = _records(plan, ledger, skipped, done_now, notes)
+        if ledger.broken is None:
+            try:
+                if status != "finished":
+                    ledger.recover_stale()  # what was running is simply pending for the next run
+                ledger.finish_run(run_id, status)
+            except LedgerError:
+                pass  # raised below, after the cleanup
+        if ledger.broken is None:
+            records = _records(plan, ledger, skipped, done_now, notes)
         ledger.close()
-        lock.release()
+    if ledger.broken is not None:  # the disk refused the ledger: stop here; the rerun redoes what it lost
+        raise ledger.broken
     result.records = records
     result.done = sum(r["state"] == "done" for r in records)
     result.failed = sum(r["state"] == "failed" for r in records)
     result.warnings = sum(bool(r.get("warning")) for r in records if r["state"] in ("done", "skipped"))
-    from pipeline.batch.report import write_report
-
-    _, result.report = write_report(out_dir, records, run_settings(opts, weights, digest), started, time.time())
+    _, result.report = write_report(out_dir, records, settings, started, time.time())
     say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
-                     f"{result.refused} refused" + (f", {result.warnings} with warnings" if result.warnings else "")
-                     + f"; report: {result.report}")
+                    f"{result.refused} refused" + (f", {result.warnings} with warnings" if result.warnings else "")
+                    + f"; report: {result.report}")
     return result
-

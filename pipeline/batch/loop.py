@@ -11,7 +11,9 @@ from pipeline.batch.ledger import DONE, FAILED, Ledger, SegmentSpec
 from pipeline.batch.options import RunOptions
 from pipeline.batch.progress import console, run_progress, say
 from pipeline.batch.protocol import ChunkResult, ImageRequest, ImageResult, Task
+from pipeline.batch.report import LiveReport
 from pipeline.batch.segments import frames_dir, write_segment_frames
+from pipeline.batch.thumbs import thumb_key, write_thumb
 from pipeline.batch.videos import VideoEncodes, VideoState, chunk_task, prepare_video
 from pipeline.errors import InputError, NstError
 
@@ -19,8 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: list[Item], pool: object,
-               worker_count: int, done_now: set[str], notes: dict[str, str] | None = None,
-               waiting: dict[str, list[Item]] | None = None) -> None:
+              worker_count: int, done_now: set[str], notes: dict[str, str] | None = None,
+              waiting: dict[str, list[Item]] | None = None, live: LiveReport | None = None) -> None:
+    """Runs ``todo`` through the executor. The ledger batches the loop's updates (see Ledger); each is
+    queued only after the file it records is in place, and everything is committed before returning."""
     notes = notes if notes is not None else {}
     waiting = waiting if waiting is not None else {}
     cfg = opts.config
@@ -30,9 +34,14 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
     videos: dict[str, VideoState] = {}
     failed_items: set[str] = set()
 
+    def finished(item: Item, state: str, **fields: object) -> None:
+        if live is not None:
+            live.add({"id": item.id, "kind": item.kind, "source": str(item.source), "state": state, **fields})
+
     def fail_item(item: Item, reason: str) -> None:
         failed_items.add(item.id)
         ledger.mark_failed(item.id, reason)
+        finished(item, "failed", reason=reason)
         console.print(f"[red]failed[/red] {item.source}: {reason}", highlight=False)  # even with --quiet
         emit("failure", {"item": item.id, "reason": reason})
         for copy in waiting.pop(item.id, []):
@@ -50,12 +59,16 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                 continue
             ledger.mark_duplicate(copy.id, item.id)
             done_now.add(copy.id)
+            finished(copy, "done", duplicate_of=item.id, seconds=0.0)
             if res.note:
                 notes[copy.id] = res.note
             emit("duplicate", {"item": copy.id, "of": item.id})
             say(opts.quiet, f"wrote {copy.output} (identical to {item.id}: copied)")
 
-    encodes = VideoEncodes(opts, ledger, done_now, fail_item)
+    def video_done(state: VideoState) -> None:
+        finished(state.item, "done", seconds=state.seconds, warning=None)
+
+    encodes = VideoEncodes(opts, ledger, done_now, fail_item, video_done)
 
     for item in todo:
         ledger.mark_running(item.id, run_id)
@@ -92,6 +105,16 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         if progress is not None:
             progress.advance(bar)
 
+    def idle() -> None:
+        encodes.collect()
+        ledger.flush_due()
+        if live is not None:
+            live.tick()
+
+    if live is not None:
+        live.start_clock()
+        live.tick(force=True)
+
     def on_submit(task: object, slot: object) -> None:
         item: Item = task.extra["item"]
         if "spec" in task.extra:
@@ -106,6 +129,8 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         who = res.worker
         advance()
         encodes.collect()
+        if live is not None:
+            live.tick()
         emit("result", {"key": task.key, "item": item.id, "worker": who.name, "pid": who.pid,
                         "seconds": res.seconds, "optim_seconds": res.optim_seconds})
         if isinstance(res, ImageResult):
@@ -120,8 +145,11 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                     waiting[item.id] = copies
                     write_copies(item, res)
                 return
+            if res.thumb is not None:
+                write_thumb_quietly(out_dir, thumb_key(item.id), res.thumb)
             ledger.mark_done(item.id, who.name, who.node, res.seconds, who.pid)
             done_now.add(item.id)
+            finished(item, "done", seconds=res.seconds, reason=res.note, worker=who.name, node=who.node)
             if res.note:
                 notes[item.id] = res.note  # e.g. "first frame of an animated GIF", for the report
             say(opts.quiet, f"wrote {item.output} ({res.seconds:.1f} s on {who.name} @ {who.node})")
@@ -138,6 +166,11 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                 fail_item(item, f"cannot write frames under {frames_dir(out_dir, item.id)} ({exc.strerror or exc})")
             return
         done = task.extra["done"] + len(res.frames)
+        if res.thumb is not None and live is not None:
+            write_thumb_quietly(out_dir, thumb_key(item.id), res.thumb)
+            state.progress[spec.idx] = done
+            live.video(item.id, sum(state.progress.get(s.idx, 0) if s.idx not in state.done else s.stop - s.start
+                                    for s in state.specs), sum(s.stop - s.start for s in state.specs))
         if done < spec.stop - spec.start:  # the chain goes on from the frame just written
             ledger.mark_segment_progress(item.id, spec.idx, done, res.seconds)
             state.seconds += res.seconds
@@ -172,8 +205,9 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         progress.start()
     try:
         pool.run(tasks, on_submit, on_result, on_failure, on_retry, max_attempts=cfg.run.max_attempts,
-                 max_in_flight=cfg.run.max_in_flight, on_idle=encodes.collect)
+                 max_in_flight=cfg.run.max_in_flight, on_idle=idle)
         encodes.collect(wait=True)
+        ledger.flush()
     finally:
         encodes.close()
         if progress is not None:
@@ -181,11 +215,20 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
 
 
 
+def write_thumb_quietly(out_dir: Path, key: str, data: bytes) -> None:
+    """A thumbnail that cannot be written costs its preview, never the item."""
+    try:
+        write_thumb(out_dir, key, data)
+    except OSError as exc:
+        log.info("no thumbnail for %s (%s)", key, exc.strerror or exc)
+
+
 def records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[str],
              notes: dict[str, str] | None = None) -> list[dict]:
     records = []
+    rows = ledger.rows()
     for item in plan.items:
-        row = ledger.item(item.id)
+        row = rows.get(item.id)
         base = {"id": item.id, "kind": item.kind, "source": str(item.source), "output": str(item.output),
                 "reason": "", "seconds": None, "worker": None, "node": None,
                 "warning": (row["warning"] if row is not None else None) or "",

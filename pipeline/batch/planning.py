@@ -56,8 +56,9 @@ class Decision:
 def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> list[Decision]:
     """Without touching anything: what a run would do with each item."""
     decisions = []
+    rows = ledger.rows() if ledger is not None else {}  # one query, not one per item
     for item in plan.items:
-        row = ledger.item(item.id) if ledger is not None else None
+        row = rows.get(item.id)
         if overwrite:
             decisions.append(Decision(item, "do", "--overwrite"))
         elif row is not None and row["config_hash"] == digest and row["state"] == DONE and item.output.exists():

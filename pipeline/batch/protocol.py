@@ -60,6 +60,7 @@ class ImageResult:
     note: str
     worker: Worker
     intermediates: tuple[tuple[int, bytes], ...] = ()  # (iteration, encoded image), --save-every
+    thumb: bytes | None = None  # the report's JPEG: source | result (pipeline.batch.thumbs.pair)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class ChunkResult:
     seconds: float
     optim_seconds: float
     worker: Worker
+    thumb: bytes | None = None  # the chunk's last frame in time, source | result, for the live report
 
 
 @dataclass(frozen=True)

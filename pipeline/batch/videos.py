@@ -192,8 +192,10 @@ class VideoEncodes:
     """
 
     def __init__(self, opts: RunOptions, ledger: Ledger, done_now: set[str],
-                 fail_item: Callable[[Item, str], None]) -> None:
+                 fail_item: Callable[[Item, str], None],
+                 on_done: Callable[[VideoState], None] | None = None) -> None:
         self.opts, self.ledger, self.done_now, self.fail_item = opts, ledger, done_now, fail_item
+        self.on_done = on_done
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self.running: list[tuple[VideoState, Future]] = []
 
@@ -216,8 +218,11 @@ class VideoEncodes:
                                            f"rerun with --force to redo it")
                 continue
             self.ledger.mark_done(state.item.id, None, None, state.seconds)
+            self.ledger.flush()  # committed before its frames go: a rerun must not need them
             drop_frames(state, Path(self.opts.out_dir), self.opts.config)
             self.done_now.add(state.item.id)
+            if self.on_done is not None:
+                self.on_done(state)
             say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), "
                                   f"{state.seconds:.1f} s of work)")
 

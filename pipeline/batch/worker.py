@@ -80,8 +80,11 @@ class Worker:
             except NstError as exc:
                 reason = getattr(exc, "reason", None) or exc.message.replace(str(source), request.filename)
                 return Failure(reason, retryable=False, worker=self.who)
+        from pipeline.batch.thumbs import pair
+
         return ImageResult(payload, time.perf_counter() - started, sum(scale_seconds.values()), outcome.evaluations,
-                           tuple(outcome.size), outcome.reason, self.who, tuple(outcome.intermediates))
+                           tuple(outcome.size), outcome.reason, self.who, tuple(outcome.intermediates),
+                           pair(request.data, payload))
 
     def _chunk(self, request: ChunkRequest) -> ChunkResult | Failure:
         """Optical flow and the temporal loss are symmetric in time, so a backward chain is as
@@ -114,8 +117,12 @@ class Worker:
                                callback=lambda _index, result: on_result(result), first_stylized=key)
         if request.reverse:
             out = out[::-1]
+        from pipeline.batch.thumbs import pair
+
+        last = 0 if request.reverse else -1  # the frame furthest along the chain
+        thumb = pair(frames[last], out[last]) if len(out) else None
         return ChunkResult(tuple(encode_png(frame) for frame in out), time.perf_counter() - started, optim[0],
-                           self.who)
+                           self.who, thumb)
 
     def describe(self) -> dict:
         from pipeline.core.tfsetup import tf
