@@ -197,6 +197,8 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
             run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes, same.waiting,
                       live)
         status = "finished"
+    except LedgerError:
+        pass  # the workers are stopped below, then the run ends with its one line
     finally:
         if pool is not None:
             result.replaced_workers = pool.replacements
@@ -216,6 +218,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
             records = _records(plan, ledger, skipped, done_now, notes)
         ledger.close()
     if ledger.broken is not None:  # the disk refused the ledger: stop here; the rerun redoes what it lost
+        live.stop(ledger.broken.message)
         raise ledger.broken
     result.records = records
     result.done = sum(r["state"] == "done" for r in records)

@@ -193,7 +193,7 @@ def _card(e: dict, version: str = "") -> str:
 def render_page(*, counts: dict, total: int, started: float, now: float, settings: dict, problems: list[dict],
                 problem_count: int, gallery_total: int, inline: list[dict] | None = None, live: bool = False,
                 eta: float | None = None, latest: list[dict] | None = None, videos: list[dict] | None = None,
-                timings: tuple[int, float, float] | None = None, duplicates: int = 0) -> str:
+                timings: tuple[int, float, float] | None = None, duplicates: int = 0, stopped: str = "") -> str:
     """The page: a bounded amount of HTML whatever the number of items."""
     esc = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nst run report</title>"]
@@ -201,7 +201,9 @@ def render_page(*, counts: dict, total: int, started: float, now: float, setting
         parts.append(f'<meta http-equiv="refresh" content="{int(LIVE_SECONDS)}">')
     parts += [f"<style>{_CSS}</style></head><body>", "<h1>nst run report</h1>"]
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-    if live:
+    if stopped:
+        parts.append(f'<p class="failed">Stopped: {esc(stopped)}</p>')
+    elif live:
         parts.append(f'<p><span class="live">running</span>: started {esc(when)}, {_duration(now - started)} so far'
                      + (f"; about {_duration(eta)} left" if eta is not None else "; time left unknown until "
                                                                                     "something finishes")
@@ -326,6 +328,7 @@ class LiveReport:
         self.finished_now = 0
         self.last = 0.0
         self.duplicates = 0
+        self.stopped = ""
 
     def add(self, record: dict) -> None:
         """An item of this run finished (done or failed)."""
@@ -370,6 +373,12 @@ class LiveReport:
         except OSError as exc:  # the page is a view; the run and its outputs go on without it
             log.warning("cannot write the live report in %s (%s)", self.out_dir, exc.strerror or exc)
 
+    def stop(self, reason: str) -> None:
+        """The run ended without its final report (e.g. the ledger could not be written): the page says
+        so and stops reloading."""
+        self.stopped = reason
+        self.tick(force=True)
+
     def _write(self, now: float) -> None:
         if len(self.entries) > self.written or not self.written:
             write_index(self.out_dir, self.entries, self.written // CHUNK)
@@ -379,7 +388,7 @@ class LiveReport:
         counts["total"] = self.todo + self.counts["skipped"] + self.counts["refused"]
         page = render_page(counts=counts, total=counts["total"], started=self.started, now=now,
                            settings=self.settings, problems=self.problems, problem_count=self.problem_count,
-                           gallery_total=len(self.entries), live=True, eta=self.eta(now),
+                           gallery_total=len(self.entries), live=not self.stopped, eta=self.eta(now),
                            latest=self.entries[-LATEST:], videos=list(self.videos.values()), timings=self.timed,
-                           duplicates=self.duplicates)
+                           duplicates=self.duplicates, stopped=self.stopped)
         write_page(self.out_dir / "report.html", page)
