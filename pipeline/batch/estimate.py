@@ -2,9 +2,12 @@
 the ledger's earlier work under the same settings or from a short calibration."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +44,9 @@ def working_size(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def measure_work(items: Sequence[Item], cfg: Config) -> Estimate:
-    """Photo sizes from their headers and frame counts from the container headers; nothing decoded."""
+def measure_work(items: Sequence[Item], cfg: Config, sizes: dict[str, tuple[int, int]] | None = None) -> Estimate:
+    """Photo sizes from their headers (``sizes``: as discover read them) and frame counts from the
+    container headers; nothing decoded."""
     from pipeline.media.frames import probe
     from pipeline.media.images import probe_image
 
@@ -56,7 +60,8 @@ def measure_work(items: Sequence[Item], cfg: Config) -> Estimate:
                     work.copies += 1
                     continue
                 seen.add(content)
-                hw = working_size(*probe_image(item.source, cfg.image.max_pixels), cfg.image.size)
+                known = (sizes or {}).get(item.id)
+                hw = working_size(*(known or probe_image(item.source, cfg.image.max_pixels)), cfg.image.size)
                 work.photos += 1
                 work.photo_sizes.append(hw)
                 work.megapixels += hw[0] * hw[1] / 1e6
@@ -113,6 +118,26 @@ def calibrate(cfg: Config) -> tuple[float, float]:
     return optimising / evaluations / (h * w), (wall - optimising) / (h * w)
 
 
+def calibrate_in_child(cfg: Config) -> tuple[float, float]:
+    """calibrate() in a child process: the driver never imports TensorFlow (its memory and start-up)."""
+    code = "from pipeline.batch.estimate import calibration_child; calibration_child()"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(cfg.to_dict()), capture_output=True,
+                          text=True, env=env, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise NstError(f"the calibration for the estimate failed: {tail}")
+    per_eval_px, fixed_px = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(per_eval_px), float(fixed_px)
+
+
+def calibration_child() -> None:
+    """The child's side: the config as JSON on stdin, [seconds per evaluation per pixel, fixed] on stdout."""
+    from pipeline.config import from_dict
+
+    print(json.dumps(list(calibrate(from_dict(json.load(sys.stdin))))))
+
+
 def model_seconds(work: Estimate, cfg: Config, per_eval_px: float, fixed_px: float) -> tuple[float, float]:
     """(seconds for the photos, seconds for the video frames) on one worker from the calibration."""
     from pipeline.core.arrays import scale_sizes
@@ -145,9 +170,10 @@ def estimate_workers(opts: RunOptions) -> tuple[int, str]:
     return plan.count, where
 
 
-def estimate(opts: RunOptions, items: Sequence[Item], ledger: Ledger | None, digest: str) -> Estimate:
+def estimate(opts: RunOptions, items: Sequence[Item], ledger: Ledger | None, digest: str,
+             sizes: dict[str, tuple[int, int]] | None = None) -> Estimate:
     cfg = opts.config
-    work = measure_work(items, cfg)
+    work = measure_work(items, cfg, sizes)
     work.workers, where = estimate_workers(opts)
     per_photo, per_frame, photos_seen, frames_seen = ledger_rates(ledger, digest)
     need_photos, need_frames = work.photos > 0, work.frames > 0
@@ -157,7 +183,7 @@ def estimate(opts: RunOptions, items: Sequence[Item], ledger: Ledger | None, dig
         work.source = (f"from the ledger: {photos_seen} photo(s) and {frames_seen} frame(s) done earlier with "
                        f"config {digest}")
     else:
-        per_eval_px, fixed_px = calibrate(cfg)
+        per_eval_px, fixed_px = calibrate_in_child(cfg)
         photo_s, video_s = model_seconds(work, cfg, per_eval_px, fixed_px)
         # What the ledger knows stands; the model fills in the rest.
         photo_s = work.photos * per_photo if per_photo is not None else photo_s

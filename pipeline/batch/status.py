@@ -6,21 +6,35 @@ import sqlite3
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.batch.ledger import DONE, FAILED, PENDING, Ledger, driver_active
+
+LISTED = 100  # failed, warned or running items named one per line; the report and summary.json have them all
 
 
 def status_lines(out_dir: Path) -> tuple[list[str], int]:
-    """What `nst status` prints, from the ledger alone; the int is the number of failed items."""
+    """What `nst status` prints, from the ledger alone; the int is the number of failed items.
+
+    Counts and means come from SQL aggregates, so a ledger of 100,000 items is never loaded whole."""
     out_dir = Path(out_dir)
     with Ledger(out_dir, readonly=True) as ledger:
+        conn = ledger.conn
         counts = ledger.counts()
         segs = ledger.segment_counts()
         active = driver_active(out_dir)
         last = ledger.last_run()
-        rows = ledger.items()
-        seg_rows = ledger.conn.execute("SELECT * FROM segments").fetchall()
+        running_rows = conn.execute("SELECT id, worker, node FROM items WHERE state = 'running' AND kind = 'image' "
+                                    "ORDER BY id LIMIT ?", (LISTED,)).fetchall() if active else []
+        failed_rows = conn.execute("SELECT id, error FROM items WHERE state = 'failed' ORDER BY id LIMIT ?",
+                                   (LISTED,)).fetchall()
+        warned = conn.execute("SELECT COUNT(*) FROM items WHERE warning IS NOT NULL AND warning != ''").fetchone()[0]
+        warned_rows = conn.execute("SELECT id, warning FROM items WHERE warning IS NOT NULL AND warning != '' "
+                                   "ORDER BY id LIMIT ?", (LISTED,)).fetchall()
+        mean_image, images_timed = conn.execute(
+            "SELECT AVG(seconds), COUNT(*) FROM items WHERE kind = 'image' AND state = 'done' AND seconds > 0"
+        ).fetchone()
+        images_left = conn.execute("SELECT COUNT(*) FROM items WHERE kind = 'image' AND state IN ('pending', "
+                                   "'running')").fetchone()[0]
+        seg_rows = conn.execute("SELECT * FROM segments").fetchall()
     lines = []
     if last is not None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
@@ -37,19 +51,18 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
         lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
                      f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining; "
                      f"{frames_done} of {frames_total} segment frames done")
-    if active:
-        for row in rows:
-            if row["state"] == "running" and row["kind"] == "image":
-                lines.append(f"  running  {row['id']} on {row['worker']} @ {row['node']}")
-    for row in rows:
-        if row["state"] == FAILED:
-            lines.append(f"  failed   {row['id']}: {row['error']}")
-    for row in rows:
-        if row["warning"]:
-            lines.append(f"  warning  {row['id']}: {row['warning']}")
-    eta = _eta(rows, seg_rows, (last["workers"] if last is not None else 0) or 1)
+    lines += [f"  running  {r['id']} on {r['worker']} @ {r['node']}" for r in running_rows]
+    lines += [f"  failed   {r['id']}: {r['error']}" for r in failed_rows]
+    if counts[FAILED] > len(failed_rows):
+        lines.append(f"  ... and {counts[FAILED] - len(failed_rows)} more failed (report.html and summary.json "
+                     f"list them all)")
+    lines += [f"  warning  {r['id']}: {r['warning']}" for r in warned_rows]
+    if warned > len(warned_rows):
+        lines.append(f"  ... and {warned - len(warned_rows)} more with warnings")
+    workers = (last["workers"] if last is not None else 0) or 1
+    eta = _eta(mean_image if images_timed else None, images_left, seg_rows, workers)
     if remaining and eta is not None:
-        lines.append(f"ETA: about {duration(eta)} of work left at {(last['workers'] if last else 1) or 1} worker(s)"
+        lines.append(f"ETA: about {duration(eta)} of work left at {workers} worker(s)"
                      + ("" if active else " (no run in progress: rerun the same command to resume)"))
     elif remaining:
         lines.append("ETA: unknown until something finishes" + ("" if active else "; no run in progress"))
@@ -62,19 +75,17 @@ def _segment_frames_done(row: sqlite3.Row) -> int:
     return row["done_frames"] if "done_frames" in row.keys() else 0  # noqa: SIM118 - column names
 
 
-def _eta(rows: list, seg_rows: list, workers: int) -> float | None:
+def _eta(mean_image: float | None, images_left: int, seg_rows: list, workers: int) -> float | None:
     """Seconds of work left: images at the mean time per image, video at the mean time per frame
     (segments report every finished chunk, so this is known long before a segment ends)."""
-    image_times = [r["seconds"] for r in rows if r["kind"] == "image" and r["state"] == DONE and r["seconds"]]
-    images_left = sum(1 for r in rows if r["kind"] == "image" and r["state"] in (PENDING, "running"))
     frames_done = sum(_segment_frames_done(r) for r in seg_rows)
     frames_left = sum(r["stop"] - r["start"] - _segment_frames_done(r) for r in seg_rows if r["state"] != FAILED)
     video_seconds = sum(r["seconds"] or 0.0 for r in seg_rows)
     work = 0.0
     if images_left:
-        if not image_times:
+        if mean_image is None:
             return None
-        work += images_left * float(np.mean(image_times))
+        work += images_left * float(mean_image)
     if frames_left:
         if not frames_done or not video_seconds:
             return None
