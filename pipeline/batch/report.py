@@ -318,7 +318,7 @@ class LiveReport:
         self.out_dir, self.settings, self.started, self.interval = Path(out_dir), settings, started, interval
         self.todo = todo
         self.counts: Counter = Counter({"skipped": skipped, "refused": len(refused)})
-        self.problems: list[dict] = list(refused[:PROBLEMS_SHOWN])
+        self.problems: list[dict] = [p for p in map(problem, refused[:PROBLEMS_SHOWN]) if p is not None]
         self.problem_count = len(refused)
         self.entries: list[dict] = []
         self.written = 0  # entries already in index files
