@@ -186,3 +186,33 @@ def test_live_report_during_a_run_shows_finished_thumbnails_and_stops_reloading_
     assert 'http-equiv="refresh"' not in final and "Finished" in final and "done: 12" in final
     pixels = screenshot(out / "report.html", tmp_path / "final.png", height=1400)
     assert drawn(pixels, SOURCE_COLOUR) > 4 * 160 * 120 * 0.8
+
+
+def test_a_live_rewrite_writes_only_what_changed(tmp_path):
+    """The live page is bounded and of the gallery index only the file that gained entries is written again."""
+    from pipeline.batch.report import LiveReport
+
+    out = tmp_path / "out"
+    out.mkdir()
+    refused = [{"id": "x.txt", "source": "/in/x.txt", "state": "refused", "reason": "not a photo or video"}]
+    live = LiveReport(out, {}, time.time(), 10_000, 0, refused)
+    live.start_clock()
+
+    def finish(n: int) -> None:
+        live.add({"id": f"a/{n:05d}.jpg", "kind": "image", "source": f"/in/a/{n:05d}.jpg", "state": "done",
+                  "seconds": 1.0, "worker": "worker-0", "node": "n"})
+
+    for n in range(3 * CHUNK + 500):
+        finish(n)
+    live.tick(force=True)
+    index = sorted((out / ".nst" / "report").glob("index-*.js"))
+    assert len(index) == 4
+    inodes = {p: p.stat().st_ino for p in index}  # an atomic rewrite replaces the file: a new inode
+    for n in range(3 * CHUNK + 500, 3 * CHUNK + 510):
+        finish(n)
+    live.tick(force=True)
+    assert [p.name for p in index if p.stat().st_ino != inodes[p]] == ["index-00003.js"]
+    page = (out / "report.html").read_text()
+    assert len(page) < 30_000 and 'http-equiv="refresh"' in page
+    assert "remaining: 6490" in page and "a/03509.jpg" in page and "not a photo or video" in page
+    assert "a/00000.jpg" not in page  # the page names only the latest; the index holds the rest
