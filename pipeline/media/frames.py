@@ -1,9 +1,10 @@
 """Video sources and sinks: probe, decode at a working size, encode with the source's timing and tracks.
 
 Decoding uses OpenCV. The pip build of OpenCV has no H.264 encoder, so frames go to ffmpeg (the
-binary bundled with imageio-ffmpeg) through a pipe: raw RGB at the exact rational rate when the
-source's frames sit on a constant-rate grid, or a minimal Matroska stream that carries each frame's
-presentation time when they do not (variable frame rate). A second ffmpeg pass adds the source's
+binary bundled with imageio-ffmpeg) through a pipe: raw pixels (4:2:0 planes made here for H.264
+and HEVC, RGB otherwise) at the exact rational rate when the source's frames sit on a constant-rate
+grid, or a minimal Matroska stream that carries each frame's presentation time when they do not
+(variable frame rate). A second ffmpeg pass adds the source's
 audio tracks (copied where the container plays them, re-encoded where it does not), its subtitle
 tracks, chapters and metadata. ffmpeg is always called with an argument list, never through a shell.
 """
@@ -554,20 +555,18 @@ _CONTAINERS_OF_CODEC = {"h264": ("mp4", "mov", "matroska"), "hevc": ("mp4", "mov
                         "prores": ("mov", "matroska"), "ffv1": ("matroska",)}
 
 # H.264 defaults, chosen with benchmarks/bench_encode.py: how much the encoded video adds to the
-# warping error of the frames it is made from (48 real stylized frames of bigbuckbunny at 256 px,
-# and 96 frames of three clips stylized by a flow-chain stand-in). Stylized frames carry fine
-# texture that x264 re-synthesises differently in each frame: psy-rd does that on purpose (it keeps
-# texture energy, not the texture), while veryslow's 16 reference frames and exhaustive motion
-# search copy it along instead. Against crf 18 medium (the old default) this adds 18.1% instead of
-# 22.4% on the real frames and 7.7% instead of 22.2% on the steadiest stand-in clip, with 0.2-0.8 dB
-# more PSNR, at 1.06-1.11x the size. No yuv420p setting reaches the 5% target on those two: 4:2:0
-# itself (lossless H.264) adds 18.6% and 9.3%; 4:4:4 or HEVC do better (see the benchmark).
-# Cost: about 4 frames/s at 1280x720 on two busy cores, little next to stylising the frames.
+# warping error of the frames it is made from. Stylized frames carry fine texture that x264
+# re-synthesises differently in each frame: psy-rd does that on purpose (it keeps texture energy,
+# not the texture), and trellis quantisation zeroes a different set of small coefficients in each
+# frame (off: 7-9 points less added error at the same size), while veryslow's 16 reference frames
+# and exhaustive motion search copy the texture along instead. Most of what was left came from
+# 4:2:0 itself, which ``_yuv420`` now brings down (see there). Measured on real stylized frames
+# (starry_night and the_scream, three clips); the table is in the benchmark's docstring.
 H264_CRF = 16
 H264_PRESET = "veryslow"
 H264_TUNE: str | None = None
-X264_PARAMS: str | None = "psy-rd=0.0,0.0"
-# HEVC, same benchmark: crf 16 adds 11.8% on the real frames, at most 3.5% on the stand-in clips.
+X264_PARAMS: str | None = "psy-rd=0.0,0.0:trellis=0"
+# HEVC, same benchmark and 4:2:0: crf 16 adds -17..+12% on the real frames, at 1.16x H.264's size.
 HEVC_CRF = 16
 HEVC_PRESET = "medium"
 
@@ -602,30 +601,94 @@ def _container(codec: str, out_path: Path) -> str:
 
 def _video_args(codec: str, crf: int | None, preset: str | None) -> list[str]:
     """Encoder arguments. Frames arrive as sRGB; YUV outputs are converted with and tagged as
-    BT.709 (untagged video is shown as BT.601 or BT.709 depending on the player and its height)."""
-    # area: chroma averaged over each 2x2 block before 4:2:0 drops it, which aliases less from frame
-    # to frame than the default bicubic (1 point less added warping error on real stylized frames,
-    # same PSNR). setparams: the encoder takes primaries and transfer from the frames, which scale
-    # leaves unset.
-    to_yuv = ["-vf", ("scale=out_color_matrix=bt709:out_range=tv:flags=area+accurate_rnd+full_chroma_int,"
-                      "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv")]
+    BT.709 (untagged video is shown as BT.601 or BT.709 depending on the player and its height).
+    H.264 and HEVC receive 4:2:0 planes made by ``_yuv420``; ProRes and FFV1 receive RGB."""
     if codec == "h264":
         args = ["-c:v", "libx264", "-preset", preset or H264_PRESET, "-crf", str(H264_CRF if crf is None else crf)]
         args += ["-tune", H264_TUNE] if H264_TUNE else []
         args += ["-x264-params", X264_PARAMS] if X264_PARAMS else []
-        return [*to_yuv, *args, "-pix_fmt", "yuv420p", *_BT709]
+        return [*args, "-pix_fmt", "yuv420p", *_BT709, "-chroma_sample_location", "center"]
     if codec == "hevc":
         # hvc1: the sample entry Apple's players require for HEVC in MP4/MOV.
-        return [*to_yuv, "-c:v", "libx265", "-preset", preset or HEVC_PRESET, "-crf",
-                str(HEVC_CRF if crf is None else crf), "-x265-params", "log-level=error", "-tag:v", "hvc1",
-                "-pix_fmt", "yuv420p", *_BT709]
+        return ["-c:v", "libx265", "-preset", preset or HEVC_PRESET, "-crf", str(HEVC_CRF if crf is None else crf),
+                "-x265-params", "log-level=error", "-tag:v", "hvc1", "-pix_fmt", "yuv420p", *_BT709,
+                "-chroma_sample_location", "center"]
+    # setparams: the encoder takes primaries and transfer from the frames, which scale leaves unset.
     if codec == "prores":
         # 422 HQ, 10 bit, the intermediate editors expect; apl0 makes Apple's tools treat it as their own.
-        return [*to_yuv, "-c:v", "prores_ks", "-profile:v", "3", "-vendor", "apl0", "-pix_fmt", "yuv422p10le",
-                *_BT709]
+        return ["-vf", ("scale=out_color_matrix=bt709:out_range=tv:flags=area+accurate_rnd+full_chroma_int,"
+                        "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"),
+                "-c:v", "prores_ks", "-profile:v", "3", "-vendor", "apl0", "-pix_fmt", "yuv422p10le", *_BT709]
     # FFV1 keeps the RGB frames bit-exact (an archival master); every frame a key frame for editing.
     return ["-vf", "setparams=color_primaries=bt709:color_trc=iec61966-2-1:colorspace=gbr:range=pc",
             "-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt", "bgr0"]
+
+
+def _yuv_input(codec: str) -> bool:
+    return codec in ("h264", "hevc")
+
+
+# 4:2:0 for H.264 and HEVC, made here rather than by ffmpeg's scale filter, whose 2x2 chroma
+# average made 4:2:0 alone (lossless H.264) add 10-41% to stylized frames' warping error. Why:
+# - Decoders differ in how they bring chroma back to full size. OpenCV, ffmpeg's default RGB output
+#   and software paths repeat each chroma sample over its 2x2 block; GPU players interpolate it
+#   (bilinear). Repeated chroma is a blocky grid fixed in the picture while the content moves under
+#   it, so its error changes from frame to frame; decoded with interpolated chroma, the same
+#   lossless files added -8..+5%.
+# - The chroma lost to subsampling also shifts each pixel's luminance, which the full-resolution
+#   luma plane can carry back: Y is chosen so that, with the chroma a decoder rebuilds, the RGB
+#   comes as close as it can to the frame (luma adjustment, Strom et al. 2016). Its target is the
+#   mean of repeated and interpolated chroma, to serve both kinds of decoder: 4-7 points less added
+#   error with either, and 0.1-0.4 dB more PSNR with either.
+# - A Gaussian low-pass before subsampling (sigma 0.7 pixels) leaves less chroma texture to alias
+#   on the repeating decoders' grid: 4-9 points less added error there, for 0.4-0.5 dB less PSNR
+#   with interpolated chroma. A sharper filter (Lanczos) aliases more than the 2x2 average.
+# Chroma sits at the centre of each 2x2 block, as with ffmpeg's 2x2 average and where bilinear
+# decoders (ffmpeg's included) put it, and the stream says so.
+CHROMA_SIGMA = 0.7  # 0: the plain 2x2 average
+LUMA_ADJUST = True
+_KR, _KB = 0.2126, 0.0722  # BT.709
+_KG = 1 - _KR - _KB
+# RGB [0, 255] -> limited-range Y'CbCr (Y 16-235, Cb/Cr 16-240) and back, as 3x4 affine matrices
+_TO_YCC = np.array([[_KR, _KG, _KB], [-_KR / (2 - 2 * _KB), -_KG / (2 - 2 * _KB), 0.5],
+                    [0.5, -_KG / (2 - 2 * _KR), -_KB / (2 - 2 * _KR)]]) * np.array([[219], [224], [224]]) / 255
+_RGB_TO_YCC = np.hstack([_TO_YCC, [[16], [128], [128]]]).astype(np.float32)
+_YCC_TO_RGB = np.hstack([np.linalg.inv(_TO_YCC), -np.linalg.inv(_TO_YCC) @ [[16], [128], [128]]]).astype(np.float32)
+# one luma step per 255/219 grey levels, along all three channels: the mean RGB residual in Y units
+_RESIDUAL_TO_Y = np.full((1, 3), 219 / 255 / 3, np.float32)
+
+
+def _chroma_kernel(sigma: float) -> np.ndarray:
+    """Even-length taps centred between two pixels, where each chroma sample sits."""
+    if sigma <= 0:
+        return np.array([0.5, 0.5], np.float32)
+    x = np.arange(-np.ceil(4 * sigma) + 0.5, np.ceil(4 * sigma))
+    taps = np.exp(-x ** 2 / (2 * sigma ** 2))
+    return (taps / taps.sum()).astype(np.float32)
+
+
+def _yuv420(rgb: np.ndarray) -> list[np.ndarray]:
+    """The Y, Cb and Cr planes (uint8, BT.709, limited range, chroma centre-sited) of an even-sided
+    RGB uint8 frame; see the comment above ``CHROMA_SIGMA``."""
+    h, w = rgb.shape[:2]
+    target = rgb.astype(np.float32)
+    ycc = cv2.transform(target, _RGB_TO_YCC)
+    taps = _chroma_kernel(CHROMA_SIGMA)
+    anchor = len(taps) // 2 - 1  # output x is centred on x + 0.5: sampling even x puts it mid-block
+    chroma = cv2.sepFilter2D(np.ascontiguousarray(ycc[..., 1:]), -1, taps, taps, anchor=(anchor, anchor),
+                             borderType=cv2.BORDER_REFLECT)[::2, ::2]
+    chroma = np.clip(np.rint(chroma), 0, 255)
+    luma = ycc[..., 0]
+    if LUMA_ADJUST:
+        # halfway between decoders that replicate chroma and those that interpolate it (centre-sited)
+        decoded_chroma = (cv2.resize(chroma, (w, h), interpolation=cv2.INTER_NEAREST)
+                          + cv2.resize(chroma, (w, h), interpolation=cv2.INTER_LINEAR)) * np.float32(0.5)
+        decoded = cv2.transform(cv2.merge([luma, decoded_chroma]), _YCC_TO_RGB)
+        np.clip(decoded, 0, 255, out=decoded)  # what the decoder shows; a clipped channel cannot follow Y
+        luma = luma + cv2.transform(target - decoded, _RESIDUAL_TO_Y)
+    chroma = chroma.astype(np.uint8)
+    return [np.clip(np.rint(luma), 0, 255).astype(np.uint8), np.ascontiguousarray(chroma[..., 0]),
+            np.ascontiguousarray(chroma[..., 1])]
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -656,24 +719,24 @@ def _ebml_uint(element_id: int, value: int) -> bytes:
     return _ebml(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
-def _mkv_header(width: int, height: int) -> bytes:
+def _mkv_header(width: int, height: int, fourcc: bytes) -> bytes:
     ebml = _ebml(0x1A45DFA3, _ebml_uint(0x4286, 1) + _ebml_uint(0x42F7, 1) + _ebml_uint(0x42F2, 4)
                  + _ebml_uint(0x42F3, 8) + _ebml(0x4282, b"matroska") + _ebml_uint(0x4287, 4)
                  + _ebml_uint(0x4285, 2))
     info = _ebml(0x1549A966, _ebml_uint(0x2AD7B1, 1) + _ebml(0x4D80, b"nst") + _ebml(0x5741, b"nst"))
-    video = _ebml(0xE0, _ebml_uint(0xB0, width) + _ebml_uint(0xBA, height) + _ebml(0x2EB524, b"RGB\x18"))
+    video = _ebml(0xE0, _ebml_uint(0xB0, width) + _ebml_uint(0xBA, height) + _ebml(0x2EB524, fourcc))
     track = _ebml(0xAE, _ebml_uint(0xD7, 1) + _ebml_uint(0x73C5, 1) + _ebml_uint(0x83, 1) + _ebml_uint(0x9C, 0)
                   + _ebml(0x22B59C, b"und") + _ebml(0x86, b"V_UNCOMPRESSED") + video)
     segment_unknown_size = bytes.fromhex("1853806701ffffffffffffff")
     return ebml + segment_unknown_size + info + _ebml(0x1654AE6B, track)
 
 
-def _mkv_frame(rgb: np.ndarray, time_ns: int, duration_ns: int) -> list[bytes | memoryview]:
+def _mkv_frame(planes: list[np.ndarray], time_ns: int, duration_ns: int) -> list[bytes | memoryview]:
     """One cluster holding one block (track 1, relative time 0) and its duration; the pixels
-    are returned as a separate buffer so they are never copied into a bytes object."""
-    data = memoryview(rgb).cast("B")
+    are returned as separate buffers so they are never copied into a bytes object."""
+    data = [memoryview(plane).cast("B") for plane in planes]
     block_header = b"\x81\x00\x00\x00"
-    block_size = len(block_header) + len(data)
+    block_size = len(block_header) + sum(len(d) for d in data)
     block = bytes.fromhex("a1") + (0x01 << 56 | block_size).to_bytes(8, "big")
     duration = _ebml_uint(0x9B, duration_ns)
     group_size = len(block) + block_size + len(duration)
@@ -681,7 +744,7 @@ def _mkv_frame(rgb: np.ndarray, time_ns: int, duration_ns: int) -> list[bytes | 
     timestamp = _ebml_uint(0xE7, time_ns)
     cluster_size = len(timestamp) + len(group) + group_size
     cluster = bytes.fromhex("1f43b675") + (0x01 << 56 | cluster_size).to_bytes(8, "big")
-    return [cluster + timestamp + group + block + block_header, data, duration]
+    return [cluster + timestamp + group + block + block_header, *data, duration]
 
 
 class _FrameClock:
@@ -847,9 +910,11 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
 def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, container: str, codec: str,
                    fps: Fraction, timing: FrameTiming | None, crf: int | None, preset: str | None,
                    final: bool) -> int:
-    """Streams the frames into ffmpeg: raw RGB at ``fps``, or Matroska with ``timing``'s times."""
+    """Streams the frames into ffmpeg: raw pixels at ``fps``, or Matroska with ``timing``'s times.
+    The pixels are 4:2:0 planes from ``_yuv420`` for H.264/HEVC, else RGB."""
     proc: subprocess.Popen | None = None
     clock = _FrameClock(timing, fps) if timing is not None else None
+    yuv = _yuv_input(codec)
     count = 0
     with tempfile.TemporaryFile() as errors:
         try:
@@ -862,13 +927,14 @@ def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, c
                     size = (h, w)
                     proc = _start_encoder(target, container, codec, fps, timing, crf, preset, final, (w, h), errors)
                     if clock is not None:
-                        proc.stdin.write(_mkv_header(w, h))
+                        proc.stdin.write(_mkv_header(w, h, b"I420" if yuv else b"RGB\x18"))
                 elif (h, w) != size:
                     raise VideoEncodeError(out_path, f"frame {count + 1} is {w}x{h}, the first was {size[1]}x{size[0]}")
+                planes = _yuv420(rgb) if yuv else [rgb]
                 if clock is not None:
-                    proc.stdin.writelines(_mkv_frame(rgb, *clock.at(count)))
+                    proc.stdin.writelines(_mkv_frame(planes, *clock.at(count)))
                 else:
-                    proc.stdin.write(memoryview(rgb).cast("B"))
+                    proc.stdin.writelines(memoryview(plane).cast("B") for plane in planes)
                 count += 1
             if proc is None:
                 raise VideoEncodeError(out_path, "no frames to write")
@@ -891,14 +957,18 @@ def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, c
 def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timing: FrameTiming | None,
                    crf: int | None, preset: str | None, final: bool, wh: tuple[int, int],
                    errors: Any) -> subprocess.Popen:
+    # 4:2:0 input is already BT.709 limited range: said so, or ffmpeg would convert it again
+    tags = _BT709 if _yuv_input(codec) else []
     if timing is None:
         rate = f"{fps.numerator}/{fps.denominator}"
         # a constant rate given to the raw input: frame i at exactly i / fps, the exact rational rate
-        source = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{wh[0]}x{wh[1]}", "-framerate", rate, "-i", "pipe:0"]
+        pix_fmt = "yuv420p" if _yuv_input(codec) else "rgb24"
+        source = ["-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{wh[0]}x{wh[1]}", "-framerate", rate, *tags,
+                  "-i", "pipe:0"]
     else:
         tb = timing.time_base
         # encode in the source's own time base, so each nanosecond time rounds back to its tick
-        source = ["-f", "matroska", "-i", "pipe:0", "-enc_time_base", f"{tb.numerator}/{tb.denominator}"]
+        source = ["-f", "matroska", *tags, "-i", "pipe:0", "-enc_time_base", f"{tb.numerator}/{tb.denominator}"]
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *source, "-map", "0:v:0",
             "-fps_mode", "passthrough", *_video_args(codec, crf, preset)]
     if final and container in ("mp4", "mov"):
