@@ -51,3 +51,33 @@ def test_an_output_that_cannot_be_written_fails_alone_and_the_rerun_redoes_only_
     assert (out / "large.tif").stat().st_size > LIMIT
     assert (out / "small.tif").stat().st_mtime_ns == small_mtime  # not redone
     assert "1 done, 1 skipped" in second.stdout + second.stderr
+
+
+def test_a_video_that_cannot_be_written_fails_alone_and_the_rerun_encodes_the_kept_frames(tmp_path, painting):
+    """The delivered file (lossless, so larger than any frame or the ledger) passes the size limit:
+    the item fails naming the file and the reason, nothing is left under its name, and the rerun
+    encodes the frames kept in the state folder instead of stylizing them again."""
+    from pipeline.media.frames import ffmpeg_exe, read_frames
+
+    clip = tmp_path / "clip.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=160x96:rate=10,noise=alls=60:allf=t", "-frames:v", "16", "-pix_fmt", "yuv420p",
+                    str(clip)], check=True)
+    style = write_png(tmp_path / "style.png", painting)
+    out = tmp_path / "out"
+    common = ("--style", style, "-o", out, "--size", 160, "--iterations", 2, "--later-iterations", 1, "--scales", "1",
+              "--codec", "ffv1", "-q")
+    first = nst("video", clip, *common, limit=True)
+    assert first.returncode == 1, first.stdout + first.stderr
+    lines = [line for line in (first.stdout + first.stderr).splitlines() if str(out / "clip.mkv") in line]
+    assert len(lines) == 1 and "size limit" in lines[0], first.stdout + first.stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(("clip", ".clip"))]  # no partial file
+    kept = sorted((out / ".nst" / "frames").rglob("*.png"))
+    assert len(kept) == 16
+    # A kept frame painted over: if the rerun uses the kept frames, the video shows it.
+    write_png(kept[5], np.full((96, 160, 3), 200.0, np.float32))
+    second = nst("video", clip, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    frames = list(read_frames(out / "clip.mkv", 160))
+    assert len(frames) == 16
+    assert np.abs(frames[5] - 200.0).max() < 1.0 and np.abs(frames[4] - 200.0).mean() > 10.0

@@ -14,6 +14,8 @@ import logging
 import os
 import queue
 import re
+import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -814,12 +816,30 @@ def _subtitle_plan(streams: Iterable[StreamInfo], container: str, out_path: Path
     return args
 
 
+def _ffmpeg_failure(returncode: int, stderr: str, out_path: Path) -> str:
+    """Why ffmpeg failed, in words a user can act on: a full disk and a file size limit say so."""
+    if returncode < 0:
+        if -returncode == signal.SIGXFSZ:
+            return "the file size limit was reached (SIGXFSZ)"
+        try:
+            return f"ffmpeg was stopped by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"ffmpeg was stopped by signal {-returncode}"
+    last = (stderr.strip().splitlines() or ["unknown error"])[-1]
+    try:
+        if shutil.disk_usage(out_path.parent).free == 0:
+            return f"no space left on the device ({last})"
+    except OSError:
+        pass
+    return last
+
+
 def _run_ffmpeg(args: list[str], out_path: Path, what: str) -> None:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args],
                           capture_output=True, text=True, errors="replace", check=False)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise VideoEncodeError(out_path, f"ffmpeg could not {what}: {last}")
+        reason = _ffmpeg_failure(proc.returncode, proc.stderr, out_path)
+        raise VideoEncodeError(out_path, f"ffmpeg could not {what}: {reason}")
 
 
 def _mux(video: Path, source: Path, out_tmp: Path, out_path: Path, container: str, offset: Fraction,
@@ -949,8 +969,8 @@ def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, c
             raise
         if returncode != 0:
             errors.seek(0)
-            lines = errors.read().decode(errors="replace").strip().splitlines() or ["unknown error"]
-            raise VideoEncodeError(out_path, f"ffmpeg could not encode {codec}: {lines[-1]}")
+            reason = _ffmpeg_failure(returncode, errors.read().decode(errors="replace"), out_path)
+            raise VideoEncodeError(out_path, f"ffmpeg could not encode {codec}: {reason}")
     return count
 
 
