@@ -81,3 +81,35 @@ def test_a_video_that_cannot_be_written_fails_alone_and_the_rerun_encodes_the_ke
     frames = list(read_frames(out / "clip.mkv", 160))
     assert len(frames) == 16
     assert np.abs(frames[5] - 200.0).max() < 1.0 and np.abs(frames[4] - 200.0).mean() > 10.0
+
+
+def test_frames_that_cannot_be_kept_fail_the_video_naming_their_folder_and_the_rerun_finishes(tmp_path, painting):
+    """Frames larger than the file size limit (the state folder is on the same full disk): the video
+    fails with one line naming where its frames go, no temporary file is left, and the rerun without
+    the limit delivers every frame."""
+    from pipeline.media.frames import ffmpeg_exe, read_frames
+
+    clip = tmp_path / "clip.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x192:rate=10,noise=alls=60:allf=t", "-frames:v", "6", "-pix_fmt", "yuv420p",
+                    str(clip)], check=True)
+    style = write_png(tmp_path / "style.png", painting)
+    out = tmp_path / "out"
+    common = ("--style", style, "-o", out, "--size", 320, "--iterations", 2, "--later-iterations", 1, "--scales", "1",
+              "-q")
+
+    def small_files() -> None:  # a noisy 320x192 frame is about 150 KB as PNG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    first = subprocess.run([sys.executable, "-m", "pipeline.cli", "video", clip, *map(str, common)], cwd=ROOT,
+                           capture_output=True, text=True, check=False, preexec_fn=small_files, timeout=600)
+    assert first.returncode == 1, first.stdout + first.stderr
+    frames_folder = out / ".nst" / "frames" / "clip.mp4"
+    lines = [line for line in (first.stdout + first.stderr).splitlines() if str(frames_folder) in line]
+    assert len(lines) == 1 and "too large" in lines[0].lower() and "Traceback" not in first.stderr, first.stderr
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name.startswith(".") and p.suffix != ".lock"]
+    assert not (out / "clip.mp4").exists()
+    second = nst("video", clip, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(list(read_frames(out / "clip.mp4", 320))) == 6
