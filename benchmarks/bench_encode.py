@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,6 +69,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import decode_interpolated
 
 from pipeline.core.metrics import warping_error
 from pipeline.core.temporal import compute_flow, motion_between, reliability_mask, warp
@@ -212,19 +213,6 @@ class Warping:
             per_pixel = np.mean(diff ** 2, axis=-1)
             errors.append(float((mask * per_pixel).sum() / mask.sum()) if mask.sum() else float(per_pixel.mean()))
         return float(np.mean(errors))
-
-
-def decode_interpolated(path: Path, hw: tuple[int, int]) -> list[np.ndarray]:
-    """The frames as a player that interpolates chroma shows them (bilinear, as GPU players and
-    ffmpeg with full_chroma_int do); OpenCV, like ffmpeg's default RGB output, replicates it."""
-    h, w = hw
-    interpolate = "scale=in_color_matrix=bt709:in_range=tv:flags=bilinear+full_chroma_int+accurate_rnd,format=rgb24"
-    proc = subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-                           "-vf", interpolate, "-fps_mode", "passthrough", "-f", "rawvideo", "-"],
-                          capture_output=True, check=True)
-    decoded = np.frombuffer(proc.stdout, np.uint8)
-    height, width = h + h % 2, w + w % 2  # encode_video pads odd sides
-    return [f[:h, :w].astype(np.float32) for f in decoded.reshape(-1, height, width, 3)]
 
 
 def psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:

