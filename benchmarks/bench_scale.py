@@ -66,12 +66,15 @@ def make_style(path: Path) -> Path:
     return path
 
 
-def child(code: str, *args: str) -> tuple[str, float, float, float]:
+def child(code: str, *args: str, tree: Path = ROOT) -> tuple[str, float, float, float]:
     """Runs ``code`` in a fresh interpreter; (stdout, wall seconds, peak RSS in MB, CPU seconds) of that
     process (CPU includes the children it waited for)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ""})
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    if tree != ROOT:  # another source tree (e.g. `git archive <commit> pipeline configs`), for the driver
+        env.update(PYTHONPATH=str(tree), NST_PRETRAINED_DIR=str(ROOT / "pretrained_model"))  # and its Ray workers
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=tree, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
     out = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -93,7 +96,7 @@ print("tensorflow" in sys.modules)
 """
 
 
-def planning(photos: int) -> None:
+def planning(photos: int, tree: Path = ROOT) -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("NST_BENCH_TMP")) as tmp:
         root = Path(tmp) / "archive"
         started = time.perf_counter()
@@ -102,7 +105,7 @@ def planning(photos: int) -> None:
               flush=True)
         style = make_style(Path(tmp) / "style.png")
         out = Path(tmp) / "out"
-        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out))
+        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
         lines = printed.strip().splitlines()
         print(f"planning: `nst run --dry-run` over {photos} photos, no ledger: {wall:.1f} s wall, {cpu:.1f} s CPU "
               f"(with the calibration's child), peak RSS {peak:.0f} MB, "
@@ -119,7 +122,7 @@ def planning(photos: int) -> None:
         with Ledger(out) as ledger:
             ledger.upsert_item("x/old.jpg", "image", root / "old.jpg", out / "x" / "old.jpg", digest)
             ledger.mark_done("x/old.jpg", "w", "n", 1.0)
-        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out))
+        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
         lines = printed.strip().splitlines()
         print(f"planning: the same with a ledger: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MB, "
               f"TensorFlow in the driver: "
@@ -139,7 +142,7 @@ print(result.done, result.failed, usage.ru_utime + usage.ru_stime, time.perf_cou
 """
 
 
-def driver_cpu(repeats: int) -> None:
+def driver_cpu(repeats: int, tree: Path = ROOT) -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("NST_BENCH_TMP")) as tmp:
         style = make_style(Path(tmp) / "style.png")
         costs: dict[int, list[tuple[float, float]]] = {10: [], 1000: []}
@@ -148,7 +151,7 @@ def driver_cpu(repeats: int) -> None:
         for r in range(repeats):
             for count in (10, 1000):
                 out = Path(tmp) / f"out{count}-{r}"
-                printed, _, _, _ = child(DRIVER, str(Path(tmp) / f"in{count}"), str(style), str(out))
+                printed, _, _, _ = child(DRIVER, str(Path(tmp) / f"in{count}"), str(style), str(out), tree=tree)
                 done, failed, cpu, wall = printed.split()[-4:]
                 assert int(done) == count and int(failed) == 0, printed
                 costs[count].append((float(cpu), float(wall)))
@@ -237,6 +240,8 @@ def main() -> None:
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--skip-status", action="store_true")
     parser.add_argument("--estimate", action="store_true")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="run the planning and driver children from this source tree (a comparison)")
     parser.add_argument("--estimate-count", type=int, default=3)
     parser.add_argument("--estimate-size", type=int, default=96)
     args = parser.parse_args()
@@ -245,9 +250,9 @@ def main() -> None:
     if not args.skip_status:
         status(args.photos)
     if not args.skip_plan:
-        planning(args.photos)
+        planning(args.photos, args.tree)
     if not args.skip_driver:
-        driver_cpu(args.repeats)
+        driver_cpu(args.repeats, args.tree)
     if args.estimate:
         from bench_archive import estimate_vs_real
 

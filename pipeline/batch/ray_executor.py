@@ -341,11 +341,12 @@ class Grouping:
 
     Each Ray call costs the driver about a millisecond of CPU whatever it carries; a photo that takes
     a second on a GPU hides that, a thumbnail-sized one does not. Calls are grouped so that each holds
-    about CALL_SECONDS of work, judged from the photos finished so far (one at a time until then).
+    about CALL_SECONDS of work, judged from the photos finished so far (one at a time until then); a
+    worker lost mid-call costs at most that much work per call it held.
     """
 
-    CALL_SECONDS = 0.5
-    MOST = 8
+    CALL_SECONDS = 1.0
+    MOST = 16
 
     def __init__(self) -> None:
         self.size = 1
