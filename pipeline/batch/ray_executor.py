@@ -345,7 +345,7 @@ class Grouping:
     worker lost mid-call costs at most that much work per call it held.
     """
 
-    CALL_SECONDS = 1.0
+    CALL_SECONDS = 2.0
     MOST = 16
 
     def __init__(self) -> None:

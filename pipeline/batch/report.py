@@ -21,6 +21,7 @@ from collections import Counter, deque
 from pathlib import Path
 
 from pipeline.atomic import write_text_atomic
+from pipeline.batch.files import write_atomic
 from pipeline.batch.ledger import state_dir
 from pipeline.batch.thumbs import ThumbPacks, data_uri, pair, read_pack, thumb_key
 
@@ -95,13 +96,14 @@ def _js(value: object) -> str:
     return text.replace("</", "<\\/")
 
 
-def write_index(out_dir: Path, entries: list[dict], first_chunk: int = 0) -> int:
+def write_index(out_dir: Path, entries: list[dict], first_chunk: int = 0, sync: bool = True) -> int:
     """Writes the index files from chunk ``first_chunk`` on; returns the number of index files."""
     folder = index_dir(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     chunks = max(1, -(-len(entries) // CHUNK))
     for n in range(first_chunk, chunks):
-        write_text_atomic(folder / f"index-{n:05d}.js", f"nstChunk({n},{_js(entries[n * CHUNK:(n + 1) * CHUNK])});\n")
+        text = f"nstChunk({n},{_js(entries[n * CHUNK:(n + 1) * CHUNK])});\n"
+        write_atomic(folder / f"index-{n:05d}.js", text.encode("ascii"), sync=sync)
     return chunks
 
 
@@ -260,9 +262,9 @@ def render_page(*, counts: dict, total: int, started: float, now: float, setting
     return "\n".join(parts)
 
 
-def write_page(path: Path, page: str) -> None:
+def write_page(path: Path, page: str, sync: bool = True) -> None:
     # A file name whose bytes are not UTF-8 shows as U+FFFD on the page (summary.json keeps it exactly).
-    write_text_atomic(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    write_atomic(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"), sync=sync)
 
 
 def _timings(records: list[dict]) -> tuple[int, float, float]:
@@ -403,7 +405,7 @@ class LiveReport:
     def _write(self, now: float) -> None:
         self.packs.flush()  # the gallery's entries name the pack being filled
         if len(self.entries) > self.written or not self.written:
-            write_index(self.out_dir, self.entries, self.written // CHUNK)
+            write_index(self.out_dir, self.entries, self.written // CHUNK, sync=False)
             self.written = len(self.entries)
         counts = dict(self.counts)
         counts["remaining"] = max(0, self.todo - self.finished_now)
@@ -413,4 +415,5 @@ class LiveReport:
                            gallery_total=len(self.entries), live=not self.stopped, eta=self.eta(now),
                            latest=list(self.latest), videos=list(self.videos.values()), timings=self.timed,
                            duplicates=self.duplicates, stopped=self.stopped)
-        write_page(self.out_dir / "report.html", page)
+        # A live view, rewritten every few seconds: not synced (the final page is).
+        write_page(self.out_dir / "report.html", page, sync=False)
