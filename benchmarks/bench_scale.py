@@ -83,7 +83,15 @@ def child(code: str, *args: str, tree: Path = ROOT) -> tuple[str, float, float, 
     return out, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-PLAN = """
+# The process's own peak (VmHWM: this program only; ru_maxrss would count the forked parent and children).
+PEAK = """
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+PLAN = PEAK + """
 import sys
 from pathlib import Path
 from pipeline import config as config_mod
@@ -93,6 +101,7 @@ result = run(RunOptions([Path(sys.argv[1])], [Path(sys.argv[2])], Path(sys.argv[
                         workers=2))
 print(result.done, result.estimate.seconds if result.estimate else None, result.estimate.source if result.estimate else "")
 print("tensorflow" in sys.modules)
+print(peak_mb())
 """
 
 
@@ -105,11 +114,11 @@ def planning(photos: int, tree: Path = ROOT) -> None:
               flush=True)
         style = make_style(Path(tmp) / "style.png")
         out = Path(tmp) / "out"
-        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
+        printed, wall, _, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
         lines = printed.strip().splitlines()
         print(f"planning: `nst run --dry-run` over {photos} photos, no ledger: {wall:.1f} s wall, {cpu:.1f} s CPU "
-              f"(with the calibration's child), peak RSS {peak:.0f} MB, "
-              f"TensorFlow in the driver: {lines[-1]}; {lines[0][:200]}", flush=True)
+              f"(with the calibration's child process), driver peak RSS {float(lines[-1]):.0f} MB, "
+              f"TensorFlow in the driver: {lines[-2]}; {lines[0][:200]}", flush=True)
         # The same dry run once a ledger knows the rate (as after a first run): no calibration at all.
         from pipeline.batch.ledger import Ledger
         from pipeline.batch.planning import config_hash
@@ -122,11 +131,10 @@ def planning(photos: int, tree: Path = ROOT) -> None:
         with Ledger(out) as ledger:
             ledger.upsert_item("x/old.jpg", "image", root / "old.jpg", out / "x" / "old.jpg", digest)
             ledger.mark_done("x/old.jpg", "w", "n", 1.0)
-        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
+        printed, wall, _, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
         lines = printed.strip().splitlines()
-        print(f"planning: the same with a ledger: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MB, "
-              f"TensorFlow in the driver: "
-              f"{lines[-1]}", flush=True)
+        print(f"planning: the same with a ledger (no calibration): {wall:.1f} s wall, {cpu:.1f} s CPU, driver peak "
+              f"RSS {float(lines[-1]):.0f} MB, TensorFlow in the driver: {lines[-2]}", flush=True)
 
 
 DRIVER = """
@@ -224,10 +232,12 @@ def status(count: int) -> None:
             started = time.perf_counter()
             status_lines(out)
             times.append(time.perf_counter() - started)
-        printed, wall, peak, _ = child("import sys; from pipeline.cli.main import run_cli; "
-                                    "sys.argv = ['nst', 'status', sys.argv[1]]; run_cli()", str(out))
+        printed, wall, _, _ = child(PEAK + "import atexit, sys\natexit.register(lambda: print(peak_mb()))\n"
+                                    "from pipeline.cli.main import run_cli\n"
+                                    "sys.argv = ['nst', 'status', sys.argv[1]]\nrun_cli()", str(out))
+        peak = float(printed.strip().splitlines()[-1])
         print(f"status: {count} items: status_lines {statistics.median(times):.2f} s (median of 3), "
-              f"`nst status` process {wall:.2f} s wall, peak RSS {peak:.0f} MB, {len(printed.splitlines())} lines",
+              f"`nst status` process {wall:.2f} s wall, peak RSS {peak:.0f} MB, {len(printed.splitlines()) - 1} lines",
               flush=True)
 
 
