@@ -66,12 +66,15 @@ def make_style(path: Path) -> Path:
     return path
 
 
-def child(code: str, *args: str) -> tuple[str, float, float, float]:
+def child(code: str, *args: str, tree: Path = ROOT) -> tuple[str, float, float, float]:
     """Runs ``code`` in a fresh interpreter; (stdout, wall seconds, peak RSS in MB, CPU seconds) of that
     process (CPU includes the children it waited for)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ""})
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    if tree != ROOT:  # another source tree (e.g. `git archive <commit> pipeline configs`), for the driver
+        env.update(PYTHONPATH=str(tree), NST_PRETRAINED_DIR=str(ROOT / "pretrained_model"))  # and its Ray workers
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=tree, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
     out = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -80,7 +83,15 @@ def child(code: str, *args: str) -> tuple[str, float, float, float]:
     return out, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-PLAN = """
+# The process's own peak (VmHWM: this program only; ru_maxrss would count the forked parent and children).
+PEAK = """
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+PLAN = PEAK + """
 import sys
 from pathlib import Path
 from pipeline import config as config_mod
@@ -90,10 +101,11 @@ result = run(RunOptions([Path(sys.argv[1])], [Path(sys.argv[2])], Path(sys.argv[
                         workers=2))
 print(result.done, result.estimate.seconds if result.estimate else None, result.estimate.source if result.estimate else "")
 print("tensorflow" in sys.modules)
+print(peak_mb())
 """
 
 
-def planning(photos: int) -> None:
+def planning(photos: int, tree: Path = ROOT) -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("NST_BENCH_TMP")) as tmp:
         root = Path(tmp) / "archive"
         started = time.perf_counter()
@@ -102,11 +114,11 @@ def planning(photos: int) -> None:
               flush=True)
         style = make_style(Path(tmp) / "style.png")
         out = Path(tmp) / "out"
-        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out))
+        printed, wall, _, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
         lines = printed.strip().splitlines()
         print(f"planning: `nst run --dry-run` over {photos} photos, no ledger: {wall:.1f} s wall, {cpu:.1f} s CPU "
-              f"(with the calibration's child), peak RSS {peak:.0f} MB, "
-              f"TensorFlow in the driver: {lines[-1]}; {lines[0][:200]}", flush=True)
+              f"(with the calibration's child process), driver peak RSS {float(lines[-1]):.0f} MB, "
+              f"TensorFlow in the driver: {lines[-2]}; {lines[0][:200]}", flush=True)
         # The same dry run once a ledger knows the rate (as after a first run): no calibration at all.
         from pipeline.batch.ledger import Ledger
         from pipeline.batch.planning import config_hash
@@ -119,11 +131,10 @@ def planning(photos: int) -> None:
         with Ledger(out) as ledger:
             ledger.upsert_item("x/old.jpg", "image", root / "old.jpg", out / "x" / "old.jpg", digest)
             ledger.mark_done("x/old.jpg", "w", "n", 1.0)
-        printed, wall, peak, cpu = child(PLAN, str(root), str(style), str(out))
+        printed, wall, _, cpu = child(PLAN, str(root), str(style), str(out), tree=tree)
         lines = printed.strip().splitlines()
-        print(f"planning: the same with a ledger: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MB, "
-              f"TensorFlow in the driver: "
-              f"{lines[-1]}", flush=True)
+        print(f"planning: the same with a ledger (no calibration): {wall:.1f} s wall, {cpu:.1f} s CPU, driver peak "
+              f"RSS {float(lines[-1]):.0f} MB, TensorFlow in the driver: {lines[-2]}", flush=True)
 
 
 DRIVER = """
@@ -139,7 +150,7 @@ print(result.done, result.failed, usage.ru_utime + usage.ru_stime, time.perf_cou
 """
 
 
-def driver_cpu(repeats: int) -> None:
+def driver_cpu(repeats: int, tree: Path = ROOT) -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("NST_BENCH_TMP")) as tmp:
         style = make_style(Path(tmp) / "style.png")
         costs: dict[int, list[tuple[float, float]]] = {10: [], 1000: []}
@@ -148,7 +159,7 @@ def driver_cpu(repeats: int) -> None:
         for r in range(repeats):
             for count in (10, 1000):
                 out = Path(tmp) / f"out{count}-{r}"
-                printed, _, _, _ = child(DRIVER, str(Path(tmp) / f"in{count}"), str(style), str(out))
+                printed, _, _, _ = child(DRIVER, str(Path(tmp) / f"in{count}"), str(style), str(out), tree=tree)
                 done, failed, cpu, wall = printed.split()[-4:]
                 assert int(done) == count and int(failed) == 0, printed
                 costs[count].append((float(cpu), float(wall)))
@@ -221,10 +232,12 @@ def status(count: int) -> None:
             started = time.perf_counter()
             status_lines(out)
             times.append(time.perf_counter() - started)
-        printed, wall, peak, _ = child("import sys; from pipeline.cli.main import run_cli; "
-                                    "sys.argv = ['nst', 'status', sys.argv[1]]; run_cli()", str(out))
+        printed, wall, _, _ = child(PEAK + "import atexit, sys\natexit.register(lambda: print(peak_mb()))\n"
+                                    "from pipeline.cli.main import run_cli\n"
+                                    "sys.argv = ['nst', 'status', sys.argv[1]]\nrun_cli()", str(out))
+        peak = float(printed.strip().splitlines()[-1])
         print(f"status: {count} items: status_lines {statistics.median(times):.2f} s (median of 3), "
-              f"`nst status` process {wall:.2f} s wall, peak RSS {peak:.0f} MB, {len(printed.splitlines())} lines",
+              f"`nst status` process {wall:.2f} s wall, peak RSS {peak:.0f} MB, {len(printed.splitlines()) - 1} lines",
               flush=True)
 
 
@@ -237,6 +250,8 @@ def main() -> None:
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--skip-status", action="store_true")
     parser.add_argument("--estimate", action="store_true")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="run the planning and driver children from this source tree (a comparison)")
     parser.add_argument("--estimate-count", type=int, default=3)
     parser.add_argument("--estimate-size", type=int, default=96)
     args = parser.parse_args()
@@ -245,9 +260,9 @@ def main() -> None:
     if not args.skip_status:
         status(args.photos)
     if not args.skip_plan:
-        planning(args.photos)
+        planning(args.photos, args.tree)
     if not args.skip_driver:
-        driver_cpu(args.repeats)
+        driver_cpu(args.repeats, args.tree)
     if args.estimate:
         from bench_archive import estimate_vs_real
 

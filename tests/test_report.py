@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from pipeline.batch.report import CHUNK, write_report
-from pipeline.batch.thumbs import pair, thumb_key, write_thumb
+from pipeline.batch.thumbs import ThumbPacks, pair, thumb_key
 
 SOURCE_COLOUR = (200, 30, 160)  # magenta "before"
 OUTPUT_COLOUR = (20, 160, 150)  # teal "after"
@@ -125,8 +125,10 @@ def drawn(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
 def test_report_renders_the_grid_in_chromium(tmp_path, self_contained):
     _chromium()
     out, records = small_run(tmp_path)
-    for r in records[:2]:  # as the workers leave them: one before | after file per item
-        write_thumb(out, thumb_key(r["id"]), pair(Path(r["source"]), Path(r["output"])))
+    packs = ThumbPacks(out, "r1")
+    for r in records[:2]:  # as a run keeps them: one before | after JPEG per item, in a pack
+        r["thumb"] = packs.add(thumb_key(r["id"]), pair(Path(r["source"]), Path(r["output"])))
+    packs.flush()
     _, html_path = write_report(out, records, {"image": {"size": 384}}, 0.0, 10.0, self_contained=self_contained)
     assert ("index-00000.js" in str(list((out / ".nst" / "report").glob("*.js")))) != self_contained
     pixels = screenshot(html_path, tmp_path / "shot.png")

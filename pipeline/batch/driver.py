@@ -25,6 +25,7 @@ from pipeline.batch.planning import config_hash, copy_output, decide, plan_dupli
 from pipeline.batch.progress import console, say
 from pipeline.batch.report import LiveReport, write_report
 from pipeline.batch.status import duration, info_lines, status_lines
+from pipeline.batch.thumbs import ThumbPacks
 from pipeline.batch.videos import VideoState, key_steps
 from pipeline.errors import InputError, NstError, VideoError
 from pipeline.media.frames import CODEC_SUFFIX, VIDEO_EXTENSIONS
@@ -146,7 +147,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
         refused = [{"id": str(r.source), "source": str(r.source), "state": "refused", "reason": r.reason}
                    for r in plan.refused]
         live = LiveReport(out_dir, settings, started, len(todo) + sum(map(len, same.waiting.values()))
-                          + len(same.earlier), len(skipped), refused)
+                          + len(same.earlier), len(skipped), refused, packs=ThumbPacks(out_dir, f"r{run_id}"))
         for item, row in same.earlier:
             try:
                 copy_output(Path(row["output"]), item.output)
@@ -154,10 +155,10 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
                 log.info("cannot copy %s to %s (%s); stylizing it", row["output"], item.output, exc)
                 todo.append(item)
                 continue
-            ledger.mark_duplicate(item.id, row["id"])
+            ledger.mark_duplicate(item.id, row["id"], row["thumb"])
             done_now.add(item.id)
             live.add({"id": item.id, "kind": item.kind, "source": str(item.source), "state": "done",
-                      "duplicate_of": row["id"], "seconds": 0.0})
+                      "duplicate_of": row["id"], "seconds": 0.0, "thumb": row["thumb"]})
             say(opts.quiet, f"wrote {item.output} (identical to {row['id']}, done earlier: copied)")
         ledger.flush()
     except BaseException:
@@ -221,6 +222,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
     if ledger.broken is not None:  # the disk refused the ledger: stop here; the rerun redoes what it lost
         live.stop(ledger.broken.message)
         raise ledger.broken
+    live.packs.flush()
     result.records = records
     result.done = sum(r["state"] == "done" for r in records)
     result.failed = sum(r["state"] == "failed" for r in records)

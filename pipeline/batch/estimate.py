@@ -189,7 +189,7 @@ def estimate(opts: RunOptions, items: Sequence[Item], ledger: Ledger | None, dig
         photo_s = work.photos * per_photo if per_photo is not None else photo_s
         video_s = work.frames * per_frame if per_frame is not None else video_s
         seconds = photo_s + video_s
-        work.source = (f"from a calibration in this process: {per_eval_px * 1e6 * 1e3:.2f} ms per evaluation "
+        work.source = (f"from a calibration in a child process: {per_eval_px * 1e6 * 1e3:.2f} ms per evaluation "
                        f"per megapixel at {cfg.image.size} px, {cfg.optim.iterations}+{cfg.optim.coarse_iterations} "
                        f"evaluations per photo (no earlier run with config {digest} in the ledger)")
     work.seconds = seconds / max(1, work.workers)

@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS items (
     run_id INTEGER,
     warning TEXT,
     content_hash TEXT,
-    duplicate_of TEXT
+    duplicate_of TEXT,
+    thumb TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     item TEXT NOT NULL,
@@ -160,7 +161,7 @@ class Ledger:
             if column not in columns:
                 self.conn.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         item_columns = {row[1] for row in self.conn.execute("PRAGMA table_info(items)")}
-        for column in ("warning", "content_hash", "duplicate_of"):
+        for column in ("warning", "content_hash", "duplicate_of", "thumb"):
             if column not in item_columns:
                 self.conn.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
         self.conn.execute("CREATE INDEX IF NOT EXISTS items_content ON items (content_hash, config_hash, state)")
@@ -339,10 +340,15 @@ class Ledger:
         return None
 
     def mark_done(self, item_id: str, worker: str | None, node: str | None, seconds: float,
-                  worker_pid: int | None = None) -> None:
+                  worker_pid: int | None = None, thumb: str | None = None) -> None:
+        """``thumb``: the thumbnail pack holding its preview (pipeline.batch.thumbs)."""
         self._write("UPDATE items SET state = 'done', error = NULL, worker = COALESCE(?, worker), "
                     "node = COALESCE(?, node), pid = COALESCE(?, pid), finished_at = ?, seconds = ?, "
-                    "duplicate_of = NULL WHERE id = ?", (worker, node, worker_pid, time.time(), seconds, item_id))
+                    "duplicate_of = NULL, thumb = ? WHERE id = ?",
+                    (worker, node, worker_pid, time.time(), seconds, thumb, item_id))
+
+    def set_thumb(self, item_id: str, thumb: str | None) -> None:
+        self._write("UPDATE items SET thumb = ? WHERE id = ?", (thumb, item_id))
 
     def set_content_hash(self, item_id: str, content_hash: str | None) -> None:
         self._write("UPDATE items SET content_hash = ? WHERE id = ?", (content_hash, item_id))
@@ -352,10 +358,11 @@ class Ledger:
         return self.conn.execute("SELECT * FROM items WHERE content_hash = ? AND config_hash = ? AND state = 'done' "
                                  "ORDER BY finished_at", (content_hash, config_hash)).fetchall()
 
-    def mark_duplicate(self, item_id: str, of: str) -> None:
+    def mark_duplicate(self, item_id: str, of: str, thumb: str | None = None) -> None:
         """Done without computing: its output is a copy of ``of``'s (same source bytes, same settings)."""
         self._write("UPDATE items SET state = 'done', error = NULL, worker = NULL, node = NULL, pid = NULL, "
-                    "finished_at = ?, seconds = 0, duplicate_of = ? WHERE id = ?", (time.time(), of, item_id))
+                    "finished_at = ?, seconds = 0, duplicate_of = ?, thumb = ? WHERE id = ?",
+                    (time.time(), of, thumb, item_id))
 
     def set_warning(self, item_id: str, warning: str | None) -> None:
         """Something the user must know about a finished item (e.g. frames lost to a damaged file)."""

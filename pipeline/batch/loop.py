@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.atomic import write_bytes_atomic
 from pipeline.batch.discover import Item, Plan
+from pipeline.batch.files import write_atomic
 from pipeline.batch.imagejob import intermediate_path
 from pipeline.batch.ledger import DONE, FAILED, Ledger, SegmentSpec
 from pipeline.batch.options import RunOptions
@@ -13,7 +13,7 @@ from pipeline.batch.progress import console, run_progress, say
 from pipeline.batch.protocol import ChunkResult, ImageRequest, ImageResult, Task
 from pipeline.batch.report import LiveReport
 from pipeline.batch.segments import frames_dir, write_segment_frames
-from pipeline.batch.thumbs import thumb_key, write_thumb
+from pipeline.batch.thumbs import thumb_key
 from pipeline.batch.videos import VideoEncodes, VideoState, chunk_task, prepare_video
 from pipeline.errors import InputError, NstError
 
@@ -34,9 +34,17 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
     videos: dict[str, VideoState] = {}
     failed_items: set[str] = set()
 
-    def finished(item: Item, state: str, **fields: object) -> None:
+    last_frames: dict[str, bytes] = {}  # video -> thumbnail of its latest finished frame
+
+    def finished(item: Item, state: str, preview: bytes | None = None, **fields: object) -> None:
+        """Tells the live report; ``fields`` go into the item's record (``thumb``: the pack holding ``preview``)."""
         if live is not None:
-            live.add({"id": item.id, "kind": item.kind, "source": str(item.source), "state": state, **fields})
+            live.add({"id": item.id, "kind": item.kind, "source": str(item.source), "state": state, **fields},
+                     preview)
+
+    def keep_thumb(item: Item, data: bytes | None) -> str | None:
+        """Stores a thumbnail; returns the pack that holds it (recorded with the item)."""
+        return live.packs.add(thumb_key(item.id), data) if live is not None and data else None
 
     def fail_item(item: Item, reason: str) -> None:
         failed_items.add(item.id)
@@ -47,26 +55,30 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         for copy in waiting.pop(item.id, []):
             fail_item(copy, f"identical to {item.source}, which failed: {reason}")
 
-    def write_copies(item: Item, res: ImageResult) -> None:
+    def write_copies(item: Item, res: ImageResult, pack: str | None = None) -> None:
         """The identical photos get the computed result too, each written atomically."""
         for copy in waiting.pop(item.id, []):
             try:
                 for iteration, data in res.intermediates:
-                    write_bytes_atomic(intermediate_path(copy.output, iteration), data)
-                write_bytes_atomic(copy.output, res.data)
+                    write_atomic(intermediate_path(copy.output, iteration), data)
+                write_atomic(copy.output, res.data)
             except OSError as exc:
                 fail_item(copy, f"cannot write {copy.output} ({exc.strerror or exc})")
                 continue
-            ledger.mark_duplicate(copy.id, item.id)
+            ledger.mark_duplicate(copy.id, item.id, pack)
             done_now.add(copy.id)
-            finished(copy, "done", duplicate_of=item.id, seconds=0.0)
+            finished(copy, "done", res.thumb, duplicate_of=item.id, seconds=0.0, thumb=pack)
             if res.note:
                 notes[copy.id] = res.note
             emit("duplicate", {"item": copy.id, "of": item.id})
             say(opts.quiet, f"wrote {copy.output} (identical to {item.id}: copied)")
 
     def video_done(state: VideoState) -> None:
-        finished(state.item, "done", seconds=state.seconds, warning=None)
+        data = last_frames.pop(state.item.id, None)
+        pack = keep_thumb(state.item, data)
+        if pack is not None:
+            ledger.set_thumb(state.item.id, pack)
+        finished(state.item, "done", data, seconds=state.seconds, thumb=pack)
 
     encodes = VideoEncodes(opts, ledger, done_now, fail_item, video_done)
 
@@ -80,7 +92,7 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                     raise InputError(item.source, f"cannot be read ({exc.strerror or exc})") from exc
                 return ImageRequest(item.id, item.source.name, data, item.output.suffix)
 
-            tasks.append(Task(("image", item.id), request, str(item.source), extra={"item": item}))
+            tasks.append(Task(("image", item.id), request, str(item.source), extra={"item": item}, groupable=True))
             continue
         try:
             state = prepare_video(item, ledger, cfg, digest, worker_count)
@@ -136,8 +148,8 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         if isinstance(res, ImageResult):
             try:
                 for iteration, data in res.intermediates:  # --save-every: beside the output, sorted
-                    write_bytes_atomic(intermediate_path(item.output, iteration), data)
-                write_bytes_atomic(item.output, res.data)  # the driver writes; workers need no shared disk
+                    write_atomic(intermediate_path(item.output, iteration), data)
+                write_atomic(item.output, res.data)  # the driver writes; workers need no shared disk
             except OSError as exc:  # full disk, quota, read-only folder: this item fails, the run goes on
                 copies = waiting.pop(item.id, [])
                 fail_item(item, f"cannot write {item.output} ({exc.strerror or exc})")
@@ -145,15 +157,15 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                     waiting[item.id] = copies
                     write_copies(item, res)
                 return
-            if res.thumb is not None:
-                write_thumb_quietly(out_dir, thumb_key(item.id), res.thumb)
-            ledger.mark_done(item.id, who.name, who.node, res.seconds, who.pid)
+            pack = keep_thumb(item, res.thumb)
+            ledger.mark_done(item.id, who.name, who.node, res.seconds, who.pid, pack)
             done_now.add(item.id)
-            finished(item, "done", seconds=res.seconds, reason=res.note, worker=who.name, node=who.node)
+            finished(item, "done", res.thumb, seconds=res.seconds, reason=res.note, worker=who.name, node=who.node,
+                     thumb=pack)
             if res.note:
                 notes[item.id] = res.note  # e.g. "first frame of an animated GIF", for the report
             say(opts.quiet, f"wrote {item.output} ({res.seconds:.1f} s on {who.name} @ {who.node})")
-            write_copies(item, res)
+            write_copies(item, res, pack)
             return
         spec: SegmentSpec = task.extra["spec"]
         state = videos[item.id]
@@ -167,10 +179,10 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
             return
         done = task.extra["done"] + len(res.frames)
         if res.thumb is not None and live is not None:
-            write_thumb_quietly(out_dir, thumb_key(item.id), res.thumb)
+            last_frames[item.id] = res.thumb
             state.progress[spec.idx] = done
             live.video(item.id, sum(state.progress.get(s.idx, 0) if s.idx not in state.done else s.stop - s.start
-                                    for s in state.specs), sum(s.stop - s.start for s in state.specs))
+                                    for s in state.specs), sum(s.stop - s.start for s in state.specs), res.thumb)
         if done < spec.stop - spec.start:  # the chain goes on from the frame just written
             ledger.mark_segment_progress(item.id, spec.idx, done, res.seconds)
             state.seconds += res.seconds
@@ -215,14 +227,6 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
 
 
 
-def write_thumb_quietly(out_dir: Path, key: str, data: bytes) -> None:
-    """A thumbnail that cannot be written costs its preview, never the item."""
-    try:
-        write_thumb(out_dir, key, data)
-    except OSError as exc:
-        log.info("no thumbnail for %s (%s)", key, exc.strerror or exc)
-
-
 def records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[str],
              notes: dict[str, str] | None = None) -> list[dict]:
     records = []
@@ -232,7 +236,8 @@ def records(plan: Plan, ledger: Ledger, skipped: dict[str, str], done_now: set[s
         base = {"id": item.id, "kind": item.kind, "source": str(item.source), "output": str(item.output),
                 "reason": "", "seconds": None, "worker": None, "node": None,
                 "warning": (row["warning"] if row is not None else None) or "",
-                "duplicate_of": row["duplicate_of"] if row is not None and "duplicate_of" in row.keys() else None}  # noqa: SIM118
+                "duplicate_of": row["duplicate_of"] if row is not None else None,
+                "thumb": row["thumb"] if row is not None else None}
         if item.id in skipped:
             records.append({**base, "state": "skipped", "reason": skipped[item.id],
                             "seconds": row["seconds"] if row is not None else None})

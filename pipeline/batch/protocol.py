@@ -92,6 +92,7 @@ class Task:
     label: str
     attempts: int = 0
     extra: dict = field(default_factory=dict)
+    groupable: bool = False  # a small independent item the Ray executor may send with others in one call
 
 
 # The steps every executor takes the same way around a worker call.

@@ -115,6 +115,16 @@ class StylizeWorker:
     def handle(self, request: Request) -> Result | Failure:
         return self.worker.handle(request)
 
+    def handle_many(self, requests: list[Request]) -> list[Result | Failure]:
+        """Several small requests in one call; an unexpected error fails only its own request (retryable)."""
+        answers: list[Result | Failure] = []
+        for request in requests:
+            try:
+                answers.append(self.worker.handle(request))
+            except Exception as exc:  # noqa: BLE001 - reported per request, retried by the driver
+                answers.append(Failure(protocol.error_line(exc), retryable=True, worker=self.worker.who))
+        return answers
+
 
 # ---------------------------------------------------------------- the driver loop
 @dataclass
@@ -255,7 +265,8 @@ class WorkerPool:
         """
         queue: deque[Task] = deque(tasks)
         self.queue = queue  # push() adds follow-up tasks while this runs
-        in_flight: dict[Any, tuple[Task, WorkerSlot, int]] = {}
+        in_flight: dict[Any, tuple[list[Task], WorkerSlot, int]] = {}
+        group = Grouping()
 
         def retry_or_fail(task: Task, reason: str) -> None:
             protocol.retry_or_fail(task, reason, queue, max_attempts, on_retry, on_failure)
@@ -272,13 +283,22 @@ class WorkerPool:
                 if not free:
                     break
                 slot = min(free, key=lambda s: s.in_flight)
-                task = queue.popleft()
-                request = protocol.begin(task, on_failure)
-                if request is None:
+                batch: list[tuple[Task, Request]] = []
+                while queue and len(batch) < group.size and (not batch or queue[0].groupable):
+                    task = queue.popleft()
+                    request = protocol.begin(task, on_failure)
+                    if request is not None:
+                        on_submit(task, slot)
+                        batch.append((task, request))
+                    if not task.groupable:
+                        break
+                if not batch:
                     continue
-                on_submit(task, slot)
-                ref = slot.handle.handle.remote(request)
-                in_flight[ref] = (task, slot, slot.generation)
+                if len(batch) == 1:
+                    ref = slot.handle.handle.remote(batch[0][1])
+                else:
+                    ref = slot.handle.handle_many.remote([request for _, request in batch])
+                in_flight[ref] = ([task for task, _ in batch], slot, slot.generation)
                 slot.in_flight += 1
             if not in_flight and not starting:
                 continue
@@ -287,26 +307,56 @@ class WorkerPool:
                 on_idle()
             self._check_starting(ready, start_timeout)
             for ref in (r for r in ready if r in in_flight):
-                task, slot, generation = in_flight.pop(ref)
+                batch_tasks, slot, generation = in_flight.pop(ref)
                 if slot.generation == generation:
                     slot.in_flight -= 1
                 try:
-                    result = ray.get(ref)
+                    answer = ray.get(ref)
                 except (RayActorError, WorkerCrashedError, ObjectLostError) as exc:
                     reason = f"worker {slot.name if slot.generation == generation else 'replaced'} died " \
                              f"({type(exc).__name__})"
-                    log.warning("%s: %s", task.label, reason)
+                    log.warning("%s: %s", batch_tasks[0].label, reason)
                     if slot.generation == generation:  # first news of this death: replace the actor
                         self.replace(slot)
-                    retry_or_fail(task, reason)
+                    for task in batch_tasks:
+                        retry_or_fail(task, reason)
                     continue
                 except RayTaskError as exc:  # an unexpected exception inside the worker
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    retry_or_fail(task, protocol.error_line(cause))
+                    for task in batch_tasks:
+                        retry_or_fail(task, protocol.error_line(cause))
                     continue
-                if not isinstance(result, Failure):
-                    on_result(task, result)
-                elif result.retryable:
-                    retry_or_fail(task, result.reason)
-                else:
-                    on_failure(task, result.reason)
+                for task, result in zip(batch_tasks, answer if isinstance(answer, list) else [answer]):
+                    if not isinstance(result, Failure):
+                        group.observe(task, result)
+                        on_result(task, result)
+                    elif result.retryable:
+                        retry_or_fail(task, result.reason)
+                    else:
+                        on_failure(task, result.reason)
+
+
+class Grouping:
+    """How many small items (photos) go to a worker in one call.
+
+    Each Ray call costs the driver about a millisecond of CPU whatever it carries; a photo that takes
+    a second on a GPU hides that, a thumbnail-sized one does not. Calls are grouped so that each holds
+    about CALL_SECONDS of work, judged from the photos finished so far (one at a time until then); a
+    worker lost mid-call costs at most that much work per call it held.
+    """
+
+    CALL_SECONDS = 2.0
+    MOST = 16
+
+    def __init__(self) -> None:
+        self.size = 1
+        self.seconds = 0.0
+        self.count = 0
+
+    def observe(self, task: Task, result: Result) -> None:
+        if not task.groupable:
+            return
+        self.seconds += result.seconds
+        self.count += 1
+        mean = self.seconds / self.count
+        self.size = max(1, min(self.MOST, int(self.CALL_SECONDS / max(mean, 1e-3))))

@@ -3,9 +3,9 @@
 The page lists the failures, refusals and warnings first, then pages through a before/after
 gallery whose entries live in index files beside the ledger (``.nst/report/index-NNNN.js``, loaded
 with <script> tags: browsers allow those for a page opened from disk, unlike fetch). Thumbnails
-are files under ``.nst/thumbs`` made once by the workers (pipeline.batch.thumbs); nothing here
-decodes a photo, except for a run of at most SELF_CONTAINED items, whose page inlines its
-thumbnails and index so it can be mailed or copied alone.
+are made once by the workers and kept in packs under ``.nst/thumbs`` (pipeline.batch.thumbs), loaded
+the same way for the entries shown; nothing here decodes a photo, except for a run of at most
+SELF_CONTAINED items, whose page inlines its thumbnails and index so it can be mailed or copied alone.
 
 While a run works, LiveReport rewrites the page every few seconds: counts, ETA, the latest
 finished thumbnails and each video's latest finished frame; the page reloads itself until the
@@ -13,17 +13,17 @@ final write, which drops the reload.
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 from pipeline.atomic import write_text_atomic
+from pipeline.batch.files import write_atomic
 from pipeline.batch.ledger import state_dir
-from pipeline.batch.thumbs import pair, thumb_key, thumb_path
+from pipeline.batch.thumbs import ThumbPacks, data_uri, pair, read_pack, thumb_key
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def entry(record: dict) -> dict:
     e: dict = {"i": record["id"], "s": record.get("state")}
     if record.get("state") in ("done", "skipped"):
         e["k"] = thumb_key(record.get("duplicate_of") or record["id"])
+        if record.get("thumb"):
+            e["p"] = record["thumb"]
     seconds = record.get("seconds")
     if isinstance(seconds, (int, float)) and seconds:
         e["t"] = round(seconds, 1)
@@ -94,13 +96,14 @@ def _js(value: object) -> str:
     return text.replace("</", "<\\/")
 
 
-def write_index(out_dir: Path, entries: list[dict], first_chunk: int = 0) -> int:
+def write_index(out_dir: Path, entries: list[dict], first_chunk: int = 0, sync: bool = True) -> int:
     """Writes the index files from chunk ``first_chunk`` on; returns the number of index files."""
     folder = index_dir(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     chunks = max(1, -(-len(entries) // CHUNK))
     for n in range(first_chunk, chunks):
-        write_text_atomic(folder / f"index-{n:05d}.js", f"nstChunk({n},{_js(entries[n * CHUNK:(n + 1) * CHUNK])});\n")
+        text = f"nstChunk({n},{_js(entries[n * CHUNK:(n + 1) * CHUNK])});\n"
+        write_atomic(folder / f"index-{n:05d}.js", text.encode("ascii"), sync=sync)
     return chunks
 
 
@@ -136,13 +139,26 @@ pre{font-size:12px;background:#fff;border:1px solid #ddd;padding:8px;overflow:au
 # Draws one page of the gallery from the index files, loading each file once, when first needed.
 _GALLERY_JS = """
 const R = JSON.parse(document.getElementById('nst-meta').textContent);
-const loaded = {}; let page = 0;
+const loaded = {}, packs = {}; let page = 0;
 function nstChunk(n, entries) { loaded[n] = entries; draw(); }
+function nstThumbs(p, thumbs) { packs[p] = thumbs; fill(); }
+function script(src, failed) { const s = document.createElement('script'); s.src = src; s.onerror = failed;
+  document.body.appendChild(s); }
+function needPack(p) { if (p in packs) return; packs[p] = null;
+  script('.nst/thumbs/' + p + '.js', () => { packs[p] = {}; fill(); }); }
+function fill() {
+  document.querySelectorAll('img[data-p]').forEach(img => {
+    const thumbs = packs[img.dataset.p];
+    if (!thumbs) return;
+    if (thumbs[img.dataset.k]) { img.src = thumbs[img.dataset.k]; img.removeAttribute('data-p'); }
+    else img.outerHTML = '<div class="none">no preview</div>';
+  });
+}
 function esc(s) { const d = document.createElement('div'); d.textContent = s; return d.innerHTML; }
 function card(e) {
-  const src = e.d || (e.k ? '.nst/thumbs/' + e.k + '.jpg' : null);
-  const img = src ? '<img src="' + src + '" alt="before | after" onerror="this.outerHTML=\\'<div class=none>no preview</div>\\'">'
-                  : '<div class="none">no preview</div>';
+  const img = e.d ? '<img src="' + e.d + '" alt="before | after">'
+    : e.p ? '<img data-p="' + esc(e.p) + '" data-k="' + esc(e.k) + '" alt="before | after">'
+    : '<div class="none">no preview</div>';
   return '<div class="card ' + esc(e.s) + '">' + img + '<div class="cap">' + esc(e.i) + ' (' + esc(e.s) + ')' +
     (e.t ? ' ' + e.t + ' s' : '') + (e.o ? ' ' + esc(e.o) : '') + (e.n ? '<br>' + esc(e.n) : '') +
     (e.w ? '<br>warning: ' + esc(e.w) : '') + '</div></div>';
@@ -153,16 +169,16 @@ function draw() {
   for (let n = Math.floor(first / R.chunk); R.total && n <= Math.floor(Math.max(first, last - 1) / R.chunk); n++) {
     if (loaded[n] === undefined) {
       loaded[n] = null;
-      const s = document.createElement('script');
-      s.src = '.nst/report/index-' + String(n).padStart(5, '0') + '.js';
-      document.body.appendChild(s);
+      script('.nst/report/index-' + String(n).padStart(5, '0') + '.js', null);
     }
     if (!loaded[n]) ready = false;
   }
   if (!ready) return;
-  const out = [];
-  for (let i = first; i < last; i++) { const c = loaded[Math.floor(i / R.chunk)]; if (c) out.push(card(c[i % R.chunk])); }
-  document.getElementById('grid').innerHTML = out.join('');
+  const out = [], shown = [];
+  for (let i = first; i < last; i++) { const c = loaded[Math.floor(i / R.chunk)]; if (c) shown.push(c[i % R.chunk]); }
+  document.getElementById('grid').innerHTML = shown.map(card).join('');
+  shown.forEach(e => { if (e.p && !e.d) needPack(e.p); });
+  fill();
   document.getElementById('where').textContent = R.total ? (first + 1) + '-' + last + ' of ' + R.total : 'none yet';
 }
 function go(delta) { const pages = Math.max(1, Math.ceil(R.total / R.per));
@@ -181,9 +197,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def _card(e: dict, version: str = "") -> str:
+def _card(e: dict) -> str:
     esc = html.escape
-    src = e.get("d") or (f".nst/thumbs/{e['k']}.jpg{version}" if e.get("k") else None)
+    src = e.get("d")
     img = f'<img src="{esc(src)}" alt="before | after">' if src else '<div class="none">no preview</div>'
     extra = f"<br>{esc(e['n'])}" if e.get("n") else ""
     return (f'<div class="card {esc(str(e.get("s")))}">{img}<div class="cap">{esc(str(e["i"]))} '
@@ -227,8 +243,7 @@ def render_page(*, counts: dict, total: int, started: float, now: float, setting
     if videos:
         parts.append("<h2>Videos in progress</h2><div class=\"grid\">")
         for v in videos:
-            parts.append(_card({"i": v["id"], "s": f"{v['done']} of {v['frames']} frames", "k": v.get("k")},
-                               f"?f={v['done']}"))  # a new frame, a new address: no stale cached image
+            parts.append(_card({"i": v["id"], "s": f"{v['done']} of {v['frames']} frames", "d": v.get("d")}))
         parts.append("</div>")
     if live and latest:
         parts.append(f"<h2>Latest finished ({len(latest)})</h2><div class=\"grid\" id=\"latest\">"
@@ -247,9 +262,9 @@ def render_page(*, counts: dict, total: int, started: float, now: float, setting
     return "\n".join(parts)
 
 
-def write_page(path: Path, page: str) -> None:
+def write_page(path: Path, page: str, sync: bool = True) -> None:
     # A file name whose bytes are not UTF-8 shows as U+FFFD on the page (summary.json keeps it exactly).
-    write_text_atomic(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    write_atomic(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"), sync=sync)
 
 
 def _timings(records: list[dict]) -> tuple[int, float, float]:
@@ -257,18 +272,20 @@ def _timings(records: list[dict]) -> tuple[int, float, float]:
     return len(timed), float(sum(timed)), float(max(timed, default=0.0))
 
 
-def _inline_thumb(out_dir: Path, record: dict, e: dict) -> None:
-    """A small run's thumbnail as a data URI: the stored file, else made from the files now."""
+def _inline_thumb(out_dir: Path, record: dict, e: dict, packs: dict[str, dict[str, str]]) -> None:
+    """A small run's thumbnail as a data URI: from its pack, else made from the files now."""
     if "k" not in e:
         return
-    path = thumb_path(out_dir, e["k"])
-    try:
-        data = path.read_bytes()
-    except OSError:
+    if e.get("p") and e["p"] not in packs:
+        packs[e["p"]] = read_pack(out_dir, e["p"])
+    uri = packs.get(e.get("p"), {}).get(e["k"])
+    if uri is None:
         data = pair(Path(record["source"]) if record.get("source") else None,
                     Path(record["output"]) if record.get("output") else None)
-    if data:
-        e["d"] = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        uri = data_uri(data) if data else None
+    if uri:
+        e["d"] = uri
+        e.pop("p", None)
 
 
 def write_report(out_dir: Path, records: list[dict], settings: dict, started: float, finished: float,
@@ -289,8 +306,9 @@ def write_report(out_dir: Path, records: list[dict], settings: dict, started: fl
     entries = [entry(r) for r in shown]
     inline = None
     if self_contained if self_contained is not None else len(records) <= SELF_CONTAINED:
+        packs: dict[str, dict[str, str]] = {}
         for record, e in zip(shown, entries):
-            _inline_thumb(out_dir, record, e)
+            _inline_thumb(out_dir, record, e, packs)
         inline = entries
         drop_stale_index(out_dir, 0)
     else:
@@ -314,8 +332,10 @@ class LiveReport:
     """
 
     def __init__(self, out_dir: Path, settings: dict, started: float, todo: int, skipped: int,
-                 refused: list[dict], interval: float = LIVE_SECONDS) -> None:
+                 refused: list[dict], interval: float = LIVE_SECONDS, packs: ThumbPacks | None = None) -> None:
         self.out_dir, self.settings, self.started, self.interval = Path(out_dir), settings, started, interval
+        self.packs = packs if packs is not None else ThumbPacks(self.out_dir, f"t{int(started)}")
+        self.latest: deque[dict] = deque(maxlen=LATEST)  # gallery entries with their thumbnails inline
         self.todo = todo
         self.counts: Counter = Counter({"skipped": skipped, "refused": len(refused)})
         self.problems: list[dict] = [p for p in map(problem, refused[:PROBLEMS_SHOWN]) if p is not None]
@@ -330,8 +350,8 @@ class LiveReport:
         self.duplicates = 0
         self.stopped = ""
 
-    def add(self, record: dict) -> None:
-        """An item of this run finished (done or failed)."""
+    def add(self, record: dict, thumb: bytes | None = None) -> None:
+        """An item of this run finished (done or failed); ``thumb``: its thumbnail, for the latest shown."""
         state = record.get("state", "failed")
         self.counts[state] += 1
         self.finished_now += 1
@@ -347,11 +367,14 @@ class LiveReport:
             self.timed = (n + 1, total + seconds, max(slowest, seconds))
         self.videos.pop(record["id"], None)
         if state == "done":
-            self.entries.append(entry(record))
+            e = entry(record)
+            self.entries.append(e)
+            self.latest.append({**e, "d": data_uri(thumb)} if thumb else e)
 
-    def video(self, item_id: str, done: int, frames: int) -> None:
-        """A video's chain moved on: its latest finished frame is in its thumbnail file."""
-        self.videos[item_id] = {"id": item_id, "done": done, "frames": frames, "k": thumb_key(item_id)}
+    def video(self, item_id: str, done: int, frames: int, thumb: bytes | None = None) -> None:
+        """A video's chain moved on; ``thumb``: its latest finished frame."""
+        self.videos[item_id] = {"id": item_id, "done": done, "frames": frames,
+                                "d": data_uri(thumb) if thumb else self.videos.get(item_id, {}).get("d")}
 
     def start_clock(self) -> None:
         """Work begins (after the workers loaded the model): the ETA counts from here."""
@@ -380,8 +403,9 @@ class LiveReport:
         self.tick(force=True)
 
     def _write(self, now: float) -> None:
+        self.packs.flush()  # the gallery's entries name the pack being filled
         if len(self.entries) > self.written or not self.written:
-            write_index(self.out_dir, self.entries, self.written // CHUNK)
+            write_index(self.out_dir, self.entries, self.written // CHUNK, sync=False)
             self.written = len(self.entries)
         counts = dict(self.counts)
         counts["remaining"] = max(0, self.todo - self.finished_now)
@@ -389,6 +413,7 @@ class LiveReport:
         page = render_page(counts=counts, total=counts["total"], started=self.started, now=now,
                            settings=self.settings, problems=self.problems, problem_count=self.problem_count,
                            gallery_total=len(self.entries), live=not self.stopped, eta=self.eta(now),
-                           latest=self.entries[-LATEST:], videos=list(self.videos.values()), timings=self.timed,
+                           latest=list(self.latest), videos=list(self.videos.values()), timings=self.timed,
                            duplicates=self.duplicates, stopped=self.stopped)
-        write_page(self.out_dir / "report.html", page)
+        # A live view, rewritten every few seconds: not synced (the final page is).
+        write_page(self.out_dir / "report.html", page, sync=False)
