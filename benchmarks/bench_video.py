@@ -10,7 +10,7 @@ style so that several content x style pairs are measured:
     pan        bikes.mp4 from frame 40: the camera follows a walker past parked cars (2-4 px/frame)
     handheld   carphone_pristine.mp4 from frame 0: a handheld camera in a car, a talking head
     static     bigbuckbunny.mp4 from frame 24: a fixed camera, the animal moves
-    cuts       bikes.mp4 from frame 120: a static shot, a cut at 137, the next shot
+    cuts       bikes.mp4 from frame 126: the end of a static street shot, a cut at 137, the next shot
 
 For each shot and mode it reports the warping error (Lai et al. 2018: flow and occlusion masks from
 the source frames; pairs across a cut are left out) of the frames the optimisation produced and of
@@ -69,7 +69,7 @@ CORPUS = (
     Shot("pan", "bikes.mp4", 40, "starry_night.jpg"),
     Shot("handheld", "carphone_pristine.mp4", 0, "the_scream.jpg"),
     Shot("static", "bigbuckbunny.mp4", 24, "woman-with-hat-matisse.jpg"),
-    Shot("cuts", "bikes.mp4", 120, "shipwreck.jpg"),
+    Shot("cuts", "bikes.mp4", 126, "shipwreck.jpg"),  # the cut is its 12th frame
 )
 
 
