@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,28 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 400_000  # bytes per file: the panorama's output and the ledger fit, the large photo's TIFF does not
 
 
-def limited() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+def limited(size: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return apply
 
 
-def nst(*args: object, limit: bool = False) -> subprocess.CompletedProcess:
+def nst(*args: object, limit: bool | int = False) -> subprocess.CompletedProcess:
+    """nst in a child process; ``limit``: True for LIMIT bytes per file, or a byte count."""
+    size = LIMIT if limit is True else limit
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, check=False, preexec_fn=limited if limit else None, timeout=600)
+                          text=True, check=False, preexec_fn=limited(size) if size else None, timeout=600)
+
+
+def noisy_clip(path: Path, size: str, frames: int) -> Path:
+    """A clip of moving test patterns under strong noise: frames that compress badly, so of known bulk."""
+    from pipeline.media.frames import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate=10,noise=alls=60:allf=t", "-frames:v", str(frames), "-pix_fmt",
+                    "yuv420p", str(path)], check=True)
+    return path
 
 
 def test_an_output_that_cannot_be_written_fails_alone_and_the_rerun_redoes_only_it(tmp_path, painting):
@@ -57,12 +72,9 @@ def test_a_video_that_cannot_be_written_fails_alone_and_the_rerun_encodes_the_ke
     """The delivered file (lossless, so larger than any frame or the ledger) passes the size limit:
     the item fails naming the file and the reason, nothing is left under its name, and the rerun
     encodes the frames kept in the state folder instead of stylizing them again."""
-    from pipeline.media.frames import ffmpeg_exe, read_frames
+    from pipeline.media.frames import read_frames
 
-    clip = tmp_path / "clip.mp4"
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc2=size=160x96:rate=10,noise=alls=60:allf=t", "-frames:v", "16", "-pix_fmt", "yuv420p",
-                    str(clip)], check=True)
+    clip = noisy_clip(tmp_path / "clip.mp4", "160x96", 16)
     style = write_png(tmp_path / "style.png", painting)
     out = tmp_path / "out"
     common = ("--style", style, "-o", out, "--size", 160, "--iterations", 2, "--later-iterations", 1, "--scales", "1",
@@ -87,23 +99,14 @@ def test_frames_that_cannot_be_kept_fail_the_video_naming_their_folder_and_the_r
     """Frames larger than the file size limit (the state folder is on the same full disk): the video
     fails with one line naming where its frames go, no temporary file is left, and the rerun without
     the limit delivers every frame."""
-    from pipeline.media.frames import ffmpeg_exe, read_frames
+    from pipeline.media.frames import read_frames
 
-    clip = tmp_path / "clip.mp4"
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x192:rate=10,noise=alls=60:allf=t", "-frames:v", "6", "-pix_fmt", "yuv420p",
-                    str(clip)], check=True)
+    clip = noisy_clip(tmp_path / "clip.mp4", "320x192", 6)
     style = write_png(tmp_path / "style.png", painting)
     out = tmp_path / "out"
     common = ("--style", style, "-o", out, "--size", 320, "--iterations", 2, "--later-iterations", 1, "--scales", "1",
               "-q")
-
-    def small_files() -> None:  # a noisy 320x192 frame is about 150 KB as PNG
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-
-    first = subprocess.run([sys.executable, "-m", "pipeline.cli", "video", clip, *map(str, common)], cwd=ROOT,
-                           capture_output=True, text=True, check=False, preexec_fn=small_files, timeout=600)
+    first = nst("video", clip, *common, limit=100_000)  # a noisy 320x192 frame is about 150 KB as PNG
     assert first.returncode == 1, first.stdout + first.stderr
     frames_folder = out / ".nst" / "frames" / "clip.mp4"
     lines = [line for line in (first.stdout + first.stderr).splitlines() if str(frames_folder) in line]

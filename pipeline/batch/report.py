@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.atomic import write_text_atomic
 from pipeline.batch.files import write_atomic
 from pipeline.batch.ledger import state_dir
+from pipeline.batch.status import duration
 from pipeline.batch.thumbs import ThumbPacks, data_uri, pair, read_pack, thumb_key
 
 log = logging.getLogger(__name__)
@@ -188,15 +189,6 @@ draw();
 """
 
 
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 def _card(e: dict) -> str:
     esc = html.escape
     src = e.get("d")
@@ -220,8 +212,8 @@ def render_page(*, counts: dict, total: int, started: float, now: float, setting
     if stopped:
         parts.append(f'<p class="failed">Stopped: {esc(stopped)}</p>')
     elif live:
-        parts.append(f'<p><span class="live">running</span>: started {esc(when)}, {_duration(now - started)} so far'
-                     + (f"; about {_duration(eta)} left" if eta is not None else "; time left unknown until "
+        parts.append(f'<p><span class="live">running</span>: started {esc(when)}, {duration(now - started)} so far'
+                     + (f"; about {duration(eta)} left" if eta is not None else "; time left unknown until "
                                                                                     "something finishes")
                      + " (this page reloads itself)</p>")
     else:
