@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 _DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 # The MEDIUM preset stops one pyramid level short of the frame (finest scale 1: half resolution),
 # coarse on working-size frames: a source frame carried along that flow missed the next one by
-# 1.5-2x the photometric error of the full-resolution level (4 real shots at 192 px), at about
-# 2.3x the flow's time (5-13 ms at 192 px, on a thread beside the optimisation).
+# 1.5-2x the photometric error of the full-resolution level (4 real shots at 192 px). It costs
+# 2-4x the flow's time (43 ms a flow at 512x218, 248 ms at 1280x544), on a thread beside the
+# optimisation.
 _DIS_FINEST_SCALE = 0
 
 
