@@ -47,6 +47,10 @@ chroma (32.44 -> 32.15), where the chroma low-pass costs detail. Lossless 4:2:0 
 the source itself), x264's chroma quantisation is what is left: crf 14 with deadzones 32/21 brings
 it to +16.8% / +3.3% at 1.10x the size, HEVC crf 16 to +7.9% / -4.3% at 1.16x.
 
+These were measured at crf 16, the default then. The default is now crf 12, chosen by what the
+file keeps of the style rather than by warping error alone (``bench_video.py``'s ``file sty``
+column; the reasons are beside ``H264_CRF``); "crf 16" below is the old default for comparison.
+
 Every candidate goes through ``encode_video`` itself (the module's H.264 constants are swapped per
 run), so the numbers are those of the production path: conversion, pipe, muxing.
 """
@@ -105,6 +109,7 @@ CHROMA = [
     *(Candidate(f"sigma {sigma} + luma adj", **DEFAULT, chroma_sigma=sigma, luma_adjust=True) for sigma in (0.5, 0.9)),
     Candidate(f"sigma {media.CHROMA_SIGMA}, no luma adj", **DEFAULT, luma_adjust=False),
     Candidate("crf 14", **{**DEFAULT, "crf": 14}),
+    Candidate("crf 16", **{**DEFAULT, "crf": 16}),
     Candidate("crf 14 deadzone 32/21", **{**DEFAULT, "crf": 14,
                                            "x264_params": f"{media.X264_PARAMS}:deadzone-inter=32:deadzone-intra=21"}),
     Candidate("hevc crf 16", 16, codec="hevc"),
