@@ -82,3 +82,18 @@ def style_content_distances(image: np.ndarray, content: np.ndarray, style: np.nd
     style_distance = float(np.mean([float(losses.style_layer_loss(
         feats_x[name], losses.gram(feats_s[name], "relative"), "relative")) for name in STYLE_LAYERS]))
     return style_distance, content_distance
+
+
+def texture_distance(image: np.ndarray, reference: np.ndarray, extractor) -> float:
+    """Relative Gram error of ``image`` against ``reference`` (same size) over conv1_1..conv5_1, as
+    the style distance measures it: how much of a frame's brush texture a copy of it (an encoded
+    and decoded file, say) lost or changed. 0 for the frame itself."""
+    from pipeline.core.tfsetup import tf
+
+    missing = set(STYLE_LAYERS) - set(extractor.layers)
+    if missing:
+        raise ValueError(f"the extractor lacks layers {sorted(missing)}")
+    got = extractor(tf.constant(np.asarray(image, np.float32)[None]))
+    want = extractor(tf.constant(np.asarray(reference, np.float32)[None]))
+    return float(np.mean([float(losses.style_layer_loss(got[name], losses.gram(want[name], "relative"), "relative"))
+                          for name in STYLE_LAYERS]))
