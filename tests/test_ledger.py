@@ -175,6 +175,35 @@ def test_assembly_cross_fades_where_chains_meet_and_yields_each_frame_once(tmp_p
     assert out[8] == pytest.approx(180.0)
 
 
+def test_a_seam_cross_fade_keeps_the_contrast_of_two_differently_painted_textures() -> None:
+    """Two chains meeting paint the same picture with different strokes; half way through the fade a
+    linear blend keeps 1/sqrt(2) of their texture's contrast, the seam blend all of it, and the
+    picture underneath still fades linearly. Strokes both chains share are left as they are."""
+    import cv2
+
+    from pipeline.batch.segments import blend_shared
+
+    rng = np.random.default_rng(5)
+    picture = cv2.GaussianBlur(rng.uniform(60, 200, (96, 128, 3)).astype(np.float32), (0, 0), 8)
+
+    def strokes() -> np.ndarray:
+        texture = cv2.GaussianBlur(rng.normal(0, 1, (96, 128, 3)).astype(np.float32), (0, 0), 0.8)
+        return texture / texture.std() * 25
+
+    a, b = picture + strokes(), picture + strokes()
+
+    def contrast(image: np.ndarray) -> float:
+        return float((image - cv2.GaussianBlur(image, (0, 0), 2.0))[8:-8, 8:-8].std())
+
+    blended = blend_shared([(a, 0.5), (b, 0.5)])
+    linear = 0.5 * a + 0.5 * b
+    assert contrast(linear) < 0.75 * contrast(a)
+    assert 0.9 * contrast(a) < contrast(blended) < 1.1 * contrast(a)
+    low = (cv2.GaussianBlur(blended, (0, 0), 4.0) - cv2.GaussianBlur(linear, (0, 0), 4.0))[8:-8, 8:-8]
+    assert np.abs(low).mean() < 1.0  # grey levels: the picture is the linear fade's
+    assert np.allclose(blend_shared([(a, 0.3), (a.copy(), 0.7)]), np.clip(a, 0, 255), atol=1e-3)
+
+
 def test_segment_direction_is_stored_and_old_run_state_is_upgraded(tmp_path: Path) -> None:
     with Ledger(tmp_path) as ledger:
         specs = plan_segments(30, [0], segment_frames=15, overlap=3)
