@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import sample_clip
+from common import IMAGES, sample_clip
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
 
 LATER_FRAMES = r"""
 import sys, time

@@ -23,16 +23,14 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-IMAGES = ROOT.parent / "shared" / "data" / "images"
 
-from common import sample_clip
+from common import CORPUS, IMAGES, sample_clip
 
 from pipeline import config as config_mod
 from pipeline.batch.driver import RunOptions, run
@@ -43,17 +41,7 @@ from pipeline.core.vgg import FeatureExtractor
 from pipeline.media.frames import ffmpeg_exe, read_frames
 from pipeline.media.images import load_image
 
-
-@dataclass(frozen=True)
-class Shot:
-    name: str
-    clip: str
-    start: int
-    style: str
-
-
-SHOTS = (Shot("pan", "bikes.mp4", 40, "starry_night.jpg"),
-         Shot("static", "bigbuckbunny.mp4", 24, "woman-with-hat-matisse.jpg"))
+SHOTS = tuple(shot for shot in CORPUS if shot.name in ("pan", "static"))
 
 
 def trim(clip: Path, start: int, count: int, out: Path) -> Path:

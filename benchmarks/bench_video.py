@@ -38,11 +38,9 @@ import argparse
 import hashlib
 import itertools
 import json
-import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -52,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import decode_interpolated, sample_clip
+from common import CORPUS, IMAGES, decode_interpolated, sample_clip
 
 from pipeline import config as config_mod
 from pipeline.core.chain import stylize_sequence
@@ -69,24 +67,6 @@ from pipeline.core.vgg import FeatureExtractor, resolve_precision
 from pipeline.media.cuts import detect_cuts
 from pipeline.media.frames import encode_video, probe, read_frames
 from pipeline.media.images import load_image
-
-IMAGES = Path(os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "data" / "images"))
-
-
-@dataclass(frozen=True)
-class Shot:
-    name: str
-    clip: str
-    start: int
-    style: str
-
-
-CORPUS = (
-    Shot("pan", "bikes.mp4", 40, "starry_night.jpg"),
-    Shot("handheld", "carphone_pristine.mp4", 0, "the_scream.jpg"),
-    Shot("static", "bigbuckbunny.mp4", 24, "woman-with-hat-matisse.jpg"),
-    Shot("cuts", "bikes.mp4", 126, "shipwreck.jpg"),  # the cut is its 12th frame
-)
 
 
 def stylize(frames: list[np.ndarray], cuts: list[int], style: np.ndarray, config, mode: str,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,3 +228,22 @@ def sample_clip(name: str) -> Path | None:
             for candidate in Path(location).glob(f"datasets/data/{name}"):
                 return candidate
     return None
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A stretch of a sample clip from frame ``start``, with the style painted onto it."""
+
+    name: str
+    clip: str
+    start: int
+    style: str
+
+
+# The video corpus: real footage of four kinds, each with its own style (bench_video, bench_seams).
+CORPUS = (
+    Shot("pan", "bikes.mp4", 40, "starry_night.jpg"),
+    Shot("handheld", "carphone_pristine.mp4", 0, "the_scream.jpg"),
+    Shot("static", "bigbuckbunny.mp4", 24, "woman-with-hat-matisse.jpg"),
+    Shot("cuts", "bikes.mp4", 126, "shipwreck.jpg"),  # the cut is its 12th frame
+)
