@@ -63,7 +63,9 @@ def test_killed_driver_resumes_without_redoing_finished_items(tmp_path: Path, ph
         write_png(photos / f"p{i}.png", np.roll(photo, 5 * i, axis=0))
     style = write_png(tmp_path / "style.png", painting)
     out = tmp_path / "out"
-    cmd = [str(NST), "run", str(photos), "--style", str(style), "-o", str(out), "--size", "64", "-n", "12",
+    # Each photo takes about 1 s here (60 evaluations): the driver commits its ledger at least once a
+    # second, so the poll sees the first photos done while later ones still run, on faster machines too.
+    cmd = [str(NST), "run", str(photos), "--style", str(style), "-o", str(out), "--size", "64", "-n", "60",
            "--scales", "1", "--workers", "2", "--quiet"]
     before: dict[str, tuple] = {}
 
