@@ -133,7 +133,7 @@ def test_killed_driver_resumes_a_video_from_its_last_finished_chunk(tmp_path: Pa
     style = write_png(tmp_path / "style.png", painting)
     config = tmp_path / "chunks.toml"
     config.write_text("[image]\nsize = 64\nscales = [1.0]\n[optim]\niterations = 4\n"
-                      "[video]\nfirst_frame_iterations = 6\nlater_frame_iterations = 3\nchunk_frames = 3\n"
+                      "[video]\nfirst_frame_iterations = 6\nlater_frame_iterations = 12\nchunk_frames = 3\n"
                       "segment_frames = 12\ncut_threshold = 0.9\nsave_frames = true\n")
     out = tmp_path / "out"
     cmd = [str(NST), "run", str(clip), "--style", str(style), "-o", str(out), "--config", str(config),
@@ -173,7 +173,7 @@ def test_killed_nst_video_resumes_without_recomputing_finished_frames(tmp_path: 
     style = write_png(tmp_path / "style.png", painting)
     config = tmp_path / "chunks.toml"
     config.write_text("[image]\nsize = 64\nscales = [1.0]\n[optim]\niterations = 4\n"
-                      "[video]\nfirst_frame_iterations = 6\nlater_frame_iterations = 3\nchunk_frames = 3\n"
+                      "[video]\nfirst_frame_iterations = 6\nlater_frame_iterations = 12\nchunk_frames = 3\n"
                       "cut_threshold = 0.9\nsave_frames = true\n")  # frames kept: their mtimes tell
     out = tmp_path / "out"
     cmd = [str(NST), "video", str(clip), "--style", str(style), "-o", str(out), "--config", str(config), "--quiet"]

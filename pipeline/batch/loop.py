@@ -137,12 +137,15 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                         "node": slot.info["node"], "attempt": task.attempts})
 
     def on_result(task: Task, res: ImageResult | ChunkResult) -> None:
+        take_result(task, res)
+        if live is not None:  # after the result is in: the page shows it at its next redraw, not one later
+            live.tick()
+
+    def take_result(task: Task, res: ImageResult | ChunkResult) -> None:
         item: Item = task.extra["item"]
         who = res.worker
         advance()
         encodes.collect()
-        if live is not None:
-            live.tick()
         emit("result", {"key": task.key, "item": item.id, "worker": who.name, "pid": who.pid,
                         "seconds": res.seconds, "optim_seconds": res.optim_seconds})
         if isinstance(res, ImageResult):
