@@ -8,6 +8,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import write_png
@@ -294,3 +295,27 @@ def test_frames_too_small_for_vgg_fail_once_with_a_clear_message(tmp_path, style
     (record,) = summary["records"]
     assert record["state"] == "failed" and "too small" in record["reason"]
     assert "retrying" not in result.output  # a property of the input: no second attempt
+
+
+def test_keep_resolution_delivers_the_video_at_the_source_size_upscaled_from_its_frames(tmp_path, style_png):
+    clip = moving_clip(tmp_path / "odd.mkv", 4, "97x65", "25", audio=False, codec=["-c:v", "ffv1"])
+    common = ("--style", style_png, "--size", 48, "-n", 2, "--later-iterations", 2, "--save-frames", "-q")
+    lossless = run("video", clip, "-o", tmp_path / "ffv1", "--keep-resolution", "--codec", "ffv1", *common)
+    assert lossless.exit_code == 0, lossless.output
+    made = tmp_path / "ffv1" / "odd.mkv"
+    info = probe(made)
+    assert (info.width, info.height, info.frame_count) == (96, 64, 4)  # the source's size, sides made even
+    from PIL import Image
+    saved = sorted((frames_dir(tmp_path / "ffv1", "odd.mkv")).rglob("*.png"))
+    assert saved, "the working-size frames were not kept"
+    small = np.asarray(Image.open(saved[0]).convert("RGB"), np.float32)
+    assert small.shape[:2] == (32, 48)
+    first = next(read_frames(made, 96))
+    upscaled = np.clip(cv2.resize(small, (96, 64), interpolation=cv2.INTER_LANCZOS4), 0, 255)
+    assert np.abs(first - upscaled).mean() < 1.0  # the painted frame enlarged, not painted again at this size
+    nearest = cv2.resize(small, (96, 64), interpolation=cv2.INTER_NEAREST)
+    assert np.abs(first - nearest).mean() > 2.0
+
+    plain = run("video", clip, "-o", tmp_path / "plain", *common)
+    assert plain.exit_code == 0, plain.output
+    assert (probe(tmp_path / "plain" / "odd.mp4").width, probe(tmp_path / "plain" / "odd.mp4").height) == (48, 32)

@@ -44,6 +44,7 @@ class VideoState:
     flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
     progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
     cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
+    display: tuple[int, int] | None = None  # the source's (w, h) as shown: image.keep_resolution delivers that
 
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
@@ -79,15 +80,19 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     done = {r["idx"] for r in rows if r["state"] == DONE}
     seconds = sum(r["seconds"] or 0.0 for r in rows)
     progress = {r["idx"]: r["done_frames"] for r in rows if r["state"] != DONE}
-    return VideoState(item, specs, info.fps, info.has_audio, done, seconds, progress=progress)
+    return VideoState(item, specs, info.fps, info.has_audio, done, seconds, progress=progress,
+                      display=(info.width, info.height))
 
 
 def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     """All segments are on disk: cross-fade the overlaps, encode atomically, drop the frames."""
-    from pipeline.media.frames import encode_video
+    from pipeline.media.frames import delivered_size, encode_video, scaled_frames
 
+    frames = assembled_frames(out_dir, state.item.id, state.specs)
+    if cfg.image.keep_resolution and state.display is not None:
+        frames = scaled_frames(frames, delivered_size(*state.display))
     # The source's frame times (variable frame rate kept), audio, subtitle tracks and chapters.
-    encode_video(assembled_frames(out_dir, state.item.id, state.specs), state.item.output, state.fps,
+    encode_video(frames, state.item.output, state.fps,
                  state.item.source if state.has_audio else None, crf=cfg.video.crf, codec=cfg.video.codec,
                  source=state.item.source)
 

@@ -79,7 +79,7 @@ JitOpt = Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help="auto | png | jpeg | webp | tiff | png16 | tiff16 (16 bits per channel)")]
 KeepResOpt = Annotated[bool | None, typer.Option("--keep-resolution/--no-keep-resolution",
-                                                    help="Upscale results back to the source resolution.")]
+                                                    help="Deliver photos and videos at the source resolution (upscaled from the working size).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -215,7 +215,7 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
           pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
           precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
-          style_mask: MaskOpt = None, strength: StrengthOpt = None) -> None:
+          style_mask: MaskOpt = None, strength: StrengthOpt = None, keep_resolution: KeepResOpt = None) -> None:
     """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process;
     rerun the same command to resume)."""
     from pipeline.batch.driver import RunOptions, run
@@ -223,7 +223,7 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
     cfg = build_config(config, preset, size=size, optimizer=optimizer, content_loss_weight=content_loss_weight,
                        style_loss_weight=style_loss_weight, tv_weight=tv_weight, preserve_colors=preserve_colors,
                        pooling=pooling, style_scale=style_scale, scales=scales, precision=precision,
-                       strength=strength)
+                       strength=strength, keep_resolution=keep_resolution)
     video_overrides = {"video.first_frame_iterations": iterations, "video.later_frame_iterations": later_iterations,
                        "video.temporal": temporal, "video.temporal_weight": temporal_weight, "video.crf": crf,
                        "video.codec": codec,
