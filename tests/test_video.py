@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import write_png
+from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline import config as config_mod
@@ -305,7 +306,6 @@ def test_keep_resolution_delivers_the_video_at_the_source_size_upscaled_from_its
     made = tmp_path / "ffv1" / "odd.mkv"
     info = probe(made)
     assert (info.width, info.height, info.frame_count) == (96, 64, 4)  # the source's size, sides made even
-    from PIL import Image
     saved = sorted((frames_dir(tmp_path / "ffv1", "odd.mkv")).rglob("*.png"))
     assert saved, "the working-size frames were not kept"
     small = np.asarray(Image.open(saved[0]).convert("RGB"), np.float32)
@@ -318,4 +318,5 @@ def test_keep_resolution_delivers_the_video_at_the_source_size_upscaled_from_its
 
     plain = run("video", clip, "-o", tmp_path / "plain", *common)
     assert plain.exit_code == 0, plain.output
-    assert (probe(tmp_path / "plain" / "odd.mp4").width, probe(tmp_path / "plain" / "odd.mp4").height) == (48, 32)
+    working = probe(tmp_path / "plain" / "odd.mp4")
+    assert (working.width, working.height) == (48, 32)  # without the option: the working size
