@@ -31,12 +31,14 @@ def scale_sizes(height: int, width: int, scales: Sequence[float], min_side: int)
     return sizes
 
 
-def resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+def resize(image: np.ndarray, size_hw: tuple[int, int], enlarge: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """Area averaging when reducing (no aliasing of fine texture), ``enlarge`` (an OpenCV
+    interpolation) when enlarging; clipped to [0, 255]."""
     h, w = size_hw
     if image.shape[:2] == (h, w):
         return image.astype(np.float32, copy=False)
     shrinking = h * w < image.shape[0] * image.shape[1]
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    interp = cv2.INTER_AREA if shrinking else enlarge
     out = cv2.resize(image.astype(np.float32, copy=False), (w, h), interpolation=interp)
     return np.clip(out, 0, 255)
 

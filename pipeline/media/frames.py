@@ -374,20 +374,6 @@ def delivered_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def scaled_frames(frames: Iterable[np.ndarray], wh: tuple[int, int]) -> Iterator[np.ndarray]:
-    """The frames resized to ``wh``: Lanczos when enlarging (keeps the strokes' edges sharp, as photos
-    are), area averaging when reducing (no aliasing of the fine texture)."""
-    for frame in frames:
-        h, w = frame.shape[:2]
-        if (w, h) == wh:
-            yield frame
-            continue
-        enlarge = wh[0] * wh[1] > w * h
-        resized = cv2.resize(np.asarray(frame, np.float32), wh,
-                             interpolation=cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA)
-        yield np.clip(resized, 0, 255)
-
-
 def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """RGB float32 [0, 255] frames at the working size, frames [start, stop) of the file.
 
