@@ -15,8 +15,9 @@ style so that several content x style pairs are measured:
 For each shot and mode it reports the warping error (Lai et al. 2018: flow and occlusion masks from
 the source frames; pairs across a cut are left out) of the frames the optimisation produced and of
 the delivered file (the frames encoded by ``encode_video`` at the configured codec, decoded again
-by OpenCV, which repeats each chroma sample over its 2x2 block, and with interpolated chroma as
-players show it), the flicker reduction ``off / mode`` on each, what the encoding adds, the style
+as OpenCV does, repeating each chroma sample over its 2x2 block (``read_frames``: ffmpeg's
+default RGB conversion, pixel for pixel OpenCV's on progressive files), and with interpolated
+chroma as players show it), the flicker reduction ``off / mode`` on each, what the encoding adds, the style
 and content distances under a fixed VGG-19 evaluator (mean over the shot's first, middle and last
 frames) relative to ``off``, how much of the style the delivered file keeps (``file sty``: the
 style distance of the file as a player shows it over that of its frames; x264 smooths the fine
@@ -103,8 +104,9 @@ def carry_floor(frames: list[np.ndarray], outputs: list[np.ndarray], cuts: list[
 
 def delivered(outputs: list[np.ndarray], fps: Fraction, folder: Path, name: str,
               config) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The delivered file's frames as OpenCV decodes them (chroma copied over each 2x2 block) and as
-    a player shows them (chroma interpolated), after encoding exactly as ``nst video`` does."""
+    """The delivered file's frames as OpenCV decodes them (chroma copied over each 2x2 block; the
+    pipeline's own decoder gives the same pixels) and as a player shows them (chroma interpolated),
+    after encoding exactly as ``nst video`` does."""
     path = encode_video(outputs, folder / f"{name}.mp4", fps, None, crf=config.video.crf, codec=config.video.codec)
     h, w = outputs[0].shape[:2]
     decoded, shown = list(read_frames(path, max(h, w))), decode_interpolated(path, (h, w))

@@ -23,6 +23,7 @@ from pipeline.media.frames import (
     frame_timing,
     frames_lost,
     output_suffix,
+    picture_format,
     probe,
     read_frames,
 )
@@ -216,6 +217,81 @@ def test_rotation_is_applied_once_and_not_written_again(tmp_path):
     decoded = next(read_frames(out, 64))
     # the same picture after a lossy encode, not turned or mirrored
     assert np.abs(decoded - frames[0]).mean() < 8 < np.abs(decoded - frames[0][::-1, ::-1]).mean()
+
+
+def combing(frame: np.ndarray) -> float:
+    """Mean distance of each row from the average of its neighbours: large where two fields taken
+    at different instants are woven together."""
+    grey = frame.astype(np.float32).mean(axis=2)
+    return float(np.abs(grey[1:-1] - (grey[:-2] + grey[2:]) / 2).mean())
+
+
+def test_pixels_that_are_not_square_are_shown_square(tmp_path):
+    square = tmp_path / "square.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=192x64:rate=25", "-frames:v", "3", "-c:v", "ffv1", str(square))
+    wide = tmp_path / "anamorphic.mkv"  # stored 96 px wide, each pixel twice as wide as tall (SAR 2:1)
+    ffmpeg("-i", str(square), "-vf", "scale=96:64,setsar=2", "-c:v", "ffv1", str(wide))
+    assert "SAR 2:1" in listing(wide)
+    assert picture_format(wide).sample_aspect == 2
+    info = probe(wide)
+    assert (info.width, info.height) == (192, 64)  # as a player shows it
+    frames = list(read_frames(wide, 96))
+    assert len(frames) == 3 and frames[0].shape == (32, 96, 3)  # not 64 rows: the picture keeps its shape
+    reference = next(read_frames(square, 96))
+    assert np.abs(frames[0] - reference).mean() < 6  # the same picture, not squeezed or cropped
+    out = encode_video(frames, tmp_path / "out.mp4", info.fps, None, source=wide)
+    again = probe(out)
+    assert (again.width, again.height) == (96, 32) and picture_format(out).sample_aspect == 1
+
+
+def test_interlaced_frames_are_deinterlaced_one_frame_per_frame(tmp_path):
+    moving = tmp_path / "progressive.mkv"  # a white bar moving 6 px a picture: two fields differ
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=128x96:r=50[bg];color=c=white:s=24x64:r=50[bar];"
+           "[bg][bar]overlay=x='8+6*n':y=16", "-frames:v", "16", "-c:v", "ffv1", str(moving))
+    woven = tmp_path / "interlaced.mp4"
+    # 50 pictures a second woven into 25 interlaced frames, top field first, as a camcorder records
+    # them (the OpenCV wheel decodes such frames as black).
+    ffmpeg("-i", str(moving), "-vf", "interlace=scan=tff", "-flags", "+ildct+ilme", *H264, "-crf", "4", str(woven))
+    assert "top first" in listing(woven)
+    assert picture_format(woven).interlaced and not picture_format(moving).interlaced
+    frames = list(read_frames(woven, 128))
+    assert len(frames) == frame_timing(woven).decoded == 8  # one frame out per frame in: the source's times
+    weave = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(woven), "-f", "rawvideo", "-pix_fmt",
+                            "rgb24", "-"], capture_output=True, check=True).stdout
+    woven_frames = np.frombuffer(weave, np.uint8).reshape(8, 96, 128, 3).astype(np.float32)
+    instants = list(read_frames(moving, 128))[::2]  # the moments the top fields were taken
+    for ours, woven_frame, instant in zip(frames, woven_frames, instants, strict=True):
+        assert combing(woven_frame) > 10  # the fields woven: combed stripes along the bar's edges
+        assert combing(ours) < 2
+        assert np.abs(ours - instant).mean() < 0.25 * np.abs(woven_frame - instant).mean()  # not black either
+
+
+@pytest.mark.parametrize("transfer", ["arib-std-b67", "smpte2084"])  # HLG (phones), PQ (HDR10)
+def test_hdr_video_is_brought_to_sdr_colours_instead_of_washed_out(tmp_path, transfer):
+    sdr = tmp_path / "sdr.mkv"
+    # smooth colours: sharp chroma edges would measure chroma resampling rather than colour
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25", "-frames:v", "2", "-vf", "gblur=sigma=4", "-c:v", "ffv1",
+           str(sdr))
+    hdr = tmp_path / "hdr.mp4"
+    # SDR pictures graded into 10-bit BT.2020 HDR with SDR white at HDR's reference white (BT.2408),
+    # tagged as a phone tags its HDR clips.
+    ffmpeg("-i", str(sdr), "-vf", f"zscale=tin=bt709:pin=bt709:min=bt709:rin=tv:t={transfer}:p=bt2020:m=bt2020nc"
+           ":r=tv:npl=203,format=yuv420p10le", "-c:v", "libx265", "-x265-params", "log-level=error:lossless=1",
+           "-color_trc", transfer, "-color_primaries", "bt2020", "-colorspace", "bt2020nc", str(hdr))
+    assert picture_format(hdr).wide_colour and not picture_format(sdr).wide_colour
+    reference = next(read_frames(sdr, 128))
+    ours = next(read_frames(hdr, 128))
+    untransformed = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(hdr), "-frames:v", "1", "-f",
+                                    "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    washed = np.frombuffer(untransformed, np.uint8).reshape(96, 128, 3).astype(np.float32)
+
+    def saturation(rgb: np.ndarray) -> float:
+        return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+
+    assert saturation(washed) < 0.6 * saturation(reference)  # what RGB without the transform shows
+    assert saturation(ours) > 0.9 * saturation(reference)
+    assert np.abs(ours - reference).mean() < 0.3 * np.abs(washed - reference).mean()
+    assert abs(ours.mean() - reference.mean()) < 8  # diffuse white back at SDR white: not darker or brighter
 
 
 def test_a_video_that_starts_after_its_audio_keeps_its_offset(tmp_path):

@@ -320,3 +320,24 @@ def test_keep_resolution_delivers_the_video_at_the_source_size_upscaled_from_its
     assert plain.exit_code == 0, plain.output
     working = probe(tmp_path / "plain" / "odd.mp4")
     assert (working.width, working.height) == (48, 32)  # without the option: the working size
+
+
+def test_an_interlaced_clip_with_wide_pixels_is_painted_whole_and_delivered_as_shown(tmp_path, style_png):
+    # A DV-like camcorder clip: interlaced, each stored pixel twice as wide as tall (SAR 2:1).
+    moving = tmp_path / "moving.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x48:r=50[bg];color=c=white:s=12x32:r=50[bar];"
+           "[bg][bar]overlay=x='4+3*n':y=8", "-frames:v", "12", "-c:v", "ffv1", str(moving))
+    clip = tmp_path / "camcorder.mp4"
+    ffmpeg("-i", str(moving), "-vf", "interlace=scan=tff,setsar=2", "-flags", "+ildct+ilme", *H264, str(clip))
+    result = run("video", clip, "-o", tmp_path / "out", "--style", style_png, "--size", 96, "-n", 2,
+                 "--later-iterations", 2, "--keep-resolution", "--save-frames", "-q")
+    assert result.exit_code == 0, result.output
+    made = tmp_path / "out" / "camcorder.mp4"
+    info = probe(made)
+    assert (info.width, info.height, info.frame_count) == (128, 48, 6)  # as a player shows the source
+    saved = sorted(frames_dir(tmp_path / "out", "camcorder.mp4").rglob("*.png"))
+    working = np.asarray(Image.open(saved[0]).convert("RGB"), np.float32)
+    assert working.shape[:2] == (36, 96)  # painted at the shown shape, not squeezed into 96x72
+    # Painted from the picture, not from the black frames the OpenCV wheel decodes interlaced
+    # frames as: the bar's side of the frame is brighter than the rest.
+    assert working[:, :48].mean() > working[:, 60:].mean() + 10

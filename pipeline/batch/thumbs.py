@@ -100,15 +100,12 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _video_frame(path: Path) -> Image.Image | None:
-    import cv2
+def _video_frame(path: Path, size: int) -> Image.Image | None:
+    # The pipeline's own decoder: deinterlaced and with square pixels, as the video is shown.
+    from pipeline.media.frames import read_frames
 
-    capture = cv2.VideoCapture(str(path))
-    try:
-        ok, frame = capture.read()
-    finally:
-        capture.release()
-    return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) if ok and frame is not None else None
+    frame = next(read_frames(path, size), None)
+    return None if frame is None else Image.fromarray(frame.astype(np.uint8))
 
 
 def small(source: bytes | np.ndarray | Path | None, size: int = THUMB) -> Image.Image | None:
@@ -119,7 +116,7 @@ def small(source: bytes | np.ndarray | Path | None, size: int = THUMB) -> Image.
         if isinstance(source, np.ndarray):
             image = Image.fromarray(np.clip(source, 0, 255).astype(np.uint8))
         elif isinstance(source, Path) and source.suffix.lower() in VIDEO_SUFFIXES:
-            image = _video_frame(source)
+            image = _video_frame(source, size)
             if image is None:
                 return None
         else:

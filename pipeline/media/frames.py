@@ -1,15 +1,18 @@
 """Video sources and sinks: probe, decode at a working size, encode with the source's timing and tracks.
 
-Decoding uses OpenCV. The pip build of OpenCV has no H.264 encoder, so frames go to ffmpeg (the
-binary bundled with imageio-ffmpeg) through a pipe: raw pixels (4:2:0 planes made here for H.264
-and HEVC, RGB otherwise) at the exact rational rate when the source's frames sit on a constant-rate
-grid, or a minimal Matroska stream that carries each frame's presentation time when they do not
-(variable frame rate). A second ffmpeg pass adds the source's
+Frames are decoded by ffmpeg through a pipe (the binary bundled with imageio-ffmpeg), interlaced
+ones deinterlaced (bwdif), and pixels that are not square (DV, DVD, HDV) made square at the working
+size; OpenCV reads the container's announced frame count and rate, and resizes. The pip build of
+OpenCV has no H.264 encoder, so frames go to ffmpeg through a pipe as well: raw pixels (4:2:0
+planes made here for H.264 and HEVC, RGB otherwise) at the exact rational rate when the source's
+frames sit on a constant-rate grid, or a minimal Matroska stream that carries each frame's
+presentation time when they do not (variable frame rate). A second ffmpeg pass adds the source's
 audio tracks (copied where the container plays them, re-encoded where it does not), its subtitle
 tracks, chapters and metadata. ffmpeg is always called with an argument list, never through a shell.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -33,8 +36,8 @@ from pipeline.errors import VideoError
 
 log = logging.getLogger(__name__)
 
-# The decoder's own messages about a damaged stream would repeat per packet; read_frames' caller
-# reports the frames lost, once.
+# The decoder's own messages about a damaged stream would repeat per packet (probe opens the file
+# with OpenCV); the frames lost are reported once, by read_frames' caller.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv",
@@ -107,7 +110,7 @@ class VideoInfo:
     path: Path
     frame_count: int  # as the container announces it; a damaged file may decode fewer
     fps: Fraction
-    width: int  # as displayed: rotation metadata is applied by the decoder
+    width: int  # as displayed: rotation and the pixels' aspect ratio applied
     height: int
     has_audio: bool
     streams: tuple[StreamInfo, ...] = ()
@@ -271,6 +274,9 @@ def probe(path: Path | str) -> VideoInfo:
         capture.release()
     if width <= 0 or height <= 0:
         raise VideoOpenFailure(path, f"no usable frame size ({width}x{height})")
+    pictures = picture_format(path)
+    if pictures is not None:
+        width, height = pictures.display_size
     fps = recover_rate(_parse_rate(info), measured)
     if fps is None or fps <= 0:
         raise FrameRateUnavailable(path, "unknown or zero frame rate")
@@ -343,7 +349,7 @@ def frame_timing(path: Path | str, expected: int | None = None) -> FrameTiming:
     # passthrough: every decoded frame, none dropped or duplicated to a rate; demux: times in the
     # stream's own time base, unrounded; wrapped_avframe: no pixel conversion or copy.
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate",
-                           "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
+                           "-i", str(path), "-map", "0:V:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
                            "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
                           capture_output=True, text=True, errors="replace", check=False)
     tb = _TIME_BASE.search(proc.stdout)
@@ -374,37 +380,146 @@ def delivered_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
+_SHOWINFO = re.compile(r"\bsar:(?P<sn>\d+)/(?P<sd>\d+) s:(?P<w>\d+)x(?P<h>\d+) i:(?P<scan>[PTB?])")
+_SHOWINFO_COLOUR = re.compile(r"color_range:(?P<range>\S+) color_space:(?P<matrix>\S+) "
+                              r"color_primaries:(?P<primaries>\S+) color_trc:(?P<transfer>\S+)")
+PICTURES_INSPECTED = 8  # frames a source's pixel aspect, scan and colours are judged on
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})  # PQ (HDR10, Dolby Vision) and HLG
+# Where the brightness of diffuse white sits in HDR video (ITU-R BT.2408): mapped to SDR white.
+HDR_REFERENCE_WHITE_NITS = 203
+
+
+@dataclass(frozen=True)
+class PictureFormat:
+    """What a video's decoded pictures need before they are shown, beyond what OpenCV applies."""
+
+    width: int  # decoded, rotation applied, in stored pixels
+    height: int
+    sample_aspect: Fraction  # a stored pixel's width over its height: 8/9 for NTSC DV, 4/3 for HDV
+    interlaced: bool  # each frame weaves two fields taken 1/50 or 1/60 s apart
+    transfer: str = "unknown"  # as ffmpeg names them: "bt709", "smpte2084" (PQ), "arib-std-b67" (HLG)
+    primaries: str = "unknown"  # "bt709", "bt2020", ...
+    matrix: str = "unknown"
+    colour_range: str = "unknown"  # "tv" (limited) or "pc" (full)
+
+    @property
+    def wide_colour(self) -> bool:
+        """HDR or BT.2020 colours, which RGB conversion without a colour transform shows washed out
+        (a phone's HDR clip: about a third of the saturation)."""
+        return self.transfer in HDR_TRANSFERS or self.primaries == "bt2020"
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(w, h) as players show it: the width scaled by the pixels' aspect, as ffmpeg and VLC do."""
+        return max(1, round(self.width * self.sample_aspect)), self.height
+
+
+def picture_format(path: Path | str) -> PictureFormat | None:
+    """The first video stream's pixel aspect and scan, from its first decoded frames; None when
+    none decodes. Cached per file version: every reader of a video asks."""
+    path = Path(path)
+    stat = path.stat()
+    return _picture_format(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _picture_format(path: str, _mtime_ns: int, _size: int) -> PictureFormat | None:
+    # showinfo sees the frames after autorotation (which also turns the aspect ratio) and prints
+    # each frame's own interlacing flag: DV and some MPEG-2 announce no field order in the header.
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0",
+                           "-frames:v", str(PICTURES_INSPECTED), "-vf", "showinfo", "-f", "null", "-"],
+                          capture_output=True, text=True, errors="replace", timeout=120, check=False)
+    frames = list(_SHOWINFO.finditer(proc.stderr))
+    if not frames:
+        return None
+    first = frames[0]
+    num, den = int(first.group("sn")), int(first.group("sd"))
+    aspect = Fraction(num, den) if num > 0 and den > 0 else Fraction(1)  # 0/1: not stated, square
+    if not Fraction(1, 4) <= aspect <= 4:  # no camera or disc format stores pixels this far from square
+        aspect = Fraction(1)
+    colour = _SHOWINFO_COLOUR.search(proc.stderr)
+    tags = ({k: colour.group(k) for k in ("transfer", "primaries", "matrix")} | {"colour_range": colour.group("range")}
+            if colour else {})
+    return PictureFormat(int(first.group("w")), int(first.group("h")), aspect,
+                         any(f.group("scan") in "TB" for f in frames), **tags)
+
+
+def _to_sdr(pictures: PictureFormat) -> str:
+    """The zscale filter that brings HDR or BT.2020 frames to SDR BT.709 as players tone-map them:
+    diffuse white (BT.2408: 203 nits) to SDR white, brighter highlights clipped. Tags the file
+    leaves unstated get the usual values for such video."""
+    def stated(value: str, usual: str) -> str:
+        return usual if value in ("unknown", "unspecified", "reserved") else value
+
+    return (f"zscale=tin={stated(pictures.transfer, 'bt709')}:pin={stated(pictures.primaries, 'bt2020')}"
+            f":min={stated(pictures.matrix, 'bt2020nc')}:rin={stated(pictures.colour_range, 'tv')}"
+            f":t=bt709:p=bt709:m=bt709:r=tv:npl={HDR_REFERENCE_WHITE_NITS}")
+
+
+def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int) -> Iterator[np.ndarray]:
+    """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, until the
+    decoder stops.
+
+    Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter returns black for every frame
+    flagged interlaced (DV, DVD, broadcast and 1080i camcorder files), where bwdif makes each such
+    frame whole (one frame out per frame in, so the count and frame times stay the source's;
+    progressive frames pass untouched). HDR (PQ, HLG) and BT.2020 frames are brought to SDR BT.709,
+    the colours the stylized file is tagged with. A stream whose size changes part-way is held at
+    its first.
+    Seeking by frame number is inexact for long-GOP codecs, so frames before ``skip`` are decoded
+    and passed over.
+    """
+    w, h = pictures.width, pictures.height
+    filters = ["bwdif=mode=send_frame:parity=auto:deint=interlaced"]
+    if pictures.wide_colour:
+        filters.append(_to_sdr(pictures))
+    filters.append(f"scale={w}:{h}")
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:V:0",
+               "-vf", ",".join(filters),
+               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        index = 0
+        while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
+            if index >= skip:
+                yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
+            index += 1
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """RGB float32 [0, 255] frames at the working size, frames [start, stop) of the file.
 
-    Stops quietly where the decoder stops (OpenCV gives up at the first damaged packet); callers
-    compare the count with ``probe``'s ``frame_count`` and report ``frames_lost``.
+    Interlaced frames are deinterlaced and pixels that are not square are made square, so the
+    frames look as a player shows the source. Stops quietly where the decoder stops (none when
+    no frame decodes); callers compare the count with ``probe``'s ``frame_count`` and report
+    ``frames_lost``.
     """
     path = Path(path)
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        raise VideoOpenFailure(path, "OpenCV cannot open this video")
+    if not path.is_file():
+        raise VideoOpenFailure(path, "file not found")
+    pictures = picture_format(path)
+    if pictures is None:
+        return
+    source = _decoded_pictures(path, pictures, start)
+    aspect = pictures.sample_aspect
     try:
-        wh = working_size(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                          int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), size)
-        index = 0
-        if start > 0:
-            # Seeking by frame number is inexact for long-GOP codecs; decoding through is exact.
-            while index < start and capture.grab():
-                index += 1
-            if index < start:
+        for index, rgb in enumerate(source, start):
+            if stop is not None and index >= stop:  # before the first frame: an empty range
                 return
-        while stop is None or index < stop:
-            ok, bgr = capture.read()
-            if not ok or bgr is None:
-                return
-            index += 1
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            shrinking = wh[0] * wh[1] < rgb.shape[0] * rgb.shape[1]
+            h, w = rgb.shape[:2]
+            wh = working_size(max(1, round(w * aspect)), h, size)
+            shrinking = wh[0] * wh[1] < w * h
             rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
             yield rgb.astype(np.float32)
+            if stop is not None and index + 1 >= stop:  # not one frame more decoded than asked for
+                return
     finally:
-        capture.release()
+        source.close()
 
 
 class FrameCursor:
