@@ -188,7 +188,7 @@ def test_a_truncated_clip_reports_how_many_frames_were_lost(tmp_path):
     assert isinstance(lost, FramesLost) and lost.path == cut
     assert str(lost) == (f"{cut}: decoded {timing.decoded} of 24 frames ({timing.lost} lost; "
                          "the file is damaged or was cut short)")
-    # OpenCV stops at the first damaged packet, ffmpeg conceals it and goes on: count what you decoded
+    # decoding may stop at a damaged packet or conceal it and go on: count what you decoded
     decoded = sum(1 for _ in read_frames(cut, 48))
     assert 0 < decoded <= timing.decoded
     assert frames_lost(cut, decoded, info.frame_count).decoded == decoded
@@ -196,6 +196,25 @@ def test_a_truncated_clip_reports_how_many_frames_were_lost(tmp_path):
     # the frames that do decode encode at their own times
     out = encode_video(read_frames(cut, 48), tmp_path / "cut.out.mp4", info.fps, None, source=cut)
     assert probe(out).frame_count == decoded
+
+
+def test_a_container_that_states_only_a_duration_raises_no_false_alarm_of_lost_frames(tmp_path):
+    ts = tmp_path / "camcorder.ts"  # MPEG-TS (AVCHD's .mts too): a duration, no frame count
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30000/1001", "-f", "lavfi", "-i", "sine=f=440:d=3.6",
+           "-map", "0:v", "-map", "1:a", "-frames:v", "90", *H264, "-c:a", "aac", "-f", "mpegts", str(ts))
+    info = probe(ts)
+    decoded = sum(1 for _ in read_frames(ts, 64))
+    assert decoded == 90 and not info.frame_count_exact
+    assert info.frame_count != decoded  # duration x rate is off by a frame here
+    assert info.frames_missing(decoded) == 0  # so no "1 lost" warning and exit code 3 for an intact file
+    assert info.frames_missing(decoded - 40) > 0  # more than a second missing is still reported
+    mp4 = tmp_path / "same.mp4"  # the same frames in MP4, which lists each one: exact
+    ffmpeg("-i", str(ts), "-c", "copy", str(mp4))
+    listed = probe(mp4)
+    assert listed.frame_count_exact and listed.frame_count == 90 and listed.frames_missing(89) == 1
+    fragmented = tmp_path / "fragments.mp4"  # written as it records: no frame list
+    ffmpeg("-i", str(ts), "-an", "-c", "copy", "-movflags", "frag_keyframe+empty_moov", str(fragmented))
+    assert not probe(fragmented).frame_count_exact
 
 
 def test_rotation_is_applied_once_and_not_written_again(tmp_path):

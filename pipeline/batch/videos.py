@@ -63,8 +63,9 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
             count += 1
         if count == 0:
             raise InputError(item.source, "no frame could be decoded")
-        if count < info.frame_count:
-            warning = (f"{count} of {info.frame_count} frames decoded, {info.frame_count - count} lost "
+        if info.frames_missing(count):
+            about = "" if info.frame_count_exact else "about "  # the container states a duration, not a count
+            warning = (f"{count} of {about}{info.frame_count} frames decoded, {about}{info.frame_count - count} lost "
                        f"(the file is damaged or was cut short)")
             ledger.set_warning(item.id, warning)
             console.print(f"[yellow]warning[/yellow] {item.source}: {warning}", highlight=False)

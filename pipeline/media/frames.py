@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import queue
 import re
@@ -48,6 +49,8 @@ _STREAM_AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: ")
 _STREAM = re.compile(r"^\s*Stream #0:(?P<index>\d+)(?:\[[^\]]*\])?(?:\((?P<lang>[^)]*)\))?: "
                      r"(?P<kind>Video|Audio|Subtitle|Data|Attachment): (?P<codec>[\w-]+)(?P<rest>.*)$",
                      re.MULTILINE)
+_INPUT_FORMAT = re.compile(r"^Input #0, (?P<format>[\w,]+), from ", re.MULTILINE)
+_INDEXED_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "avi"})  # ffmpeg's demuxer names
 _RATE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<k>k?) (?P<unit>fps|tbr)\b")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
@@ -114,6 +117,17 @@ class VideoInfo:
     height: int
     has_audio: bool
     streams: tuple[StreamInfo, ...] = ()
+    # MP4/MOV and AVI list every frame, so frame_count is a count; other containers (MPEG-TS and
+    # PS, Matroska, WebM, fragmented MP4) state a duration, and the count is duration x rate,
+    # which rounding and an audio track that runs longer put a frame or more off.
+    frame_count_exact: bool = True
+
+    def frames_missing(self, decoded: int) -> int:
+        """Announced frames that did not decode: 0 unless more are missing than an estimated
+        count can be off by (a second's worth)."""
+        slack = 0 if self.frame_count_exact else math.ceil(self.fps)
+        short = self.frame_count - decoded
+        return short if short > slack else 0
 
     @property
     def audio_streams(self) -> tuple[StreamInfo, ...]:
@@ -282,7 +296,39 @@ def probe(path: Path | str) -> VideoInfo:
         raise FrameRateUnavailable(path, "unknown or zero frame rate")
     if count <= 0:
         raise VideoDecodeError(path, "the container reports zero frames")
-    return VideoInfo(path, count, fps, width, height, bool(_STREAM_AUDIO.search(info)), parse_streams(info))
+    return VideoInfo(path, count, fps, width, height, bool(_STREAM_AUDIO.search(info)), parse_streams(info),
+                     frame_count_exact=_frames_indexed(path, info))
+
+
+def _frames_indexed(path: Path, info: str) -> bool:
+    """Whether the container lists each frame (its announced count is a count, not an estimate)."""
+    demuxer = _INPUT_FORMAT.search(info)
+    names = set(demuxer.group("format").split(",")) if demuxer else set()
+    if not names & _INDEXED_FORMATS:
+        return False
+    return "avi" in names or not _fragmented(path)
+
+
+def _fragmented(path: Path) -> bool:
+    """An MP4/MOV written in fragments (moof boxes; cameras and recorders that stream to disk):
+    its index lists no frames, so the count is estimated from the duration."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        offset = 0
+        while offset + 8 <= size:
+            handle.seek(offset)
+            header = handle.read(16)
+            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if kind == b"moof":
+                return True
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                return False
+            if box_size < 8 or kind not in _BMFF_BOXES:
+                return False
+            offset += box_size
+    return False
 
 
 # ---------------------------------------------------------------------------- frame timing
