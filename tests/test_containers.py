@@ -217,6 +217,50 @@ def test_a_container_that_states_only_a_duration_raises_no_false_alarm_of_lost_f
     assert not probe(fragmented).frame_count_exact
 
 
+def trimmed_by_stream_copy(tmp_path: Path) -> tuple[Path, int]:
+    """An intact MP4 whose index lists more frames than it shows: cut between key frames without
+    re-encoding (ffmpeg -c copy, a phone's trim), an edit list hides the frames before the cut."""
+    full = tmp_path / "full.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "40", *H264, "-g", "25", "-movflags",
+           "+faststart", str(full))
+    trimmed = tmp_path / "trimmed.mp4"
+    ffmpeg("-ss", "0.4", "-i", str(full), "-c", "copy", str(trimmed))
+    return trimmed, 30
+
+
+def test_only_a_damaged_file_has_its_missing_frames_called_lost(tmp_path):
+    trimmed, shown = trimmed_by_stream_copy(tmp_path)
+    problems: list[str] = []
+    decoded = sum(1 for _ in read_frames(trimmed, 64, problems=problems))
+    assert decoded == shown < probe(trimmed).frame_count == 40  # the index lists the hidden frames too
+    assert problems == []  # decoded silently: nothing is damaged, nothing lost
+    cut = tmp_path / "cut.mp4"
+    data = (tmp_path / "full.mp4").read_bytes()
+    cut.write_bytes(data[: len(data) * 55 // 100])
+    decoded = sum(1 for _ in read_frames(cut, 64, problems=problems))
+    assert 0 < decoded < 40 and problems  # the decoder's complaints: these frames are lost
+
+
+def test_camcorder_disc_and_broadcast_files_in_a_folder_are_found_as_videos(tmp_path):
+    from pipeline.batch.discover import discover
+
+    folder = tmp_path / "tapes"
+    folder.mkdir()
+    source = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "3"]
+    ffmpeg(*source, "-c:v", "mpeg2video", "-f", "vob", str(folder / "VTS_01_1.VOB"))  # a DVD
+    ffmpeg(*source, "-c:v", "mpeg2video", "-f", "mxf", str(folder / "clip.mxf"))  # broadcast cameras
+    ffmpeg(*source, "-vf", "scale=720:480,setsar=8/9", "-r", "30000/1001", "-c:v", "dvvideo", "-pix_fmt", "yuv411p",
+           "-f", "dv", str(folder / "tape.dv"))  # MiniDV
+    plan = discover([folder], tmp_path / "out")
+    assert not plan.refused
+    assert sorted((item.source.name, item.kind) for item in plan.items) == [
+        ("VTS_01_1.VOB", "video"), ("clip.mxf", "video"), ("tape.dv", "video")]
+    for item in plan.items:
+        assert sum(1 for _ in read_frames(item.source, 64)) == 3
+    dv = probe(folder / "tape.dv")  # a raw DV file prints its time base as its rate ("60k fps")
+    assert dv.fps == NTSC and dv.frame_count == 3 and (dv.width, dv.height) == (640, 480)
+
+
 def test_rotation_is_applied_once_and_not_written_again(tmp_path):
     plain = tmp_path / "plain.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "3", *H264, str(plain))

@@ -130,6 +130,18 @@ def test_truncated_video_warns_how_many_frames_were_lost_and_keeps_the_rest(tmp_
     assert warning in status.output, status.output
 
 
+def test_a_clip_trimmed_without_re_encoding_finishes_cleanly_with_the_frames_it_shows(tmp_path, style_png):
+    full = moving_clip(tmp_path / "full.mp4", 40, "64x48", "25", audio=False, codec=[*H264, "-g", "25"])
+    trimmed = tmp_path / "trimmed.mp4"
+    ffmpeg("-ss", "0.4", "-i", str(full), "-c", "copy", str(trimmed))  # an edit list hides 10 of 40 frames
+    assert probe(trimmed).frame_count == 40 and frame_count(trimmed) == 30
+    result = run("video", trimmed, "--style", style_png, "-o", tmp_path / "out", "--size", 48, "-n", 2,
+                 "--temporal", "off", "-q")
+    assert result.exit_code == 0, result.output  # not "30 of 40 frames decoded, 10 lost" and exit code 3
+    assert "lost" not in result.output
+    assert frame_count(tmp_path / "out" / "trimmed.mp4") == 30
+
+
 def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path, style_png):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all\n" * 20)

@@ -20,13 +20,13 @@ from PIL import Image, ImageOps
 
 from pipeline.batch.files import write_atomic
 from pipeline.batch.ledger import state_dir
+from pipeline.media.frames import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 THUMB = 160  # px: each half fits in THUMB x THUMB
 PACK = 64  # thumbnails per file
 GAP = 8  # px of white between the halves
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
 
 def thumb_key(item_id: str) -> str:
@@ -115,7 +115,7 @@ def small(source: bytes | np.ndarray | Path | None, size: int = THUMB) -> Image.
     try:
         if isinstance(source, np.ndarray):
             image = Image.fromarray(np.clip(source, 0, 255).astype(np.uint8))
-        elif isinstance(source, Path) and source.suffix.lower() in VIDEO_SUFFIXES:
+        elif isinstance(source, Path) and source.suffix.lower() in VIDEO_EXTENSIONS:
             image = _video_frame(source, size)
             if image is None:
                 return None

@@ -56,14 +56,15 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     specs = ledger.segment_specs(item.id)
     if not specs:
         detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
-        starts, count = [], 0
-        for index, frame in enumerate(read_frames(item.source, 160)):  # cuts are judged on small frames
+        starts, count, damage = [], 0, []
+        for index, frame in enumerate(read_frames(item.source, 160, problems=damage)):  # cuts: small frames
             if detector.push(frame):
                 starts.append(index)
             count += 1
         if count == 0:
             raise InputError(item.source, "no frame could be decoded")
-        if info.frames_missing(count):
+        # Fewer frames than announced from an intact file (an edit list, a packed AVI) is no loss.
+        if damage and info.frames_missing(count):
             about = "" if info.frame_count_exact else "about "  # the container states a duration, not a count
             warning = (f"{count} of {about}{info.frame_count} frames decoded, {about}{info.frame_count - count} lost "
                        f"(the file is damaged or was cut short)")
@@ -72,6 +73,8 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
         elif count != info.frame_count:
             log.info("%s: the container says %d frames, %d decode; using %d", item.source, info.frame_count,
                      count, count)
+        if damage:
+            log.info("%s: the decoder reports damaged data: %s", item.source, damage[0])
         overlap = cfg.video.segment_overlap
         length = cfg.video.segment_frames or auto_segment_frames(count, workers, overlap)
         specs = plan_segments(count, starts, length, overlap)

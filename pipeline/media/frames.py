@@ -41,14 +41,17 @@ log = logging.getLogger(__name__)
 # with OpenCV); the frames lost are reported once, by read_frames' caller.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
+# Phone, camera, camcorder (DV, HDV, AVCHD, MOD/TOD), disc (VOB), broadcast (MXF, TS) and web files.
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv",
-                              ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"})
+                              ".flv", ".f4v", ".ts", ".mts", ".m2ts", ".m2t", ".3gp", ".ogv", ".vob", ".mxf",
+                              ".dv", ".m2v", ".mod", ".tod", ".asf", ".divx", ".y4m", ".rmvb"})
 _STREAM_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<rest>.*)")
 _STREAM_AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: ")
 # "Stream #0:1[0x2](eng): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, 5.1, fltp, 384 kb/s (default)"
 _STREAM = re.compile(r"^\s*Stream #0:(?P<index>\d+)(?:\[[^\]]*\])?(?:\((?P<lang>[^)]*)\))?: "
                      r"(?P<kind>Video|Audio|Subtitle|Data|Attachment): (?P<codec>[\w-]+)(?P<rest>.*)$",
                      re.MULTILINE)
+MAX_PLAUSIBLE_FPS = 1000
 _INPUT_FORMAT = re.compile(r"^Input #0, (?P<format>[\w,]+), from ", re.MULTILINE)
 _INDEXED_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "avi"})  # ffmpeg's demuxer names
 _RATE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<k>k?) (?P<unit>fps|tbr)\b")
@@ -179,7 +182,10 @@ def _parse_rate(info: str) -> str | None:
         return None
     rates = {m.group("unit"): str(float(m.group("value")) * (1000 if m.group("k") else 1))
              if m.group("k") else m.group("value") for m in _RATE.finditer(match.group("rest"))}
-    return rates.get("fps") or rates.get("tbr")
+    # A raw DV file's average rate prints as its time base ("60k fps, 29.97 tbr"): no recording
+    # plays at more than a thousand frames a second, so the rate ffmpeg guesses from the frames wins.
+    plausible = [rates[unit] for unit in ("fps", "tbr") if unit in rates and float(rates[unit]) <= MAX_PLAUSIBLE_FPS]
+    return plausible[0] if plausible else rates.get("fps") or rates.get("tbr")
 
 
 def parse_streams(info: str) -> tuple[StreamInfo, ...]:
@@ -296,8 +302,11 @@ def probe(path: Path | str) -> VideoInfo:
         raise FrameRateUnavailable(path, "unknown or zero frame rate")
     if count <= 0:
         raise VideoDecodeError(path, "the container reports zero frames")
+    exact = _frames_indexed(path, info)
+    if not exact and measured and np.isfinite(measured) and abs(measured / float(fps) - 1) > 0.01:
+        count = max(1, round(count * float(fps) / measured))  # OpenCV estimated it from duration x its own rate
     return VideoInfo(path, count, fps, width, height, bool(_STREAM_AUDIO.search(info)), parse_streams(info),
-                     frame_count_exact=_frames_indexed(path, info))
+                     frame_count_exact=exact)
 
 
 def _frames_indexed(path: Path, info: str) -> bool:
@@ -429,6 +438,7 @@ def delivered_size(width: int, height: int) -> tuple[int, int]:
 _SHOWINFO = re.compile(r"\bsar:(?P<sn>\d+)/(?P<sd>\d+) s:(?P<w>\d+)x(?P<h>\d+) i:(?P<scan>[PTB?])")
 _SHOWINFO_COLOUR = re.compile(r"color_range:(?P<range>\S+) color_space:(?P<matrix>\S+) "
                               r"color_primaries:(?P<primaries>\S+) color_trc:(?P<transfer>\S+)")
+MAX_PROBLEMS_KEPT = 20  # lines of the decoder's complaints about a damaged file
 PICTURES_INSPECTED = 8  # frames a source's pixel aspect, scan and colours are judged on
 HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})  # PQ (HDR10, Dolby Vision) and HLG
 # Where the brightness of diffuse white sits in HDR video (ITU-R BT.2408): mapped to SDR white.
@@ -502,7 +512,8 @@ def _to_sdr(pictures: PictureFormat) -> str:
             f":t=bt709:p=bt709:m=bt709:r=tv:npl={HDR_REFERENCE_WHITE_NITS}")
 
 
-def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int) -> Iterator[np.ndarray]:
+def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int,
+                      problems: list[str] | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, until the
     decoder stops.
 
@@ -513,7 +524,8 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int) -> Iterato
     the colours the stylized file is tagged with. A stream whose size changes part-way is held at
     its first.
     Seeking by frame number is inexact for long-GOP codecs, so frames before ``skip`` are decoded
-    and passed over.
+    and passed over. When the stream is read to its end, ffmpeg's complaints about damaged data
+    (a truncated file, corrupt packets) go into ``problems``: an intact file decodes silently.
     """
     w, h = pictures.width, pictures.height
     filters = ["bwdif=mode=send_frame:parity=auto:deint=interlaced"]
@@ -523,27 +535,37 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int) -> Iterato
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:V:0",
                "-vf", ",".join(filters),
                "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    try:
-        index = 0
-        while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
-            if index >= skip:
-                yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
-            index += 1
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    # stderr to a file, not a pipe: a badly damaged file can print more than a pipe holds.
+    with tempfile.TemporaryFile() as messages:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages)
+        assert proc.stdout is not None
+        try:
+            index = 0
+            while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
+                if index >= skip:
+                    yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
+                index += 1
+            if problems is not None:
+                proc.wait()
+                messages.seek(0)
+                lines = messages.read().decode(errors="replace").splitlines()
+                problems.extend(line.strip() for line in lines[:MAX_PROBLEMS_KEPT] if line.strip())
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
 
 
-def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None,
+                problems: list[str] | None = None) -> Iterator[np.ndarray]:
     """RGB float32 [0, 255] frames at the working size, frames [start, stop) of the file.
 
     Interlaced frames are deinterlaced and pixels that are not square are made square, so the
     frames look as a player shows the source. Stops quietly where the decoder stops (none when
-    no frame decodes); callers compare the count with ``probe``'s ``frame_count`` and report
-    ``frames_lost``.
+    no frame decodes). A caller that reads to the end and passes ``problems`` gets the decoder's
+    complaints about damaged data there: fewer frames than ``probe``'s ``frame_count`` are lost
+    frames only with those (an edit list, a packed AVI or a count estimated from the duration
+    also give fewer, from an intact file).
     """
     path = Path(path)
     if not path.is_file():
@@ -551,7 +573,7 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
     pictures = picture_format(path)
     if pictures is None:
         return
-    source = _decoded_pictures(path, pictures, start)
+    source = _decoded_pictures(path, pictures, start, problems)
     aspect = pictures.sample_aspect
     try:
         for index, rgb in enumerate(source, start):
