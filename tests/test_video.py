@@ -353,3 +353,33 @@ def test_an_interlaced_clip_with_wide_pixels_is_painted_whole_and_delivered_as_s
     # Painted from the picture, not from the black frames the OpenCV wheel decodes interlaced
     # frames as: the bar's side of the frame is brighter than the rest.
     assert working[:, :48].mean() > working[:, 60:].mean() + 10
+
+
+def test_a_preview_stylizes_only_the_part_asked_for_and_leaves_the_full_run_alone(tmp_path, style_png):
+    clip = tmp_path / "walk.mp4"  # a bar moving 2 px a frame (even: 4:2:0), with a tone: 2 s at 25 fps
+    ffmpeg("-f", "lavfi", "-i", "color=c=navy:s=64x48:r=25[bg];color=c=white:s=8x32:r=25[bar];"
+           "[bg][bar]overlay=x='4+2*n':y=8", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+           "-frames:v", "50", "-t", "2", *H264, "-g", "12", "-c:a", "aac", str(clip))
+    common = ("--style", style_png, "-o", tmp_path / "out", "--size", 48, "-n", 2, "--temporal", "off", "-q")
+    full = run("video", clip, *common)
+    assert full.exit_code == 0, full.output
+    whole = (tmp_path / "out" / "walk.mp4").read_bytes()
+    preview = run("video", clip, *common, "--start", "0:00.4", "--duration", "0.4")
+    assert preview.exit_code == 0, preview.output
+    made = tmp_path / "out" / "walk.0.4s-0.8s.mp4"
+    info = probe(made)
+    assert info.frame_count == 10 and info.fps == 25  # frames 10-19: those shown from 0.4 s to before 0.8 s
+    assert abs(decoded_seconds(made) - 0.4) < 0.03  # the audio of the same part
+    assert (tmp_path / "out" / "walk.mp4").read_bytes() == whole  # the full run's file untouched
+    assert not list((tmp_path / "out").rglob("*.mkv"))  # the excerpt went once the preview was done
+    # The preview's first frame is painted from the source's frame 10.
+    from pipeline.media.frames import cut_excerpt
+
+    excerpt = next(read_frames(cut_excerpt(clip, tmp_path / "part.mkv", 0.4, 0.4), 64))
+    source = list(read_frames(clip, 64))
+    distances = [float(np.abs(excerpt - source[k]).mean()) for k in (9, 10, 11)]
+    assert distances[1] < 0.25 * min(distances[0], distances[2])
+    late = run("video", clip, *common, "--start", "3")
+    assert late.exit_code == 1 and "after the clip's end (2.00 s)" in late.output
+    bad = run("video", clip, *common, "--duration", "1:xx")
+    assert bad.exit_code == 1 and "--duration '1:xx'" in bad.output

@@ -215,9 +215,15 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
           pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,
           precision: PrecisionOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False,
-          style_mask: MaskOpt = None, strength: StrengthOpt = None, keep_resolution: KeepResOpt = None) -> None:
+          style_mask: MaskOpt = None, strength: StrengthOpt = None, keep_resolution: KeepResOpt = None,
+          start: Annotated[str | None, typer.Option(
+              "--start", help="Stylize only from this time on (seconds, or m:ss / h:mm:ss): a preview.")] = None,
+          duration: Annotated[str | None, typer.Option(
+              "--duration", help="Stylize only this long a part (seconds, or m:ss), from --start.")] = None,
+          ) -> None:
     """Stylize a video: same frame count, exact frame rate, source audio, H.264 MP4 (in this process;
-    rerun the same command to resume)."""
+    rerun the same command to resume). With --start/--duration, only that part, written as
+    CLIP.<start>s-<end>s.mp4 beside a full run's CLIP.mp4."""
     from pipeline.batch.driver import RunOptions, run
 
     cfg = build_config(config, preset, size=size, optimizer=optimizer, content_loss_weight=content_loss_weight,
@@ -231,10 +237,48 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
     video_overrides = {k: v for k, v in video_overrides.items() if v is not None}
     if video_overrides:
         cfg = cfg.replace(**video_overrides)
-    result = run(RunOptions(inputs=[clip], styles=style, out_dir=output, config=cfg, style_weights=style_weight,
-                            overwrite=overwrite, quiet=quiet, executor="local", style_masks=style_masks(style_mask)))
+    excerpt = None
+    if start is not None or duration is not None:
+        excerpt = video_excerpt(clip, output, seconds(start or "0", "--start"),
+                                None if duration is None else seconds(duration, "--duration"))
+    result = run(RunOptions(inputs=[excerpt or clip], styles=style, out_dir=output, config=cfg,
+                            style_weights=style_weight, overwrite=overwrite, quiet=quiet, executor="local",
+                            style_masks=style_masks(style_mask)))
+    if excerpt is not None and result.exit_code in (0, 3):  # done: the excerpt has served
+        excerpt.unlink(missing_ok=True)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def seconds(text: str, option: str) -> float:
+    """"90", "1:30" or "0:01:30.5" as seconds."""
+    try:
+        parts = [float(part) for part in text.strip().split(":")]
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or any(not 0 <= p < float("inf") for p in parts):  # NaN fails too
+        raise NstError(f"{option} {text!r}: expected seconds (90, 1.5) or a time (1:30, 0:01:30.5)")
+    value = 0.0
+    for part in parts:
+        value = value * 60 + part
+    return value
+
+
+def video_excerpt(clip: Path, output: Path, start: float, duration: float | None) -> Path:
+    """The part of the clip to stylize, cut once into the output's state folder (kept there until
+    the run is done, so an interrupted preview resumes on the same frames)."""
+    from pipeline.batch.ledger import state_dir
+    from pipeline.media.frames import cut_excerpt
+
+    if duration is not None and duration <= 0:
+        raise NstError(f"--duration {duration:g}: expected a length above 0 seconds")
+    label = f"{start:g}s-" + ("end" if duration is None else f"{start + duration:g}s")
+    excerpt = state_dir(output) / "excerpts" / f"{clip.stem}.{label}.mkv"
+    try:
+        fresh = excerpt.stat().st_mtime >= clip.stat().st_mtime
+    except FileNotFoundError:
+        fresh = False
+    return excerpt if fresh else cut_excerpt(clip, excerpt, start, duration)
 
 
 @app.command()

@@ -447,7 +447,7 @@ HDR_REFERENCE_WHITE_NITS = 203
 
 @dataclass(frozen=True)
 class PictureFormat:
-    """What a video's decoded pictures need before they are shown, beyond what OpenCV applies."""
+    """How a video's decoded pictures are to be shown: their shape, scan and colours."""
 
     width: int  # decoded, rotation applied, in stored pixels
     height: int
@@ -461,7 +461,7 @@ class PictureFormat:
     @property
     def wide_colour(self) -> bool:
         """HDR or BT.2020 colours, which RGB conversion without a colour transform shows washed out
-        (a phone's HDR clip: about a third of the saturation)."""
+        (half the saturation or less)."""
         return self.transfer in HDR_TRANSFERS or self.primaries == "bt2020"
 
     @property
@@ -471,7 +471,7 @@ class PictureFormat:
 
 
 def picture_format(path: Path | str) -> PictureFormat | None:
-    """The first video stream's pixel aspect and scan, from its first decoded frames; None when
+    """The video stream's pixel aspect, scan and colours, from its first decoded frames; None when
     none decodes. Cached per file version: every reader of a video asks."""
     path = Path(path)
     stat = path.stat()
@@ -512,13 +512,22 @@ def _to_sdr(pictures: PictureFormat) -> str:
             f":t=bt709:p=bt709:m=bt709:r=tv:npl={HDR_REFERENCE_WHITE_NITS}")
 
 
+def _shown_filters(pictures: PictureFormat) -> list[str]:
+    """ffmpeg filters that make decoded frames look as a player shows them: whole frames (bwdif;
+    progressive ones pass untouched) in SDR BT.709 colours."""
+    filters = ["bwdif=mode=send_frame:parity=auto:deint=interlaced"]
+    if pictures.wide_colour:
+        filters.append(_to_sdr(pictures))
+    return filters
+
+
 def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int,
                       problems: list[str] | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, until the
     decoder stops.
 
-    Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter returns black for every frame
-    flagged interlaced (DV, DVD, broadcast and 1080i camcorder files), where bwdif makes each such
+    Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter returns black (or nearly) for every
+    frame flagged interlaced (DV, DVD, broadcast and 1080i camcorder files), where bwdif makes each such
     frame whole (one frame out per frame in, so the count and frame times stay the source's;
     progressive frames pass untouched). HDR (PQ, HLG) and BT.2020 frames are brought to SDR BT.709,
     the colours the stylized file is tagged with. A stream whose size changes part-way is held at
@@ -528,12 +537,8 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int,
     (a truncated file, corrupt packets) go into ``problems``: an intact file decodes silently.
     """
     w, h = pictures.width, pictures.height
-    filters = ["bwdif=mode=send_frame:parity=auto:deint=interlaced"]
-    if pictures.wide_colour:
-        filters.append(_to_sdr(pictures))
-    filters.append(f"scale={w}:{h}")
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:V:0",
-               "-vf", ",".join(filters),
+               "-vf", ",".join([*_shown_filters(pictures), f"scale={w}:{h}"]),
                "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     # stderr to a file, not a pipe: a badly damaged file can print more than a pipe holds.
     with tempfile.TemporaryFile() as messages:
@@ -1193,6 +1198,53 @@ def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timi
 
 
 # ---------------------------------------------------------------------------- reading results back
+def _listed_seconds(info: str) -> float | None:
+    match = _DURATION.search(info)
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else None
+
+
+def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | None) -> Path:
+    """The part of a video from ``start`` seconds on, ``duration`` seconds long (to its end when
+    None), as a Matroska file that plays as the source is shown.
+
+    Its frames are re-encoded from exactly ``start`` (near-losslessly: H.264 4:4:4 at crf 6),
+    deinterlaced, in SDR colours and square pixels at the displayed size, with their own times
+    (a variable frame rate kept); every audio track is cut to the sample (FLAC, or 24-bit PCM above
+    eight channels) and every subtitle track and attachment (subtitle fonts) kept. Written
+    atomically; raises VideoError when the file is no video or nothing of it lies in the range.
+    """
+    source, dest = Path(source), Path(dest)
+    info = probe(source)
+    pictures = picture_format(source)
+    if pictures is None:
+        raise VideoDecodeError(source, "no frame decodes")
+    length = _listed_seconds(ffmpeg_info(source))
+    if length is not None and start >= length:
+        raise VideoError(source, f"the excerpt starts at {start:g} s, after the clip's end ({length:.2f} s)")
+    w, h = pictures.display_size
+    shown = [*_shown_filters(pictures), f"scale={w + w % 2}:{h + h % 2}", "setsar=1"]
+    args = ["-ss", f"{start:.6f}", "-i", str(source)]
+    if duration is not None:
+        args += ["-t", f"{duration:.6f}"]
+    args += ["-map", "0:V:0", "-vf", ",".join(shown), "-fps_mode", "passthrough", "-c:v", "libx264",
+             "-preset", "veryfast", "-crf", "6"]
+    for k, stream in enumerate(info.audio_streams):
+        codec = "flac" if (stream.channels or 2) <= 8 else "pcm_s24le"
+        args += ["-map", f"0:{stream.index}", f"-c:a:{k}", codec]
+    for k, stream in enumerate(info.subtitle_streams):
+        args += ["-map", f"0:{stream.index}", f"-c:s:{k}", "srt" if stream.codec == "mov_text" else "copy"]
+    args += ["-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1", "-f", "matroska"]
+    with atomic_target(dest) as tmp:
+        _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
+    try:
+        probe(dest)
+    except VideoError:
+        dest.unlink(missing_ok=True)
+        raise VideoError(source, f"no frame lies between {start:g} s and "
+                                 f"{'its end' if duration is None else f'{start + duration:g} s'}") from None
+    return dest
+
+
 def decoded_seconds(path: Path, stream: str = "a") -> float | None:
     """Duration of one stream kind ("a" or "v") as ffmpeg decodes it (None if absent)."""
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream}:0",
