@@ -313,7 +313,7 @@ def test_interlaced_frames_are_deinterlaced_one_frame_per_frame(tmp_path):
            "[bg][bar]overlay=x='8+6*n':y=16", "-frames:v", "16", "-c:v", "ffv1", str(moving))
     woven = tmp_path / "interlaced.mp4"
     # 50 pictures a second woven into 25 interlaced frames, top field first, as a camcorder records
-    # them (the OpenCV wheel decodes such frames as black).
+    # them (the OpenCV wheel decodes such frames as black or a stale picture).
     ffmpeg("-i", str(moving), "-vf", "interlace=scan=tff", "-flags", "+ildct+ilme", *H264, "-crf", "4", str(woven))
     assert "top first" in listing(woven)
     assert picture_format(woven).interlaced and not picture_format(moving).interlaced

@@ -350,8 +350,8 @@ def test_an_interlaced_clip_with_wide_pixels_is_painted_whole_and_delivered_as_s
     saved = sorted(frames_dir(tmp_path / "out", "camcorder.mp4").rglob("*.png"))
     working = np.asarray(Image.open(saved[0]).convert("RGB"), np.float32)
     assert working.shape[:2] == (36, 96)  # painted at the shown shape, not squeezed into 96x72
-    # Painted from the picture, not from the black frames the OpenCV wheel decodes interlaced
-    # frames as: the bar's side of the frame is brighter than the rest.
+    # Painted from the picture, not from the black or stale frames the OpenCV wheel gives for
+    # interlaced ones: the bar's side of the frame is brighter than the rest.
     assert working[:, :48].mean() > working[:, 60:].mean() + 10
 
 

@@ -526,8 +526,8 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int,
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, until the
     decoder stops.
 
-    Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter returns black (or nearly) for every
-    frame flagged interlaced (DV, DVD, broadcast and 1080i camcorder files), where bwdif makes each such
+    Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter fails on every frame flagged
+    interlaced and returns black or a stale picture (DV, DVD, broadcast and 1080i camcorder files), where bwdif makes each such
     frame whole (one frame out per frame in, so the count and frame times stay the source's;
     progressive frames pass untouched). HDR (PQ, HLG) and BT.2020 frames are brought to SDR BT.709,
     the colours the stylized file is tagged with. A stream whose size changes part-way is held at
