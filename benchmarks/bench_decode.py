@@ -1,6 +1,6 @@
 """What decoding costs, and what it gives, for the kinds of video people bring.
 
-    .venv/bin/python benchmarks/bench_decode.py [--frames 60] [--size 512] [--repeat 2]
+    .venv/bin/python benchmarks/bench_decode.py [--frames 60] [--size 512] [--repeat 2] [--seek-seconds 60]
 
 The pipeline decodes with ffmpeg through a pipe (``read_frames``): interlaced frames deinterlaced
 (bwdif), pixels that are not square made square, HDR brought to SDR. The OpenCV wheel decodes the
@@ -16,6 +16,11 @@ cameras), 1080i H.264 (camcorders, broadcast), 1080p HLG HEVC 10-bit (a phone's 
 in AVI (MiniDV tapes), and 720x480 anamorphic 16:9 MPEG-2 (DVD). Prints ms per frame for each
 decoder, their ratio (pipeline / OpenCV, each pair timed in one run), the frames' shape, the mean
 change between consecutive frames from each, and OpenCV's distance from the pipeline's frames.
+
+Then reaching a range far into a video (a backward chain's chunk, a later key frame): 64 frames at
+the middle and near the end of a 1080p H.264 clip (``--seek-seconds`` long, GOP 2 s), decoded
+through from the start against sought with the file's ``frame_times`` (measured once per video,
+also timed), and whether both give the same pixels.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import common  # noqa: F401  (puts the project on sys.path)
 import cv2
 import numpy as np
 
-from pipeline.media.frames import ffmpeg_exe, read_frames, working_size
+from pipeline.media.frames import ffmpeg_exe, frame_times, read_frames, working_size
 
 PATTERN = "testsrc2=size={size}:rate={rate}"
 CLIPS = {
@@ -84,6 +89,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--size", type=int, default=512, help="working size (longest side)")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--seek-seconds", type=int, default=60, help="length of the seeking clip (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         print(f"{'clip':16s} {'pipeline ms/fr':>14s} {'OpenCV ms/fr':>12s} {'ratio':>6s}  {'pipeline frames':>16s} "
@@ -102,6 +108,29 @@ def main() -> None:
                              for r, f in zip(reference, frames, strict=False)])
             print(f"{name:16s} {a:14.1f} {b:12.1f} {a / b:6.2f}  {shape(frames):>16s} {moves(frames):6.1f}  "
                   f"{shape(reference):>16s} {moves(reference):6.1f}  {apart:18.1f}", flush=True)
+        if args.seek_seconds:
+            seeking(Path(tmp), args.seek_seconds, args.size)
+
+
+def seeking(folder: Path, seconds: int, size: int) -> None:
+    clip = folder / "long.mp4"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    PATTERN.format(size="1920x1080", rate="30"), "-frames:v", str(30 * seconds), "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    start = time.perf_counter()
+    times = frame_times(clip)
+    measured = time.perf_counter() - start
+    print(f"\n1080p H.264, {seconds} s ({30 * seconds} frames): frame_times {measured:.1f} s "
+          f"({1000 * measured / (30 * seconds):.1f} ms a frame, once per video)")
+    for at in (15 * seconds, 30 * seconds - 100):
+        begin = time.perf_counter()
+        through = list(read_frames(clip, size, at, at + 64))
+        middle = time.perf_counter()
+        sought = list(read_frames(clip, size, at, at + 64, times=times))
+        end = time.perf_counter()
+        same = len(through) == len(sought) == 64 and all(np.array_equal(a, b) for a, b in zip(through, sought))
+        print(f"64 frames from frame {at}: decoded through {middle - begin:5.1f} s, sought {end - middle:5.1f} s "
+              f"({(middle - begin) / (end - middle):.1f}x), same pixels: {same}", flush=True)
 
 
 def shape(frames: list[np.ndarray]) -> str:

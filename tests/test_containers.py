@@ -20,6 +20,7 @@ from pipeline.media.frames import (
     VideoOpenFailure,
     encode_video,
     ffmpeg_exe,
+    frame_times,
     frame_timing,
     frames_lost,
     output_suffix,
@@ -259,6 +260,45 @@ def test_camcorder_disc_and_broadcast_files_in_a_folder_are_found_as_videos(tmp_
         assert sum(1 for _ in read_frames(item.source, 64)) == 3
     dv = probe(folder / "tape.dv")  # a raw DV file prints its time base as its rate ("60k fps")
     assert dv.fps == NTSC and dv.frame_count == 3 and (dv.width, dv.height) == (640, 480)
+
+
+@pytest.mark.parametrize("kind", ["ts", "vfr", "interlaced"])
+def test_a_range_far_into_a_video_is_reached_by_seeking_to_exactly_the_same_frames(tmp_path, kind, monkeypatch):
+    clip = tmp_path / {"ts": "broadcast.ts", "vfr": "phone.mp4", "interlaced": "camcorder.mp4"}[kind]
+    pattern = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25"]
+    if kind == "ts":  # B-frames, long GOPs, and a stream that starts after the file does
+        ffmpeg(*pattern, "-f", "lavfi", "-i", "sine=f=440", "-map", "0:v", "-map", "1:a", "-frames:v", "240",
+               *H264, "-g", "48", "-bf", "3", "-c:a", "aac", "-f", "mpegts", str(clip))
+    elif kind == "vfr":  # frame gaps that grow after frame 100
+        ffmpeg(*pattern, "-frames:v", "240", "-vf", r"setpts='(N*3+if(gte(N\,100)\,N*N/50\,0))/75/TB'",
+               "-fps_mode", "passthrough", "-enc_time_base", "1/90000", *H264, "-g", "40", str(clip))
+    else:  # bwdif needs each frame's neighbours: a seek must give it the same ones
+        ffmpeg(*pattern, "-frames:v", "240", "-vf", "interlace=scan=tff", "-flags", "+ildct+ilme", *H264,
+               "-g", "30", str(clip))
+    times = frame_times(clip)
+    assert times is not None
+    through = list(read_frames(clip, 64))
+    assert len(through) == len(times.pts) >= 120
+    import pipeline.media.frames as frames_module
+
+    def no_decoding_through(path, pictures, skip, problems=None):
+        raise AssertionError(f"decoded through to frame {skip} instead of seeking")
+
+    monkeypatch.setattr(frames_module, "_pictures_through", no_decoding_through)
+    for start in (96, 111, len(through) - 4):
+        sought = list(read_frames(clip, 64, start, start + 6, times=times))
+        assert len(sought) == len(through[start:start + 6])
+        assert all(np.array_equal(a, b) for a, b in zip(sought, through[start:start + 6], strict=True)), start
+
+
+def test_a_seek_that_misses_its_frame_falls_back_to_decoding_through(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "160", *H264, str(clip))
+    times = frame_times(clip)
+    wrong = type(times)(times.time_base, tuple(p + 7 for p in times.pts), times.start)  # no frame has these
+    through = list(read_frames(clip, 64))
+    got = list(read_frames(clip, 64, 130, 134, times=wrong))
+    assert all(np.array_equal(a, b) for a, b in zip(got, through[130:134], strict=True))
 
 
 def test_rotation_is_applied_once_and_not_written_again(tmp_path):

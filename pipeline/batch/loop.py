@@ -205,6 +205,10 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         advance()
         if "spec" in task.extra:
             ledger.mark_segment_failed(item.id, task.extra["spec"].idx, reason)
+            state = videos.get(item.id)
+            cursor = state.cursors.pop(task.extra["spec"].idx, None) if state is not None else None
+            if cursor is not None:  # its decoder would idle until the run ends
+                cursor.close()
         if item.id not in failed_items:
             fail_item(item, reason)
 

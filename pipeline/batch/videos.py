@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from pipeline.batch.segments import (
     shot_keys,
 )
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from pipeline.media.frames import FrameTimes
 from pipeline.errors import InputError, NstError
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,7 @@ class VideoState:
     progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
     cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
     display: tuple[int, int] | None = None  # the source's (w, h) as shown: image.keep_resolution delivers that
+    times: FrameTimes | bool | None = None  # measured once a read far into the source needed them; False: unusable
 
 
 def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
@@ -112,18 +117,33 @@ def drop_frames(state: VideoState, out_dir: Path, cfg: Config) -> None:
         shutil.rmtree(frames_dir(out_dir, state.item.id), ignore_errors=True)
 
 
-def read_range(item: Item, start: int, stop: int, size: int) -> list[np.ndarray]:
-    return list(iter_range(item, start, stop, size))
+def source_times(state: VideoState, start: int) -> FrameTimes | None:
+    """The source's frame times when a read starting at ``start`` should seek to it: measured once
+    per video (a decoding pass without pixel conversion, about a tenth of decoding through), so the
+    reads of backward chains and later key frames, far into a long video, do not each decode every
+    frame before them."""
+    from pipeline.media.frames import SEEK_AFTER_FRAMES, FrameTimes, frame_times
+
+    if start < SEEK_AFTER_FRAMES:
+        return None
+    if state.times is None:
+        state.times = frame_times(state.item.source) or False
+    return state.times if isinstance(state.times, FrameTimes) else None
 
 
-def iter_range(item: Item, start: int, stop: int, size: int,
-               frames: Iterable[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+def read_range(item: Item, start: int, stop: int, size: int, times: FrameTimes | None = None) -> list[np.ndarray]:
+    return list(iter_range(item, start, stop, size, times=times))
+
+
+def iter_range(item: Item, start: int, stop: int, size: int, frames: Iterable[np.ndarray] | None = None,
+               times: FrameTimes | None = None) -> Iterator[np.ndarray]:
     """Frames [start, stop) as uint8 at the working size (decoded here unless ``frames`` brings
-    them); a frame that does not decode is an error."""
+    them; ``times``: the source's FrameTimes, to seek there); a frame that does not decode is an
+    error."""
     from pipeline.media.frames import read_frames
 
     count = 0
-    for frame in read_frames(item.source, size, start, stop) if frames is None else frames:
+    for frame in read_frames(item.source, size, start, stop, times=times) if frames is None else frames:
         count += 1
         yield frame.astype(np.uint8)
     if count != stop - start:
@@ -148,11 +168,13 @@ def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
         keys = keys[-1:]
     steps = []
     for i, key in enumerate(keys):
-        frames = read_range(state.item, key, settle_stop(key, state.specs, cfg.video.settle_frames), size)
+        frames = read_range(state.item, key, settle_stop(key, state.specs, cfg.video.settle_frames), size,
+                            times=source_times(state, key))
         flow = mask = None
         if i > 0:
             if (keys[i - 1], key) not in state.flows:
-                frames_between = iter_range(state.item, keys[i - 1], key + 1, size)
+                frames_between = iter_range(state.item, keys[i - 1], key + 1, size,
+                                            times=source_times(state, keys[i - 1]))
                 state.flows[keys[i - 1], key] = composite_flow(frames_between, max_side=COMPOSITE_FLOW_SIDE)
             flow, mask = state.flows[keys[i - 1], key]
         steps.append(KeyStep(frames[0], frames[1:], flow, mask))
@@ -169,12 +191,13 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
     lo, hi = chunk_range(spec, done, cfg.video.chunk_frames)
 
     def read(first: int, stop: int) -> list[np.ndarray]:
-        if spec.reverse:  # each chunk lies before the last one: decoded from the file's start
-            return read_range(item, first, stop, cfg.image.size)
+        if spec.reverse:  # each chunk lies before the last one: sought afresh
+            return read_range(item, first, stop, cfg.image.size, times=source_times(state, first))
         from pipeline.media.frames import FrameCursor
 
         # consecutive ranges, each starting with the previous one's last frame: one open decoder
-        cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size))
+        cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size,
+                                                                source_times(state, first)))
         return list(iter_range(item, first, stop, cfg.image.size, cursor.read(first, stop)))
 
     def request() -> ChunkRequest:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -245,40 +246,53 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
                             style_weights=style_weight, overwrite=overwrite, quiet=quiet, executor="local",
                             style_masks=style_masks(style_mask)))
     if excerpt is not None and result.exit_code in (0, 3):  # done: the excerpt has served
-        excerpt.unlink(missing_ok=True)
+        shutil.rmtree(excerpt.parent, ignore_errors=True)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
 
 def seconds(text: str, option: str) -> float:
     """"90", "1:30" or "0:01:30.5" as seconds."""
+    parts = text.strip().split(":")
     try:
-        parts = [float(part) for part in text.strip().split(":")]
+        values = [float(part) for part in parts]
     except ValueError:
-        parts = []
-    if not 1 <= len(parts) <= 3 or any(not 0 <= p < float("inf") for p in parts):  # NaN fails too
+        values = []
+    # minutes and seconds after the first part stay below 60; nothing negative, NaN or infinite
+    if (not 1 <= len(values) <= 3 or text.strip().startswith("-")
+            or any(not 0 <= v < (60 if i else float("inf")) for i, v in enumerate(values))):
         raise NstError(f"{option} {text!r}: expected seconds (90, 1.5) or a time (1:30, 0:01:30.5)")
     value = 0.0
-    for part in parts:
-        value = value * 60 + part
+    for v in values:
+        value = value * 60 + v
     return value
+
+
+def _seconds_label(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"  # to the millisecond: 12345.25 stays itself
 
 
 def video_excerpt(clip: Path, output: Path, start: float, duration: float | None) -> Path:
     """The part of the clip to stylize, cut once into the output's state folder (kept there until
-    the run is done, so an interrupted preview resumes on the same frames)."""
+    the run is done, so an interrupted preview resumes on the same frames). Its folder is named
+    after the clip's path, size and time and the range, so another clip or an edited one is cut
+    afresh; its file after the clip and the range, which names the output."""
+    import hashlib
+
     from pipeline.batch.ledger import state_dir
     from pipeline.media.frames import cut_excerpt
 
     if duration is not None and duration <= 0:
         raise NstError(f"--duration {duration:g}: expected a length above 0 seconds")
-    label = f"{start:g}s-" + ("end" if duration is None else f"{start + duration:g}s")
-    excerpt = state_dir(output) / "excerpts" / f"{clip.stem}.{label}.mkv"
     try:
-        fresh = excerpt.stat().st_mtime >= clip.stat().st_mtime
-    except FileNotFoundError:
-        fresh = False
-    return excerpt if fresh else cut_excerpt(clip, excerpt, start, duration)
+        stat = clip.stat()
+    except OSError as exc:
+        raise NstError(f"{clip}: {exc.strerror or exc}") from exc
+    label = _seconds_label(start) + "-" + ("end" if duration is None else _seconds_label(start + duration))
+    key = f"{clip.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{start!r}|{duration!r}"
+    folder = state_dir(output) / "excerpts" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    excerpt = folder / f"{clip.stem}.{label}.mkv"
+    return excerpt if excerpt.is_file() else cut_excerpt(clip, excerpt, start, duration)
 
 
 @app.command()

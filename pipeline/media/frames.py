@@ -13,6 +13,7 @@ tracks, chapters and metadata. ffmpeg is always called with an argument list, ne
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -439,6 +440,7 @@ _SHOWINFO = re.compile(r"\bsar:(?P<sn>\d+)/(?P<sd>\d+) s:(?P<w>\d+)x(?P<h>\d+) i
 _SHOWINFO_COLOUR = re.compile(r"color_range:(?P<range>\S+) color_space:(?P<matrix>\S+) "
                               r"color_primaries:(?P<primaries>\S+) color_trc:(?P<transfer>\S+)")
 MAX_PROBLEMS_KEPT = 20  # lines of the decoder's complaints about a damaged file
+PROBE_SECONDS = 120
 PICTURES_INSPECTED = 8  # frames a source's pixel aspect, scan and colours are judged on
 HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})  # PQ (HDR10, Dolby Vision) and HLG
 # Where the brightness of diffuse white sits in HDR video (ITU-R BT.2408): mapped to SDR white.
@@ -482,9 +484,13 @@ def picture_format(path: Path | str) -> PictureFormat | None:
 def _picture_format(path: str, _mtime_ns: int, _size: int) -> PictureFormat | None:
     # showinfo sees the frames after autorotation (which also turns the aspect ratio) and prints
     # each frame's own interlacing flag: DV and some MPEG-2 announce no field order in the header.
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0",
-                           "-frames:v", str(PICTURES_INSPECTED), "-vf", "showinfo", "-f", "null", "-"],
-                          capture_output=True, text=True, errors="replace", timeout=120, check=False)
+    try:
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0",
+                               "-frames:v", str(PICTURES_INSPECTED), "-vf", "showinfo", "-f", "null", "-"],
+                              capture_output=True, text=True, errors="replace", timeout=PROBE_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        raise VideoOpenFailure(path, f"its first {PICTURES_INSPECTED} frames did not decode within "
+                                     f"{PROBE_SECONDS} s (a stalled network share, or no decodable video)") from None
     frames = list(_SHOWINFO.finditer(proc.stderr))
     if not frames:
         return None
@@ -500,69 +506,212 @@ def _picture_format(path: str, _mtime_ns: int, _size: int) -> PictureFormat | No
                          any(f.group("scan") in "TB" for f in frames), **tags)
 
 
+# The names zscale accepts (as ffmpeg prints them); anything else gets the usual value.
+_ZSCALE_TRANSFERS = frozenset({"bt709", "bt601", "smpte170m", "bt2020-10", "bt2020-12", "smpte2084", "arib-std-b67",
+                               "iec61966-2-1", "linear"})
+_ZSCALE_PRIMARIES = frozenset({"bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "bt2020", "smpte431",
+                               "smpte432", "film", "jedec-p22"})
+_ZSCALE_MATRICES = frozenset({"bt709", "fcc", "bt470bg", "smpte170m", "smpte240m", "ycgco", "bt2020nc", "bt2020c",
+                              "chroma-derived-nc", "chroma-derived-c", "ictcp"})
+
+
 def _to_sdr(pictures: PictureFormat) -> str:
     """The zscale filter that brings HDR or BT.2020 frames to SDR BT.709 as players tone-map them:
     diffuse white (BT.2408: 203 nits) to SDR white, brighter highlights clipped. Tags the file
     leaves unstated get the usual values for such video."""
-    def stated(value: str, usual: str) -> str:
-        return usual if value in ("unknown", "unspecified", "reserved") else value
+    def stated(value: str, known: frozenset[str], usual: str) -> str:
+        return value if value in known else usual  # unstated, or a name zscale does not know
 
-    return (f"zscale=tin={stated(pictures.transfer, 'bt709')}:pin={stated(pictures.primaries, 'bt2020')}"
-            f":min={stated(pictures.matrix, 'bt2020nc')}:rin={stated(pictures.colour_range, 'tv')}"
+    return (f"zscale=tin={stated(pictures.transfer, _ZSCALE_TRANSFERS, 'bt709')}"
+            f":pin={stated(pictures.primaries, _ZSCALE_PRIMARIES, 'bt2020')}"
+            f":min={stated(pictures.matrix, _ZSCALE_MATRICES, 'bt2020nc')}"
+            f":rin={stated(pictures.colour_range, frozenset({'tv', 'pc'}), 'tv')}"
             f":t=bt709:p=bt709:m=bt709:r=tv:npl={HDR_REFERENCE_WHITE_NITS}")
 
 
 def _shown_filters(pictures: PictureFormat) -> list[str]:
     """ffmpeg filters that make decoded frames look as a player shows them: whole frames (bwdif;
     progressive ones pass untouched) in SDR BT.709 colours."""
-    filters = ["bwdif=mode=send_frame:parity=auto:deint=interlaced"]
+    filters = []
+    if min(pictures.width, pictures.height) >= 3:  # bwdif's least size
+        # Held at the first frame's size (and field order kept), so a stream that changes size
+        # part-way does not rebuild the filters, which drops the frame bwdif holds back.
+        filters += [f"scale={pictures.width}:{pictures.height}:interl=1",
+                    "bwdif=mode=send_frame:parity=auto:deint=interlaced"]
     if pictures.wide_colour:
         filters.append(_to_sdr(pictures))
     return filters
 
 
-def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int,
-                      problems: list[str] | None = None) -> Iterator[np.ndarray]:
+def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int, problems: list[str] | None = None,
+                      times: FrameTimes | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, until the
-    decoder stops.
+    decoder stops. With the file's ``times``, a frame far into it is reached by seeking (exactly:
+    the frame is found by its time stamp); without them, or if the seek misses, by decoding through.
+    """
+    seek = _seek_position(times, skip)
+    if seek is not None and times is not None:
+        sought = _sought_pictures(path, pictures, seek, times.seconds(skip))
+        first = next(sought, None)
+        if first is not None:
+            yield first
+            yield from sought
+            return
+        log.info("%s: a seek to frame %d missed it; decoding from the start instead", path, skip)
+    yield from _pictures_through(path, pictures, skip, problems)
+
+
+def _pictures_through(path: Path, pictures: PictureFormat, skip: int,
+                      problems: list[str] | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, decoded
+    from the file's start until the decoder stops.
 
     Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter fails on every frame flagged
-    interlaced and returns black or a stale picture (DV, DVD, broadcast and 1080i camcorder files), where bwdif makes each such
-    frame whole (one frame out per frame in, so the count and frame times stay the source's;
-    progressive frames pass untouched). HDR (PQ, HLG) and BT.2020 frames are brought to SDR BT.709,
-    the colours the stylized file is tagged with. A stream whose size changes part-way is held at
-    its first.
-    Seeking by frame number is inexact for long-GOP codecs, so frames before ``skip`` are decoded
-    and passed over. When the stream is read to its end, ffmpeg's complaints about damaged data
-    (a truncated file, corrupt packets) go into ``problems``: an intact file decodes silently.
+    interlaced (DV, DVD, broadcast and 1080i camcorder files) and returns black or a stale picture,
+    where bwdif makes each such frame whole (one frame out per frame in, so the count and frame
+    times stay the source's; progressive frames pass untouched). HDR (PQ, HLG) and BT.2020 frames
+    are brought to SDR BT.709, the colours the stylized file is tagged with. A stream whose size
+    changes part-way is held at its first. Frames before ``skip`` are decoded and dropped inside
+    ffmpeg (trim), not converted and piped. When the stream is read to its end, ffmpeg's
+    complaints about damaged data (a truncated file, corrupt packets) go into ``problems``: an
+    intact file decodes silently. If ffmpeg fails before a single frame, that is an error.
     """
     w, h = pictures.width, pictures.height
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:V:0",
-               "-vf", ",".join([*_shown_filters(pictures), f"scale={w}:{h}"]),
-               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    filters = [*_shown_filters(pictures), *([f"trim=start_frame={skip}"] if skip else []), f"scale={w}:{h}"]
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-reinit_filter", "0", "-i", str(path),
+               "-map", "0:V:0", "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "-"]
     # stderr to a file, not a pipe: a badly damaged file can print more than a pipe holds.
     with tempfile.TemporaryFile() as messages:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages)
         assert proc.stdout is not None
         try:
-            index = 0
+            yielded = False
             while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
-                if index >= skip:
-                    yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
-                index += 1
-            if problems is not None:
-                proc.wait()
+                yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
+                yielded = True
+            failed = proc.wait() != 0
+            if problems is not None or (failed and not yielded):
                 messages.seek(0)
-                lines = messages.read().decode(errors="replace").splitlines()
-                problems.extend(line.strip() for line in lines[:MAX_PROBLEMS_KEPT] if line.strip())
+                lines = [line.strip() for line in messages.read().decode(errors="replace").splitlines()
+                         if line.strip()]
+                if failed and not yielded and skip == 0:
+                    raise VideoDecodeError(path, f"ffmpeg decodes no frame ({lines[-1] if lines else 'no reason given'})")
+                if problems is not None:
+                    problems.extend(lines[:MAX_PROBLEMS_KEPT])
         finally:
             proc.kill()
             proc.wait()
             proc.stdout.close()
 
 
+SEEK_AFTER_FRAMES = 96  # nearer the start, decoding through costs about what a seek does
+SEEK_MARGIN_SECONDS = 2  # land this far before the frame wanted, so the key frame found precedes it
+_SHOWINFO_PTS = re.compile(r"\bn:\s*\d+ pts:\s*(?P<pts>-?\d+)\b")
+_SHOWINFO_TIME_BASE = re.compile(r"config in time_base: (?P<num>\d+)/(?P<den>\d+)")
+_START = re.compile(r"Duration: [^,]*, start: (?P<start>-?\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """When each frame is shown, as the file stores it (ffmpeg -copyts), in decoding order: how a
+    seek finds a frame by number. ``start`` is the file's start time, from which -ss counts."""
+
+    time_base: Fraction
+    pts: tuple[int, ...]
+    start: Fraction
+
+    def seconds(self, index: int) -> Fraction:
+        return self.pts[index] * self.time_base
+
+
+def frame_times(path: Path | str) -> FrameTimes | None:
+    """Each frame's stored presentation time (one decoding pass without pixel conversion), or None
+    when the times cannot find frames (none decode, or two frames share a time or run backwards).
+    Cached per file version."""
+    path = Path(path)
+    stat = path.stat()
+    return _frame_times(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _frame_times(path: str, _mtime_ns: int, _size: int) -> FrameTimes | None:
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-copyts", "-i", path, "-map", "0:V:0",
+                           "-fps_mode", "passthrough", "-enc_time_base", "demux", "-c:v", "wrapped_avframe",
+                           "-f", "framemd5", "-"], capture_output=True, text=True, errors="replace", check=False)
+    tb = _TIME_BASE.search(proc.stdout)
+    start = _START.search(proc.stderr)
+    pts = tuple(int(m.group("pts")) for m in _FRAME_LINE.finditer(proc.stdout))
+    if tb is None or start is None or not pts or any(b <= a for a, b in itertools.pairwise(pts)):
+        return None
+    return FrameTimes(Fraction(int(tb.group(1)), int(tb.group(2))), pts, Fraction(start.group("start")))
+
+
+def _seek_position(times: FrameTimes | None, skip: int) -> Fraction | None:
+    """The -ss position that lands before frame ``skip`` with room for its key frame, or None when
+    decoding through is as quick or the times do not cover the frame."""
+    if times is None or not SEEK_AFTER_FRAMES <= skip < len(times.pts):
+        return None
+    position = times.seconds(skip) - times.start - SEEK_MARGIN_SECONDS
+    return position if position > 0 else None
+
+
+def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction,
+                     wanted: Fraction) -> Iterator[np.ndarray]:
+    """Frames from the one shown at ``wanted`` seconds (stored time) on, after seeking ffmpeg to
+    ``position``; yields nothing when the seek landed past that frame or lost track of it.
+
+    The seek lands on a key frame before the one wanted (-noaccurate_seek keeps every frame from
+    there, -copyts their stored times); showinfo, first in the filters, prints each frame's time
+    before that frame reaches the pipe, so each frame read is matched to its time and the ones
+    before the wanted frame are dropped here. They still pass through bwdif, which so sees the
+    same neighbours as when decoding through.
+    """
+    w, h = pictures.width, pictures.height
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", "-noaccurate_seek", "-copyts",
+               "-reinit_filter", "0", "-ss", f"{float(position):.6f}", "-i", str(path), "-map", "0:V:0",
+               "-vf", ",".join(["showinfo", *_shown_filters(pictures), f"scale={w}:{h}"]),
+               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    stamps: queue.Queue[Fraction | None] = queue.Queue()
+
+    def listen(stream: Any) -> None:  # also drains stderr, so ffmpeg never blocks on it
+        time_base = None
+        for raw in stream:
+            line = raw.decode(errors="replace")
+            if (config := _SHOWINFO_TIME_BASE.search(line)) is not None:
+                time_base = Fraction(int(config.group("num")), int(config.group("den")))
+            elif (frame := _SHOWINFO_PTS.search(line)) is not None and time_base is not None:
+                stamps.put(int(frame.group("pts")) * time_base)
+        stamps.put(None)
+
+    listener = threading.Thread(target=listen, args=(proc.stderr,), name="seek-times", daemon=True)
+    listener.start()
+    try:
+        found = False
+        while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
+            if not found:
+                try:
+                    stamp = stamps.get(timeout=30)
+                except queue.Empty:
+                    return
+                if stamp is None or stamp > wanted:
+                    return
+                if stamp < wanted:
+                    continue
+                found = True
+            yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        listener.join(timeout=5)
+        proc.stderr.close()
+
+
 def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None,
-                problems: list[str] | None = None) -> Iterator[np.ndarray]:
+                problems: list[str] | None = None, times: FrameTimes | None = None) -> Iterator[np.ndarray]:
     """RGB float32 [0, 255] frames at the working size, frames [start, stop) of the file.
 
     Interlaced frames are deinterlaced and pixels that are not square are made square, so the
@@ -570,7 +719,8 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
     no frame decodes). A caller that reads to the end and passes ``problems`` gets the decoder's
     complaints about damaged data there: fewer frames than ``probe``'s ``frame_count`` are lost
     frames only with those (an edit list, a packed AVI or a count estimated from the duration
-    also give fewer, from an intact file).
+    also give fewer, from an intact file). With the file's ``frame_times``, a range far into the
+    file is reached by seeking rather than by decoding every frame before it.
     """
     path = Path(path)
     if not path.is_file():
@@ -578,7 +728,7 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
     pictures = picture_format(path)
     if pictures is None:
         return
-    source = _decoded_pictures(path, pictures, start, problems)
+    source = _decoded_pictures(path, pictures, start, problems, times)
     aspect = pictures.sample_aspect
     try:
         for index, rgb in enumerate(source, start):
@@ -598,13 +748,13 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
 class FrameCursor:
     """Reads ranges of one video's frames in increasing order, decoding each frame once.
 
-    ``read_frames`` decodes from the start of the file to reach a range (seeking is inexact for
-    long-GOP codecs); the chunks of a forward chain ask for consecutive ranges, each beginning
-    with the last frame of the one before, which this serves from one open decoder.
+    The chunks of a forward chain ask for consecutive ranges, each beginning with the last frame of
+    the one before, which this serves from one open decoder (opened by seeking when ``times``,
+    the file's ``frame_times``, are given).
     """
 
-    def __init__(self, path: Path | str, size: int) -> None:
-        self.path, self.size = Path(path), size
+    def __init__(self, path: Path | str, size: int, times: FrameTimes | None = None) -> None:
+        self.path, self.size, self.times = Path(path), size, times
         self._frames: Iterator[np.ndarray] | None = None
         self.position = 0  # index of the next frame the decoder yields
         self.last: np.ndarray | None = None  # frame position - 1
@@ -620,7 +770,7 @@ class FrameCursor:
             start += 1
         if self._frames is None or start < self.position:
             self.close()
-            self._frames = read_frames(self.path, self.size, start)
+            self._frames = read_frames(self.path, self.size, start, times=self.times)
             self.position = start
             self.opens += 1
         for frame in self._frames:
@@ -1236,12 +1386,14 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
     args += ["-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1", "-f", "matroska"]
     with atomic_target(dest) as tmp:
         _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
-    try:
-        probe(dest)
+    try:  # a range past the last frame (the audio may run on) leaves a file with no frame
+        first = next(read_frames(dest, 16), None)
     except VideoError:
+        first = None
+    if first is None:
         dest.unlink(missing_ok=True)
-        raise VideoError(source, f"no frame lies between {start:g} s and "
-                                 f"{'its end' if duration is None else f'{start + duration:g} s'}") from None
+        raise VideoError(source, f"no frame is shown between {start:g} s and "
+                                 f"{'its end' if duration is None else f'{start + duration:g} s'}")
     return dest
 
 
