@@ -301,6 +301,20 @@ def test_a_seek_that_misses_its_frame_falls_back_to_decoding_through(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(got, through[130:134], strict=True))
 
 
+def test_frames_read_at_a_glance_are_reduced_by_ffmpeg_and_find_the_same_cut(tmp_path):
+    from pipeline.media.cuts import detect_cuts
+
+    clip = tmp_path / "two_shots.mp4"  # 12 frames of one pattern, then 12 of another: one cut at 12
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:d=0.48", "-f", "lavfi", "-i",
+           "mandelbrot=size=640x360:rate=25", "-filter_complex", "[1:v]trim=end_frame=12,setpts=PTS-STARTPTS[b];"
+           "[0:v][b]concat=n=2:v=1[v]", "-map", "[v]", *H264, str(clip))
+    exact = list(read_frames(clip, 160))
+    glance = list(read_frames(clip, 160, glance=True))
+    assert len(glance) == len(exact) == 24 and glance[0].shape == exact[0].shape == (90, 160, 3)
+    assert np.mean([np.abs(a - b).mean() for a, b in zip(glance, exact, strict=True)]) < 4  # the same pictures
+    assert detect_cuts(glance, 0.15, 1) == detect_cuts(exact, 0.15, 1) == [0, 12]
+
+
 def test_rotation_is_applied_once_and_not_written_again(tmp_path):
     plain = tmp_path / "plain.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "3", *H264, str(plain))

@@ -104,7 +104,7 @@ def _video_frame(path: Path, size: int) -> Image.Image | None:
     # The pipeline's own decoder: deinterlaced and with square pixels, as the video is shown.
     from pipeline.media.frames import read_frames
 
-    frame = next(read_frames(path, size), None)
+    frame = next(read_frames(path, size, glance=True), None)
     return None if frame is None else Image.fromarray(frame.astype(np.uint8))
 
 

@@ -62,7 +62,7 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     if not specs:
         detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
         starts, count, damage = [], 0, []
-        for index, frame in enumerate(read_frames(item.source, 160, problems=damage)):  # cuts: small frames
+        for index, frame in enumerate(read_frames(item.source, 160, problems=damage, glance=True)):  # cuts
             if detector.push(frame):
                 starts.append(index)
             count += 1
