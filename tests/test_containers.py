@@ -291,6 +291,53 @@ def test_a_range_far_into_a_video_is_reached_by_seeking_to_exactly_the_same_fram
         assert all(np.array_equal(a, b) for a, b in zip(sought, through[start:start + 6], strict=True)), start
 
 
+def mark_every_frame_a_key_frame(avi: Path) -> None:
+    """Sets the key-frame flag on every video entry of an AVI's idx1 index, as some muxers do."""
+    import struct
+
+    data = bytearray(avi.read_bytes())
+
+    def walk(offset: int, end: int) -> None:
+        while offset + 8 <= end:
+            fourcc, size = bytes(data[offset:offset + 4]), struct.unpack("<I", data[offset + 4:offset + 8])[0]
+            if fourcc in (b"RIFF", b"LIST"):
+                walk(offset + 12, offset + 8 + size)
+            elif fourcc == b"idx1":
+                for entry in range(offset + 8, offset + 8 + size, 16):
+                    if data[entry:entry + 2] == b"00":
+                        flags = struct.unpack("<I", data[entry + 4:entry + 8])[0]
+                        struct.pack_into("<I", data, entry + 4, flags | 0x10)
+            offset += 8 + size + (size & 1)
+
+    walk(0, len(data))
+    avi.write_bytes(bytes(data))
+
+
+def test_a_seek_onto_a_frame_falsely_indexed_as_key_decodes_through_instead(tmp_path):
+    clip = tmp_path / "divx.avi"  # MPEG-4 Part 2, a key frame every 60, the index calling all of them key
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "300", "-c:v", "mpeg4", "-g", "60",
+           "-q:v", "4", str(clip))
+    mark_every_frame_a_key_frame(clip)
+    times = frame_times(clip)
+    through = list(read_frames(clip, 64))
+    for start in (150, 293):  # a seek lands on a P-frame, which the decoder would paint on grey
+        sought = list(read_frames(clip, 64, start, start + 4, times=times))
+        assert all(np.array_equal(a, b) for a, b in zip(sought, through[start:start + 4], strict=True)), start
+
+
+def test_a_damaged_file_is_not_sought(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "200", *H264, "-movflags", "+faststart",
+           str(clip))
+    assert frame_times(clip) is not None
+    damaged = tmp_path / "damaged.mp4"  # decoding through conceals the damage from earlier frames; a seek cannot
+    data = bytearray(clip.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 2000, 7):
+        data[i] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert frame_times(damaged) is None
+
+
 def test_a_seek_that_misses_its_frame_falls_back_to_decoding_through(tmp_path):
     clip = tmp_path / "clip.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "160", *H264, str(clip))

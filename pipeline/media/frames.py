@@ -552,13 +552,14 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int, problems: 
     or if the seek misses, by decoding through.
     """
     seek = _seek_position(times, skip)
-    if seek is not None and times is not None:
+    if seek is not None and times is not None and times not in _SEEKS_MISSED:
         sought = _sought_pictures(path, pictures, seek, times.seconds(skip), shrunk)
         first = next(sought, None)
         if first is not None:
             yield first
             yield from sought
             return
+        _SEEKS_MISSED.add(times)  # one miss says the file does not seek well: do not pay for it again
         log.info("%s: a seek to frame %d missed it; decoding from the start instead", path, skip)
     yield from _pictures_through(path, pictures, skip, problems, shrunk)
 
@@ -617,7 +618,8 @@ def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: 
 
 SEEK_AFTER_FRAMES = 96  # nearer the start, decoding through costs about what a seek does
 SEEK_MARGIN_SECONDS = 2  # land this far before the frame wanted, so the key frame found precedes it
-_SHOWINFO_PTS = re.compile(r"\bn:\s*\d+ pts:\s*(?P<pts>-?\d+)\b")
+FRAME_TIMES_SECONDS = 3600  # a pass over the whole file; beyond this, reads decode through
+_SHOWINFO_PTS = re.compile(r"\bn:\s*\d+ pts:\s*(?P<pts>-?\d+)\b.*?\biskey:(?P<key>\d)")
 _SHOWINFO_TIME_BASE = re.compile(r"config in time_base: (?P<num>\d+)/(?P<den>\d+)")
 _START = re.compile(r"Duration: [^,]*, start: (?P<start>-?\d+(?:\.\d+)?)")
 
@@ -646,15 +648,26 @@ def frame_times(path: Path | str) -> FrameTimes | None:
 
 @functools.lru_cache(maxsize=16)
 def _frame_times(path: str, _mtime_ns: int, _size: int) -> FrameTimes | None:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-copyts", "-i", path, "-map", "0:V:0",
-                           "-fps_mode", "passthrough", "-enc_time_base", "demux", "-c:v", "wrapped_avframe",
-                           "-f", "framemd5", "-"], capture_output=True, text=True, errors="replace", check=False)
+    # A damaged file is not sought: decoding through conceals damage from the frames before it,
+    # a seek from a key frame would not, and the frames would differ from those other reads saw.
+    start = _START.search(ffmpeg_info(Path(path)))
+    try:
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", path,
+                               "-map", "0:V:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
+                               "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
+                              capture_output=True, text=True, errors="replace", timeout=FRAME_TIMES_SECONDS,
+                              check=False)
+    except subprocess.TimeoutExpired:  # a stalled share: reads decode through instead
+        return None
     tb = _TIME_BASE.search(proc.stdout)
-    start = _START.search(proc.stderr)
     pts = tuple(int(m.group("pts")) for m in _FRAME_LINE.finditer(proc.stdout))
-    if tb is None or start is None or not pts or any(b <= a for a, b in itertools.pairwise(pts)):
+    if (proc.returncode != 0 or proc.stderr.strip() or tb is None or start is None or not pts
+            or any(b <= a for a, b in itertools.pairwise(pts))):
         return None
     return FrameTimes(Fraction(int(tb.group(1)), int(tb.group(2))), pts, Fraction(start.group("start")))
+
+
+_SEEKS_MISSED: set[FrameTimes] = set()
 
 
 def _seek_position(times: FrameTimes | None, skip: int) -> Fraction | None:
@@ -673,44 +686,50 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
 
     The seek lands on a key frame before the one wanted (-noaccurate_seek keeps every frame from
     there, -copyts their stored times); showinfo, first in the filters, prints each frame's time
-    before that frame reaches the pipe, so each frame read is matched to its time and the ones
-    before the wanted frame are dropped here. They still pass through bwdif, which so sees the
+    (and whether it is a key frame) before that frame reaches the pipe, so each frame read is
+    matched to its time and the ones before the wanted frame are dropped here. They still pass through bwdif, which so sees the
     same neighbours as when decoding through.
     """
     w, h, scale = _final_scale(pictures, shrunk)
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", "-noaccurate_seek", "-copyts",
-               "-reinit_filter", "0", "-ss", f"{float(position):.6f}", "-i", str(path), "-map", "0:V:0",
-               "-vf", ",".join(["showinfo", *_shown_filters(pictures), scale]),
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-noaccurate_seek",
+               "-copyts", "-reinit_filter", "0", "-ss", f"{float(position):.6f}", "-i", str(path), "-map", "0:V:0",
+               "-vf", ",".join(["showinfo=checksum=0", *_shown_filters(pictures), scale]),
                "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
-    stamps: queue.Queue[Fraction | None] = queue.Queue()
+    stamps: queue.Queue[tuple[Fraction, bool] | None] = queue.Queue()
+    found = threading.Event()
 
     def listen(stream: Any) -> None:  # also drains stderr, so ffmpeg never blocks on it
         time_base = None
         for raw in stream:
+            if found.is_set():
+                continue
             line = raw.decode(errors="replace")
             if (config := _SHOWINFO_TIME_BASE.search(line)) is not None:
                 time_base = Fraction(int(config.group("num")), int(config.group("den")))
             elif (frame := _SHOWINFO_PTS.search(line)) is not None and time_base is not None:
-                stamps.put(int(frame.group("pts")) * time_base)
+                stamps.put((int(frame.group("pts")) * time_base, frame.group("key") == "1"))
         stamps.put(None)
 
     listener = threading.Thread(target=listen, args=(proc.stderr,), name="seek-times", daemon=True)
     listener.start()
     try:
-        found = False
+        first = True
         while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
-            if not found:
+            if not found.is_set():
                 try:
                     stamp = stamps.get(timeout=30)
                 except queue.Empty:
                     return
-                if stamp is None or stamp > wanted:
+                # The first frame must be a key frame: where a container marks a frame as one that
+                # is not (an AVI index, say), MPEG-4 decoders paint it on grey, with its right time.
+                if stamp is None or stamp[0] > wanted or (first and not stamp[1]):
                     return
-                if stamp < wanted:
+                first = False
+                if stamp[0] < wanted:
                     continue
-                found = True
+                found.set()
             yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
     finally:
         proc.kill()
