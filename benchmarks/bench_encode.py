@@ -11,8 +11,9 @@ frames, cuts=[0]) of the decoded video against that of the frames it was made fr
 the frames are the PNGs the optimisation produced, the video is what a player shows.
 
 Two decoders, because they rebuild 4:2:0 chroma differently and the difference is most of the
-story: OpenCV (what the pipeline and bench_video.py read back with; like ffmpeg's default RGB
-output and software players, it repeats each chroma sample over its 2x2 block), and ffmpeg with
+story: OpenCV (pixel for pixel what the pipeline's own reader, ffmpeg's default RGB output, gives
+on these progressive files; like software players, it repeats each chroma sample over its 2x2
+block), and ffmpeg with
 bilinear chroma ("interp": what GPU players do). Also reported: "codec fl", the warping error of
 what the codec changed (decoded - frames), which blurring cannot lower, and PSNR with each decoder.
 
