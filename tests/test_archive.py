@@ -44,10 +44,11 @@ GOOD = {
     "Photos/dups/photo.jpeg": ("Photos/dups/photo-jpeg.jpg", (48, 36), "RGB"),
     "Photos/bad/truncated.jpg": ("Photos/bad/truncated.jpg", None, None),  # passes discover, fails to decode
 }
+IGNORED = ("Photos/bad/.DS_Store", "Photos/2019 Summer/IMG_0001 rotated.AAE", "Photos/2019 Summer/._cmyk.jpg",
+           "Photos/phone/IMG_1234.heic.json", "Photos/scans/Thumbs.db", "Photos/misc/GOPR0001.LRV")
 REFUSED = {  # path relative to the archive's parent -> words the reason must contain
     "Photos/bad/bomb.png": "exceeds the limit",
     "Photos/bad/notes.txt": "not a photo or video",
-    "Photos/bad/.DS_Store": "not a photo or video",
     "Photos/bad/empty.jpg": "empty file",
     "Photos/bad/liar.jpg": "not an image",
     "Photos/bad/broken link.jpg": "broken symbolic link",
@@ -92,6 +93,8 @@ def make_messy_archive(parent: Path) -> Path:
     write_bomb_png(root / "bad/bomb.png")
     (root / "bad/notes.txt").write_text("scanned in 2003\n")
     (root / "bad/.DS_Store").write_bytes(b"\0\0\0\1Bud1" + b"\0" * 100)
+    for sidecar in IGNORED:  # beside the photos, as phones, cameras and photo tools leave them
+        (root.parent / sidecar).write_bytes(b"\0\0\0\1sidecar")
     (root / "bad/empty.jpg").write_bytes(b"")
     (root / "bad/liar.jpg").write_text("I am text, not a JPEG\n")
     os.symlink("no such target.jpg", root / "bad/broken link.jpg")
@@ -130,6 +133,10 @@ def test_discover_messy_archive(archive, tmp_path):
     assert all(item.kind == "image" and item.source.is_file() for item in plan.items)
     refused = {r.source.relative_to(archive.parent).as_posix(): r.reason for r in plan.refused}
     assert set(refused) == set(REFUSED)
+    # Sidecar and system files are passed over, counted, and never an error line each.
+    assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.ignored) == sorted(IGNORED)
+    given = discover([archive.parent / IGNORED[1]], out)  # named on the command line: refused, with the reason
+    assert not given.items and not given.ignored and "not a photo or video" in given.refused[0].reason
     for rel, words in REFUSED.items():
         assert words in refused[rel], (rel, refused[rel])
     assert not out.exists()  # discovery writes nothing

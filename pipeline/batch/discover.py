@@ -43,7 +43,28 @@ class Refusal:
 class Plan:
     items: list[Item] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)  # sidecar and system files met in folders
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo id -> (width, height) from its header
+
+
+# Files that cameras, phones, photo tools and operating systems leave beside the media: met while
+# walking a folder they are passed over quietly (counted), not refused one error line each. Given
+# by name they are still refused, with the reason.
+SIDECAR_SUFFIXES = frozenset({
+    ".aae",  # iPhone edits
+    ".xmp", ".json",  # Lightroom / darktable metadata, Google Takeout's per-photo JSON
+    ".thm", ".lrv", ".lrf",  # camera thumbnails, GoPro and DJI low-resolution previews
+    ".cpi", ".mpl", ".bdmv", ".bdm", ".ctg", ".ind",  # AVCHD and camera card index files
+})
+SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".picasa.ini", "picasa.ini",
+                          "zbthumbnail.info", ".directory"})
+
+
+def ignorable(name: str) -> bool:
+    """A sidecar or system file: not a picture anyone asked to have painted."""
+    lower = name.lower()
+    # "._IMG.JPG": macOS's AppleDouble resource forks on external drives, not the JPEG.
+    return lower in SYSTEM_NAMES or lower.startswith("._") or Path(lower).suffix in SIDECAR_SUFFIXES
 
 
 def _kind(path: Path) -> str | None:
@@ -289,8 +310,12 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 continue
             walked_roots.add(os.path.realpath(root))
             prefix = _root_name(root)
-            files = [(path, f"{prefix}/{_printable(rel)}", real)
-                     for path, rel, real in _walk(root, out_real, plan.refused)]
+            files = []
+            for path, rel, real in _walk(root, out_real, plan.refused):
+                if ignorable(path.name):
+                    plan.ignored.append(path)
+                else:
+                    files.append((path, f"{prefix}/{_printable(rel)}", real))
         elif root.exists() or root.is_symlink():
             files = [(root, _printable(root.name), os.path.realpath(root))]
         else:
@@ -337,5 +362,6 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             plan.refused.append(Refusal(item.source, f"its output {item.output} would overwrite an input file"))
         else:
             plan.items.append(item)
-    log.info("%d items, %d refused", len(plan.items), len(plan.refused))
+    log.info("%d items, %d refused, %d sidecar or system files ignored", len(plan.items), len(plan.refused),
+             len(plan.ignored))
     return plan

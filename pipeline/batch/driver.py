@@ -39,6 +39,10 @@ __all__ = ["Estimate", "RunOptions", "RunResult", "VideoState", "config_hash", "
            "run", "status_lines"]
 
 
+def ignored_note(plan: Plan) -> str:
+    return f", {len(plan.ignored)} sidecar or system files passed over" if plan.ignored else ""
+
+
 def run(opts: RunOptions) -> RunResult:
     """Every command's one path: discover -> ledger -> plan -> executor -> atomic writes -> report."""
     cfg = opts.config
@@ -174,7 +178,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
 
             ledger.set_run_workers(run_id, 1)
             say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
-                            f"{len(plan.refused)} refused")
+                            f"{len(plan.refused)} refused{ignored_note(plan)}")
             pool = InProcessPool(cfg, style_arrays, weights, init, masks=mask_arrays)
             result.workers = pool.start()
             run_items(opts, ledger, run_id, digest, todo, pool, 1, done_now, notes, same.waiting, live)
@@ -193,7 +197,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
                                                   num_cpus=min(worker_plan.num_cpus, float(opts.threads_per_worker)))
             ledger.set_run_workers(run_id, worker_plan.count)
             say(opts.quiet, f"{len(todo)} to do, {len(skipped)} already done or present, "
-                            f"{len(plan.refused)} refused; {worker_plan.reason}")
+                            f"{len(plan.refused)} refused{ignored_note(plan)}; {worker_plan.reason}")
             pool = WorkerPool(cfg, worker_plan, style_arrays, weights, init, opts.worker_options, masks=mask_arrays)
             result.workers = pool.start(timeout=900)
             run_items(opts, ledger, run_id, digest, todo, pool, worker_plan.count, done_now, notes, same.waiting,
