@@ -215,35 +215,43 @@ _BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b
                          b"mfra", b"meta", b"pdin", b"styp", b"sidx", b"junk"})
 
 
-def mp4_index_problem(path: Path | str) -> str | None:
-    """Why an MP4/MOV file has no whole index (moov box): "missing", "cut", or None (it has one,
-    or the file is not MP4/MOV at all).
-
-    Cameras and phones write the media data first and the index last, when recording stops; a
-    battery or card that gives out, or a copy stopped early, leaves the data without the index.
-    Walks the top-level boxes only (a few reads, whatever the file size).
-    """
-    path = Path(path)
+def _top_level_boxes(path: Path) -> Iterator[tuple[int, bytes, int, int]]:
+    """(offset, type, size, file size) of each top-level ISO-BMFF box, from the headers alone: a
+    64-bit size where the 32-bit one says 1, the rest of the file where it says 0. Stops after a
+    box whose size cannot be (under 8 bytes); a few reads, whatever the file size."""
     size = path.stat().st_size
-    seen_mdat = False
     with open(path, "rb") as handle:
         offset = 0
         while offset + 8 <= size:
             handle.seek(offset)
             header = handle.read(16)
             box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-            if kind not in _BMFF_BOXES:
-                return None if offset == 0 else ("missing" if seen_mdat else None)
             if box_size == 1 and len(header) == 16:
                 box_size = int.from_bytes(header[8:16], "big")
             elif box_size == 0:  # runs to the end of the file
                 box_size = size - offset
+            yield offset, kind, box_size, size
             if box_size < 8:
-                return "missing" if seen_mdat else None
-            if kind == b"moov":
-                return "cut" if offset + box_size > size else None
-            seen_mdat = seen_mdat or kind == b"mdat"
+                return
             offset += box_size
+
+
+def mp4_index_problem(path: Path | str) -> str | None:
+    """Why an MP4/MOV file has no whole index (moov box): "missing", "cut", or None (it has one,
+    or the file is not MP4/MOV at all).
+
+    Cameras and phones write the media data first and the index last, when recording stops; a
+    battery or card that gives out, or a copy stopped early, leaves the data without the index.
+    """
+    seen_mdat = False
+    for offset, kind, box_size, size in _top_level_boxes(Path(path)):
+        if kind not in _BMFF_BOXES:
+            return None if offset == 0 else ("missing" if seen_mdat else None)
+        if box_size < 8:
+            return "missing" if seen_mdat else None
+        if kind == b"moov":
+            return "cut" if offset + box_size > size else None
+        seen_mdat = seen_mdat or kind == b"mdat"
     return "missing" if seen_mdat else None
 
 
@@ -322,22 +330,11 @@ def _frames_indexed(path: Path, info: str) -> bool:
 def _fragmented(path: Path) -> bool:
     """An MP4/MOV written in fragments (moof boxes; cameras and recorders that stream to disk):
     its index lists no frames, so the count is estimated from the duration."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        offset = 0
-        while offset + 8 <= size:
-            handle.seek(offset)
-            header = handle.read(16)
-            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-            if kind == b"moof":
-                return True
-            if box_size == 1 and len(header) == 16:
-                box_size = int.from_bytes(header[8:16], "big")
-            elif box_size == 0:
-                return False
-            if box_size < 8 or kind not in _BMFF_BOXES:
-                return False
-            offset += box_size
+    for _, kind, box_size, _ in _top_level_boxes(path):
+        if kind == b"moof":
+            return True
+        if box_size < 8 or kind not in _BMFF_BOXES:
+            return False
     return False
 
 
@@ -572,6 +569,15 @@ def _final_scale(pictures: PictureFormat, shrunk: tuple[int, int] | None) -> tup
     return shrunk[0], shrunk[1], f"scale={shrunk[0]}:{shrunk[1]}:flags=area"
 
 
+def _rgb_pipe(path: Path, before_input: list[str], filters: list[str]) -> list[str]:
+    """The ffmpeg command that pipes the video stream's frames out as raw RGB through ``filters``:
+    every decoded frame (passthrough), the filters never rebuilt part-way (a rebuild drops the
+    frame bwdif holds back)."""
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", *before_input, "-reinit_filter", "0", "-i", str(path),
+            "-map", "0:V:0", "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo",
+            "-pix_fmt", "rgb24", "-"]
+
+
 def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: list[str] | None = None,
                       shrunk: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, decoded
@@ -588,10 +594,8 @@ def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: 
     intact file decodes silently. If ffmpeg fails before a single frame, that is an error.
     """
     w, h, scale = _final_scale(pictures, shrunk)
-    filters = [*_shown_filters(pictures), *([f"trim=start_frame={skip}"] if skip else []), scale]
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-reinit_filter", "0", "-i", str(path),
-               "-map", "0:V:0", "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo",
-               "-pix_fmt", "rgb24", "-"]
+    command = _rgb_pipe(path, ["-loglevel", "error"],
+                        [*_shown_filters(pictures), *([f"trim=start_frame={skip}"] if skip else []), scale])
     # stderr to a file, not a pipe: a badly damaged file can print more than a pipe holds.
     with tempfile.TemporaryFile() as messages:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages)
@@ -691,10 +695,9 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
     same neighbours as when decoding through.
     """
     w, h, scale = _final_scale(pictures, shrunk)
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-noaccurate_seek",
-               "-copyts", "-reinit_filter", "0", "-ss", f"{float(position):.6f}", "-i", str(path), "-map", "0:V:0",
-               "-vf", ",".join(["showinfo=checksum=0", *_shown_filters(pictures), scale]),
-               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    command = _rgb_pipe(path, ["-nostats", "-loglevel", "info", "-noaccurate_seek", "-copyts",
+                               "-ss", f"{float(position):.6f}"],
+                        ["showinfo=checksum=0", *_shown_filters(pictures), scale])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     stamps: queue.Queue[tuple[Fraction, bool] | None] = queue.Queue()
