@@ -199,3 +199,61 @@ def test_killed_nst_video_resumes_without_recomputing_finished_frames(tmp_path: 
     info, source = probe(out / "pan.mp4"), probe(clip)
     assert info.frame_count == 18 and info.fps == source.fps
     assert len(kept) >= 6
+
+
+def test_a_file_of_the_same_name_is_never_taken_for_the_one_done(tmp_path: Path, photo, painting) -> None:
+    """Two camera cards both hold DCIM/IMG_0001: painting the second into the same output folder must
+    neither pass it off as done nor overwrite the first one's painting; a copied archive is still
+    recognised, an edited photo is painted again."""
+    import json
+    import shutil
+
+    from pipeline import config as config_mod
+    from pipeline.batch.driver import RunOptions, run
+    from pipeline.batch.ledger import Ledger
+
+    card1, card2 = tmp_path / "card1" / "DCIM", tmp_path / "card2" / "DCIM"
+    write_png(card1 / "IMG_0001.png", photo)
+    write_png(card2 / "IMG_0001.png", np.ascontiguousarray(photo[:, ::-1]))
+    style = write_png(tmp_path / "style.png", painting)
+    out = tmp_path / "out"
+    cfg = config_mod.load(overrides={"image.size": 48, "optim.iterations": 3, "image.scales": [1.0]})
+    painted = out / "DCIM" / "IMG_0001.png"
+
+    def paint(folder: Path, **options):
+        return run(RunOptions([folder], [style], out, cfg, executor="local", quiet=True, **options))
+
+    first = paint(card1)
+    assert (first.done, first.exit_code) == (1, 0)
+    card1_painting = painted.read_bytes()
+
+    second = paint(card2)
+    assert (second.done, second.skipped, second.refused, second.exit_code) == (0, 0, 1, 1)
+    assert painted.read_bytes() == card1_painting
+    [record] = [r for r in second.records if r["state"] == "refused"]
+    assert record["source"] == str(card2 / "IMG_0001.png") and "another file of the same name" in record["reason"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert any(r["state"] == "refused" and r["source"] == str(card2 / "IMG_0001.png") for r in summary["records"])
+    assert paint(card2, dry_run=True).refused == 1
+
+    # The archive copied elsewhere (new times): the same photo, done; the ledger learns its new place.
+    moved = tmp_path / "copy" / "DCIM"
+    moved.mkdir(parents=True)
+    time.sleep(0.01)
+    shutil.copyfile(card1 / "IMG_0001.png", moved / "IMG_0001.png")
+    again = paint(moved)
+    assert (again.done, again.skipped, again.refused) == (0, 1, 0)
+    assert painted.read_bytes() == card1_painting
+    with Ledger(out) as ledger:
+        assert json.loads(ledger.item("DCIM/IMG_0001.png")["source_identity"])["real"] == str(
+            (moved / "IMG_0001.png").resolve())
+
+    # Edited where it lies: painted again from the new picture.
+    write_png(moved / "IMG_0001.png", np.ascontiguousarray(photo[::-1]))
+    edited = paint(moved)
+    assert (edited.done, edited.skipped, edited.refused) == (1, 0, 0)
+    assert painted.read_bytes() != card1_painting
+
+    # --overwrite is the user's say-so for the other card.
+    forced = paint(card2, overwrite=True)
+    assert (forced.done, forced.refused) == (1, 0)

@@ -45,6 +45,7 @@ class Plan:
     refused: list[Refusal] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)  # sidecar and system files met in folders
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo id -> (width, height) from its header
+    reals: dict[str, str] = field(default_factory=dict)  # item id -> the source's real path, links resolved
 
 
 # Files that cameras, phones, photo tools and operating systems leave beside the media: met while
@@ -345,6 +346,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 n += 1
             seen_ids.add(item_id)
             candidates.append((item_id, kind, path))
+            plan.reals[item_id] = real
             if size is not None:
                 plan.sizes[item_id] = size
     items = _assign_outputs(candidates, out_dir, fmt, video_suffix)

@@ -14,14 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.batch.discover import Item, Plan, discover
+from pipeline.batch.discover import Item, Plan, Refusal, discover
 from pipeline.batch.estimate import Estimate, estimate
 from pipeline.batch.imagejob import check_style_weights, load_styles
 from pipeline.batch.ledger import DONE, DriverLock, Ledger, LedgerError, db_path
 from pipeline.batch.loop import records as _records
 from pipeline.batch.loop import run_items
 from pipeline.batch.options import RunOptions, RunResult
-from pipeline.batch.planning import config_hash, copy_output, decide, plan_duplicates, run_settings
+from pipeline.batch.planning import config_hash, copy_output, decide, plan_duplicates, run_settings, source_identity
 from pipeline.batch.progress import console, say
 from pipeline.batch.report import LiveReport, write_report
 from pipeline.batch.status import duration, info_lines, status_lines
@@ -78,11 +78,13 @@ def run(opts: RunOptions) -> RunResult:
         try:
             decisions = decide(plan, ledger, digest, opts.overwrite)
             # Plain lines, not rich's: a listing of 100,000 files through rich took longer than the planning.
-            listing = [f"{'would do' if d.action == 'do' else 'skip':8s}  {d.item.kind:5s}  {d.item.source} -> "
+            verbs = {"do": "would do", "skip": "skip", "refuse": "refuse"}
+            listing = [f"{verbs[d.action]:8s}  {d.item.kind:5s}  {d.item.source} -> "
                        f"{d.item.output}  ({d.reason})\n" for d in decisions]
             console.file.write("".join(listing).encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
             result.done = sum(d.action == "do" for d in decisions)
-            result.skipped = len(decisions) - result.done
+            result.skipped = sum(d.action == "skip" for d in decisions)
+            result.refused += sum(d.action == "refuse" for d in decisions)
             todo = [d.item for d in decisions if d.action == "do"]
             if todo:
                 result.estimate = estimate(opts, todo, ledger, digest, plan.sizes)
@@ -132,7 +134,20 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
         rows = ledger.rows()
         todo: list[Item] = []
         skipped: dict[str, str] = {}
+        refusals = [Refusal(d.item.source, d.reason) for d in decisions if d.action == "refuse"]
+        if refusals:  # one line each, even with --quiet, as for any refused input
+            for refusal in refusals:
+                console.print(f"[red]error[/red]: {refusal.source}: {refusal.reason}", highlight=False)
+            refused_ids = {d.item.id for d in decisions if d.action == "refuse"}
+            plan.items = [i for i in plan.items if i.id not in refused_ids]
+            plan.refused.extend(refusals)
+            result.refused = len(plan.refused)
+        moved = [(d.item.id, d.identity) for d in decisions if d.action == "skip" and d.identity]
+        if moved:  # found again under its new name or time: a rerun need not read it again
+            ledger.set_source_identities(moved)
         for d in decisions:
+            if d.action == "refuse":
+                continue
             if d.action == "skip":
                 skipped[d.item.id] = d.reason
                 if d.foreign:  # a file nst did not make: the user decides, so say it every time
@@ -140,8 +155,10 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
                 continue
             todo.append(d.item)
         # One transaction for the whole plan, committed before any output is written.
-        ledger.upsert_items(((i.id, i.kind, i.source, i.output, opts.overwrite or (
+        afresh = {d.item.id for d in decisions if d.afresh}
+        ledger.upsert_items(((i.id, i.kind, i.source, i.output, opts.overwrite or i.id in afresh or (
             i.id in rows and rows[i.id]["state"] == DONE)) for i in todo), digest)
+        ledger.set_source_identities((i.id, source_identity(i.source, plan.reals.get(i.id))) for i in todo)
         result.skipped = len(skipped)
         done_now: set[str] = set()
         notes: dict[str, str] = {}

@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS items (
     warning TEXT,
     content_hash TEXT,
     duplicate_of TEXT,
-    thumb TEXT
+    thumb TEXT,
+    source_identity TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     item TEXT NOT NULL,
@@ -161,7 +162,7 @@ class Ledger:
             if column not in columns:
                 self.conn.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         item_columns = {row[1] for row in self.conn.execute("PRAGMA table_info(items)")}
-        for column in ("warning", "content_hash", "duplicate_of", "thumb"):
+        for column in ("warning", "content_hash", "duplicate_of", "thumb", "source_identity"):
             if column not in item_columns:
                 self.conn.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
         self.conn.execute("CREATE INDEX IF NOT EXISTS items_content ON items (content_hash, config_hash, state)")
@@ -349,6 +350,12 @@ class Ledger:
 
     def set_thumb(self, item_id: str, thumb: str | None) -> None:
         self._write("UPDATE items SET thumb = ? WHERE id = ?", (thumb, item_id))
+
+    def set_source_identities(self, entries: Iterable[tuple[str, str | None]]) -> None:
+        """(item id, source identity as planning.source_identity makes it) for items about to be made."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE items SET source_identity = ? WHERE id = ?",
+                             [(identity, item_id) for item_id, identity in entries])
 
     def set_content_hash(self, item_id: str, content_hash: str | None) -> None:
         self._write("UPDATE items SET content_hash = ? WHERE id = ?", (content_hash, item_id))

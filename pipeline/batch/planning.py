@@ -3,7 +3,9 @@ and which photos are identical copies of another (done once, copied to the other
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -44,13 +46,67 @@ def run_settings(opts: RunOptions, weights: Sequence[float], digest: str) -> dic
             "config_hash": digest, "inputs": [str(p) for p in opts.inputs]}
 
 
+# ---------------------------------------------------------------- which file an output was made from
+PRINT_BYTES = 1 << 16
+
+
+def source_print(path: Path | str, size: int) -> str:
+    """SHA-256 of the size and the first and last 64 KiB: the same for a copied or touched file,
+    different for another file or an edited one, without reading a whole video."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(PRINT_BYTES))
+        if size > 2 * PRINT_BYTES:
+            handle.seek(size - PRINT_BYTES)
+        digest.update(handle.read(PRINT_BYTES))
+    return digest.hexdigest()
+
+
+def source_identity(path: Path, real: str | None = None) -> str | None:
+    """Where the source is (``real``: its real path, if known), its size and time, and its print, as
+    the ledger keeps them; None if it cannot be read (the worker's read reports that)."""
+    try:
+        st = os.stat(path)
+        real = real or os.path.realpath(path)
+        return json.dumps({"real": real, "stamp": [st.st_size, st.st_mtime_ns],
+                           "print": source_print(real, st.st_size)})
+    except OSError:
+        return None
+
+
+def source_relation(recorded: str | None, path: Path, real: str | None = None) -> tuple[str, str | None]:
+    """How ``path`` stands to the source an item was made from, and its identity when it had to
+    be computed: "same" (same place, size and time, or nothing recorded), "moved" (same contents
+    elsewhere or touched), "edited" (same place, other contents) or "other" (another file)."""
+    if not recorded:
+        return "same", None  # made before sources were recorded: trusted, as then
+    try:
+        old = json.loads(recorded)
+        st = os.stat(path)
+        real = real or os.path.realpath(path)
+        if real == old["real"] and [st.st_size, st.st_mtime_ns] == old["stamp"]:
+            return "same", None
+        old_real, old_print = old["real"], old["print"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "same", None  # unreadable now: the worker's read reports it
+    identity = source_identity(path, real)
+    if identity is None:
+        return "same", None
+    new = json.loads(identity)
+    if new["print"] == old_print:
+        return "moved", identity
+    return ("edited" if new["real"] == old_real else "other"), identity
+
+
 # ---------------------------------------------------------------- reconciliation with the ledger
 @dataclass
 class Decision:
     item: Item
-    action: str  # "do" | "skip"
+    action: str  # "do" | "skip" | "refuse"
     reason: str = ""
     foreign: bool = False  # skipped because a file not made by nst is in the way
+    afresh: bool = False  # the source was edited: nothing kept from the earlier result
+    identity: str | None = None  # the source's identity when it moved since it was recorded
 
 
 def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> list[Decision]:
@@ -59,10 +115,21 @@ def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> l
     rows = ledger.rows() if ledger is not None else {}  # one query, not one per item
     for item in plan.items:
         row = rows.get(item.id)
+        relation, identity = ("same", None) if overwrite or row is None else \
+            source_relation(row["source_identity"], item.source, plan.reals.get(item.id))
         if overwrite:
             decisions.append(Decision(item, "do", "--overwrite"))
+        elif relation == "other":
+            # Two files of one name in one output folder (two camera cards' DCIM, say): the second
+            # must neither pass for done nor take over the first one's output or frames.
+            made = "holds the painting of" if row["state"] == DONE else "is being made from"
+            decisions.append(Decision(item, "refuse", f"{item.output} {made} {row['source']}, another file of "
+                                                      f"the same name (use another --output, or --overwrite)"))
+        elif relation == "edited":
+            decisions.append(Decision(item, "do", "the source changed since it was made", afresh=True))
         elif row is not None and row["config_hash"] == digest and row["state"] == DONE and item.output.exists():
-            decisions.append(Decision(item, "skip", "done in an earlier run with the same settings"))
+            decisions.append(Decision(item, "skip", "done in an earlier run with the same settings",
+                                      identity=identity))
         elif row is None and item.output.exists():
             decisions.append(Decision(item, "skip", f"{item.output} exists and is not from an nst run here "
                                                     f"(use --overwrite)", foreign=True))
