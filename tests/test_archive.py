@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_images import exif_bytes, left_red_right_blue, swapped_rgb_profile, write_bomb_png, write_png16
+from test_images import exif_bytes, left_red_right_blue, swapped_rgb_profile, write_bomb_png, write_dng, write_png16
 from test_video import moving_clip
 
 from pipeline import config as config_mod
@@ -40,10 +40,14 @@ GOOD = {
     "Photos/misc/old scan.bmp": ("Photos/misc/old scan.png", (48, 36), "RGB"),
     "Photos/misc/swapped profile.png": ("Photos/misc/swapped profile.png", (48, 36), "RGB"),
     "Photos/phone/IMG_1234.heic": ("Photos/phone/IMG_1234.jpg", (36, 48), "RGB"),
+    "Photos/raw/img_0102.HEIC": ("Photos/raw/img_0102.jpg", (48, 36), "RGB"),
     "Photos/dups/photo.JPG": ("Photos/dups/photo.jpg", (48, 36), "RGB"),
     "Photos/dups/photo.jpeg": ("Photos/dups/photo-jpeg.jpg", (48, 36), "RGB"),
     "Photos/bad/truncated.jpg": ("Photos/bad/truncated.jpg", None, None),  # passes discover, fails to decode
+    "Photos/raw/IMG_0100.JPG": ("Photos/raw/IMG_0100.jpg", (48, 36), "RGB"),  # its RAW twin is passed over
+    "Photos/raw/IMG_0101.DNG": ("Photos/raw/IMG_0101.jpg", (32, 48), "RGB"),  # a lone RAW, turned upright
 }
+RAW_TWINS = ("Photos/raw/IMG_0100.CR2", "Photos/raw/img_0102.nef")  # beside IMG_0100.JPG and img_0102.HEIC
 IGNORED = ("Photos/bad/.DS_Store", "Photos/2019 Summer/IMG_0001 rotated.AAE", "Photos/2019 Summer/._cmyk.jpg",
            "Photos/phone/IMG_1234.heic.json", "Photos/scans/Thumbs.db", "Photos/misc/GOPR0001.LRV")
 REFUSED = {  # path relative to the archive's parent -> words the reason must contain
@@ -64,7 +68,7 @@ def gradient(width: int, height: int) -> np.ndarray:
 
 def make_messy_archive(parent: Path) -> Path:
     root = parent / "Photos"
-    for sub in ("2019 Summer", "scans", "web", ODD_DIR, "misc", "phone", "dups", "bad"):
+    for sub in ("2019 Summer", "scans", "web", ODD_DIR, "misc", "phone", "dups", "bad", "raw"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rgb = Image.fromarray(gradient(64, 48))
     left_red_right_blue(80, 60).save(root / "2019 Summer/IMG_0001 rotated.jpg", exif=exif_bytes(6), quality=95)
@@ -84,6 +88,11 @@ def make_messy_archive(parent: Path) -> Path:
     rgb.save(root / "misc/old scan.bmp")
     rgb.save(root / "misc/swapped profile.png", icc_profile=swapped_rgb_profile())
     left_red_right_blue(80, 60).save(root / "phone/IMG_1234.heic", format="HEIF", exif=exif_bytes(6))
+    rgb.save(root / "raw/IMG_0100.JPG", format="JPEG")
+    (root / "raw/IMG_0100.CR2").write_bytes(b"II*\0\x10\0\0\0CR\x02\0" + b"\0" * 64)  # never read
+    write_dng(root / "raw/IMG_0101.DNG", np.asarray(left_red_right_blue(96, 64)), orientation=8)
+    rgb.save(root / "raw/img_0102.HEIC", format="HEIF")
+    (root / "raw/img_0102.nef").write_bytes(b"MM\0*" + b"\0" * 64)
     rgb.save(root / "dups/photo.JPG", format="JPEG")
     rgb.save(root / "dups/photo.jpeg", format="JPEG")
     noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -135,6 +144,8 @@ def test_discover_messy_archive(archive, tmp_path):
     assert set(refused) == set(REFUSED)
     # Sidecar and system files are passed over, counted, and never an error line each.
     assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.ignored) == sorted(IGNORED)
+    # RAW+JPEG pairs from cameras are one shot: the RAW is passed over, counted, not painted twice.
+    assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.raw_twins) == sorted(RAW_TWINS)
     given = discover([archive.parent / IGNORED[1]], out)  # named on the command line: refused, with the reason
     assert not given.items and not given.ignored and "not a photo or video" in given.refused[0].reason
     for rel, words in REFUSED.items():
@@ -279,6 +290,10 @@ def test_messy_archive_end_to_end(archive, tmp_path, extractor):
         exif = rotated.getexif()
         assert exif[0x0112] == 1 and exif[0x010F] == "Canon"
         assert exif.get_ifd(0x8769)[0x9003] == "2019:07:14 10:20:30"
+    with Image.open(out / GOOD["Photos/raw/IMG_0101.DNG"][0]) as developed:  # orientation 8: left ends below
+        assert developed.getexif()[0x0132] == "2019:07:14 10:20:30"
+        pixels = np.asarray(developed, np.float32)
+        assert pixels[40, 16, 0] > 150 > pixels[40, 16, 2] and pixels[6, 16, 2] > 150 > pixels[6, 16, 0]
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == sorted(rel for rel, size, _ in GOOD.values() if size)  # no temp files left
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError
-from pipeline.media.images import load_image, save_image
+from pipeline.media.images import load_image, probe_image, save_image
 
 D50 = (0.9642, 1.0, 0.8249)
 SRGB_D50 = {"r": (0.4361, 0.2225, 0.0139), "g": (0.3851, 0.7169, 0.0971), "b": (0.1431, 0.0606, 0.7141)}
@@ -123,6 +123,31 @@ def left_red_right_blue(width: int, height: int) -> Image.Image:
     return Image.fromarray(array)
 
 
+# XYZ (D65) -> linear sRGB, as a DNG's ColorMatrix1: a test camera whose sensor RGB is linear sRGB.
+_XYZ_TO_SRGB = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, -0.2040, 1.0570))
+
+
+def write_dng(path: Path, rgb: np.ndarray, orientation: int = 1, white: int = 4095) -> Path:
+    """A real camera RAW as a DNG: ``rgb`` (uint8 sRGB) sampled through an RGGB Bayer mosaic, 12 bits,
+    with its orientation, a capture date and the colour tags LibRaw develops it with."""
+    tifffile = pytest.importorskip("tifffile")
+    linear = (np.asarray(rgb, np.float64) / 255.0) ** 2.2 * white
+    cfa = np.empty(rgb.shape[:2], np.uint16)
+    cfa[0::2, 0::2] = linear[0::2, 0::2, 0]
+    cfa[0::2, 1::2] = linear[0::2, 1::2, 1]
+    cfa[1::2, 0::2] = linear[1::2, 0::2, 1]
+    cfa[1::2, 1::2] = linear[1::2, 1::2, 2]
+    matrix = [n for v in np.ravel(_XYZ_TO_SRGB) for n in (round(v * 10000), 10000)]
+    tags = [(50706, "B", 4, (1, 4, 0, 0), True), (50707, "B", 4, (1, 1, 0, 0), True),  # DNG versions
+            (33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True),  # CFA: RGGB
+            (50708, "s", 0, "nst test camera", True), (271, "s", 0, "nst", True), (272, "s", 0, "test camera", True),
+            (274, "H", 1, (orientation,), True), (306, "s", 0, "2019:07:14 10:20:30", True),
+            (50721, "2i", 9, tuple(matrix), True), (50778, "H", 1, (21,), True),  # ColorMatrix1, D65
+            (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True), (50717, "H", 1, (white,), True)]  # neutral, white level
+    tifffile.imwrite(path, cfa, photometric=32803, extratags=tags, subfiletype=0)
+    return path
+
+
 # --- tests -----------------------------------------------------------------------------------------------
 
 def test_exif_orientation_applied_and_exif_kept_with_orientation_reset(tmp_path):
@@ -221,6 +246,46 @@ def test_heic_reads_with_orientation(tmp_path):
     loaded = load_image(tmp_path / "phone.heic")
     assert loaded.size == (60, 80)
     assert loaded.rgb[5, 30, 0] > 150 and loaded.rgb[75, 30, 2] > 150
+
+
+def test_camera_raw_is_developed_turned_and_keeps_its_exif(tmp_path):
+    pytest.importorskip("rawpy")
+    path = write_dng(tmp_path / "IMG_0001.dng", np.asarray(left_red_right_blue(96, 64)), orientation=6)
+    assert probe_image(path) == (64, 96)  # turned by the camera's orientation flag, as developed
+    loaded = load_image(path)
+    assert loaded.size == (64, 96) and loaded.original_size == (64, 96) and loaded.source_format == "RAW"
+    # The stored left (red) ends on top; the colours survive the mosaic and LibRaw's development.
+    top, bottom = loaded.rgb[10, 32], loaded.rgb[86, 32]
+    assert top[0] > 150 > max(top[1:]) and bottom[2] > 150 > max(bottom[:2])
+    exif = Image.Exif()
+    exif.load(loaded.exif)
+    assert exif[0x0132] == "2019:07:14 10:20:30" and exif[0x0110] == "test camera"
+    assert 0x0112 not in exif and not [t for t in exif if t >= 0xC612]  # nothing of the RAW's own layout
+    # A working size at most half the sensor's is developed at half size, then reduced.
+    small = load_image(path, max_side=40)
+    assert small.size == (27, 40) and small.original_size == (64, 96)
+    assert small.rgb[5, 13, 0] > 150 and small.rgb[35, 13, 2] > 150
+    out = save_image(loaded.rgb, tmp_path / "out.jpg", "jpeg", exif=loaded.exif)
+    with Image.open(out) as written:
+        assert written.getexif()[0x0132] == "2019:07:14 10:20:30"
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"these are my holiday notes\n" * 10, "not a camera RAW file LibRaw reads"),
+    (None, "corrupt or truncated RAW file"),
+])
+def test_bad_camera_raw_is_a_clear_error(tmp_path, content, reason):
+    pytest.importorskip("rawpy")
+    path = tmp_path / "IMG_0002.nef"
+    if content is None:  # a real RAW cut short: the header is there, the sensor data is not
+        write_dng(tmp_path / "whole.dng", np.zeros((64, 96, 3), np.uint8) + 128)
+        path = tmp_path / "IMG_0002.dng"
+        path.write_bytes((tmp_path / "whole.dng").read_bytes()[:600])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=reason) as info:
+        load_image(path)
+    assert str(path) in info.value.message
 
 
 def test_bomb_header_refused_before_decoding(tmp_path):

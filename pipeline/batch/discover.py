@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.media.frames import VIDEO_EXTENSIONS
-from pipeline.media.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, output_format, probe_image
+from pipeline.media.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, RAW_EXTENSIONS, output_format, probe_image
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Plan:
     ignored: list[Path] = field(default_factory=list)  # sidecar and system files met in folders
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo id -> (width, height) from its header
     reals: dict[str, str] = field(default_factory=dict)  # item id -> the source's real path, links resolved
+    raw_twins: list[Path] = field(default_factory=list)  # RAW files met in folders beside their camera JPEG
 
 
 # Files that cameras, phones, photo tools and operating systems leave beside the media: met while
@@ -66,6 +67,29 @@ def ignorable(name: str) -> bool:
     lower = name.lower()
     # "._IMG.JPG": macOS's AppleDouble resource forks on external drives, not the JPEG.
     return lower in SYSTEM_NAMES or lower.startswith("._") or Path(lower).suffix in SIDECAR_SUFFIXES
+
+
+def _without_raw_twins(files: list[tuple[Path, str, str]], twins: list[Path]) -> list[tuple[Path, str, str]]:
+    """Drops each RAW file that has a developed picture of the same name beside it (IMG_0001.CR2 and
+    IMG_0001.JPG, as cameras write RAW+JPEG): one shot, painted once, from the camera's own JPEG."""
+    developed, raws = set(), []
+    for entry in files:
+        base, ext = os.path.splitext(entry[0])
+        ext = ext.lower()
+        if ext in RAW_EXTENSIONS:
+            raws.append(base.casefold())
+        elif ext in IMAGE_EXTENSIONS:
+            developed.add(base.casefold())
+    if not developed.intersection(raws):
+        return files
+    kept = []
+    for entry in files:
+        base, ext = os.path.splitext(entry[0])
+        if ext.lower() in RAW_EXTENSIONS and base.casefold() in developed:
+            twins.append(entry[0])
+        else:
+            kept.append(entry)
+    return kept
 
 
 def _kind(path: Path) -> str | None:
@@ -317,6 +341,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                     plan.ignored.append(path)
                 else:
                     files.append((path, f"{prefix}/{_printable(rel)}", real))
+            files = _without_raw_twins(files, plan.raw_twins)
         elif root.exists() or root.is_symlink():
             files = [(root, _printable(root.name), os.path.realpath(root))]
         else:
@@ -364,6 +389,6 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             plan.refused.append(Refusal(item.source, f"its output {item.output} would overwrite an input file"))
         else:
             plan.items.append(item)
-    log.info("%d items, %d refused, %d sidecar or system files ignored", len(plan.items), len(plan.refused),
-             len(plan.ignored))
+    log.info("%d items, %d refused, %d sidecar or system files ignored, %d RAW twins of a JPEG passed over",
+             len(plan.items), len(plan.refused), len(plan.ignored), len(plan.raw_twins))
     return plan

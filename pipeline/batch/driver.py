@@ -40,7 +40,9 @@ __all__ = ["Estimate", "RunOptions", "RunResult", "VideoState", "config_hash", "
 
 
 def ignored_note(plan: Plan) -> str:
-    return f", {len(plan.ignored)} sidecar or system files passed over" if plan.ignored else ""
+    notes = [f"{len(plan.ignored)} sidecar or system files"] if plan.ignored else []
+    notes += [f"{len(plan.raw_twins)} RAW files beside a picture of the same name"] if plan.raw_twins else []
+    return f", {' and '.join(notes)} passed over" if notes else ""
 
 
 def run(opts: RunOptions) -> RunResult:

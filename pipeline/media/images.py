@@ -27,10 +27,23 @@ try:  # HEIC/HEIF from phones; optional so a missing wheel only disables those f
 except ImportError:  # pragma: no cover - depends on the platform's wheel
     HEIF_SUPPORTED = False
 
+try:  # camera RAW through LibRaw; optional like HEIF
+    import rawpy
+
+    RAW_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the platform's wheel
+    RAW_SUPPORTED = False
+
+# Camera RAW files, developed by LibRaw (camera white balance, sRGB) and written as JPEG.
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
+                            ".orf", ".rw2", ".rwl", ".pef", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf",
+                            ".kdc", ".dcr", ".mrw", ".mos", ".mef"})
+
 # Output format per input extension when image.format is "auto": formats Pillow cannot write well
 # (BMP, GIF: 8-bit palette) become PNG, HEIC/HEIF become JPEG (widely readable; EXIF kept).
 EXTENSION_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff",
-                     ".tiff": "tiff", ".bmp": "png", ".gif": "png", ".heic": "jpeg", ".heif": "jpeg"}
+                     ".tiff": "tiff", ".bmp": "png", ".gif": "png", ".heic": "jpeg", ".heif": "jpeg",
+                     **dict.fromkeys(RAW_EXTENSIONS, "jpeg")}
 FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif", "png16": ".png", "tiff16": ".tif"}
 # 16 bits per channel, written from the float result without an 8-bit step (smooth gradients keep
 # their levels); Pillow writes no 16-bit RGB, so OpenCV encodes these.
@@ -147,6 +160,9 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
 def probe_image(path: Path | str, max_pixels: int = 200_000_000) -> tuple[int, int]:
     """(width, height) from the header alone; InputError when it is no image, or too large."""
     path = Path(path)
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        with _open_raw(path, max_pixels) as raw:
+            return _raw_size(raw)
     try:
         with _open_checked(path, max_pixels) as opened:
             return opened.size
@@ -173,6 +189,8 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
         raise InputError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        return _load_raw(path, max_pixels, max_side)
     try:
         opened = _open_checked(path, max_pixels)
         with opened:
@@ -222,6 +240,78 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
             del exif[tag]
     return LoadedImage(path, np.ascontiguousarray(rgb), alpha, exif.tobytes() if exif else None,
                        source_format, source_mode, frames, original_size)
+
+
+def _open_raw(path: Path, max_pixels: int) -> rawpy.RawPy:
+    """The RAW file opened (metadata only) with its size checked; InputError naming the reason."""
+    if not RAW_SUPPORTED:
+        raise InputError(path, "camera RAW needs the rawpy package (pip install rawpy)")
+    try:
+        raw = rawpy.imread(str(path))
+    except rawpy.LibRawFileUnsupportedError as exc:
+        raise InputError(path, "not a camera RAW file LibRaw reads (unknown camera, or an extension that "
+                               "lies)") from exc
+    except (rawpy.LibRawError, OSError) as exc:
+        raise InputError(path, f"corrupt or truncated RAW file ({_libraw_reason(exc)})") from exc
+    width, height = _raw_size(raw)
+    if width * height > max_pixels:
+        raw.close()
+        raise InputError(path, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                               f"(image.max_pixels); refused before decoding as a possible decompression bomb")
+    return raw
+
+
+def _libraw_reason(exc: Exception) -> str:
+    """LibRaw's message as text (rawpy passes it on as bytes)."""
+    reason = exc.args[0] if exc.args else exc
+    return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+
+
+def _raw_size(raw: rawpy.RawPy) -> tuple[int, int]:
+    """(width, height) as developed: LibRaw turns the picture by the camera's orientation flag."""
+    sizes = raw.sizes
+    return (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
+
+
+RAW_EXIF_BYTES = 1 << 20  # the IFDs of TIFF-based RAWs sit near the start, ahead of the sensor data
+
+
+def _raw_exif(path: Path) -> bytes | None:
+    """The camera's EXIF (date taken, camera, exposure) from RAW formats built on TIFF (DNG, CR2,
+    NEF, ARW, PEF...), without the tags that describe the RAW's own layout; None for the others."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(RAW_EXIF_BYTES)
+        if head[:4] not in (b"II*\0", b"MM\0*"):
+            return None
+        exif = Image.Exif()
+        exif.load(head)
+        details = exif.get_ifd(0x8769)  # exposure and date taken, carried along by tobytes()
+        details.pop(0x927C, None)  # the maker note: private offsets into the RAW
+        # orientation is applied to the pixels; the rest point into the RAW or describe its sensor
+        for tag in [t for t in exif if t in _STRUCTURE_TAGS or t in (0x00FE, 0x0112, 0x014A, 0x828D, 0x828E)
+                    or t >= 0xC612]:
+            del exif[tag]
+        return exif.tobytes() if exif else None
+    except Exception:  # noqa: BLE001 - a layout Pillow does not parse: no EXIF, nothing worse
+        return None
+
+
+def _load_raw(path: Path, max_pixels: int, max_side: int | None) -> LoadedImage:
+    """A camera RAW developed by LibRaw: the camera's white balance, sRGB, 16 bits per channel, turned
+    by its orientation flag. When the working size is at most half the sensor's, LibRaw develops at
+    half size (each 2x2 Bayer block one pixel): four times faster, and no demosaicking needed."""
+    with _open_raw(path, max_pixels) as raw:
+        width, height = _raw_size(raw)
+        half = bool(max_side) and max(width, height) >= 2 * max_side
+        try:
+            developed = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=16)
+        except (rawpy.LibRawError, OSError, ValueError) as exc:
+            raise InputError(path, f"corrupt or truncated RAW file ({_libraw_reason(exc)})") from exc
+    rgb = developed.astype(np.float32) * np.float32(255 / 65535)
+    if max_side and max(rgb.shape[:2]) > max_side:
+        rgb = cv2.resize(rgb, _fit((rgb.shape[1], rgb.shape[0]), max_side), interpolation=cv2.INTER_AREA)
+    return LoadedImage(path, np.ascontiguousarray(rgb), None, _raw_exif(path), "RAW", "RGB;16", 1, (width, height))
 
 
 def load_mask(path: Path | str, max_pixels: int = 200_000_000) -> np.ndarray:
