@@ -390,4 +390,5 @@ def test_killed_run_resumes_without_redoing_or_losing_work(archive, tmp_path):
     states = {r["id"]: r["state"] for r in summary["records"] if r["state"] != "refused"}
     assert {i for i, s in states.items() if s == "skipped"} == set(finished_first)
     assert summary["counts"]["refused"] == len(REFUSED) and summary["counts"]["failed"] == 1
+    assert summary["passed_over"] == {"sidecar_or_system": len(IGNORED), "raw_beside_a_picture": len(RAW_TWINS)}
     assert snapshot(archive.parent) == before

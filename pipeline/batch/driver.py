@@ -250,7 +250,8 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
     result.done = sum(r["state"] == "done" for r in records)
     result.failed = sum(r["state"] == "failed" for r in records)
     result.warnings = sum(bool(r.get("warning")) for r in records if r["state"] in ("done", "skipped"))
-    _, result.report = write_report(out_dir, records, settings, started, time.time())
+    _, result.report = write_report(out_dir, records, settings, started, time.time(), passed_over={
+        "sidecar_or_system": len(plan.ignored), "raw_beside_a_picture": len(plan.raw_twins)})
     say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
                     f"{result.refused} refused" + (f", {result.warnings} with warnings" if result.warnings else "")
                     + f"; report: {result.report}")

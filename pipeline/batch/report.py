@@ -43,7 +43,8 @@ def index_dir(out_dir: Path) -> Path:
     return state_dir(out_dir) / "report"
 
 
-def summarize(records: list[dict], settings: dict, started: float, finished: float) -> dict:
+def summarize(records: list[dict], settings: dict, started: float, finished: float,
+              passed_over: dict[str, int] | None = None) -> dict:
     counts = Counter(r.get("state", "failed") for r in records)
     return {
         "started": started,
@@ -53,6 +54,8 @@ def summarize(records: list[dict], settings: dict, started: float, finished: flo
         "counts": {**{state: counts.get(state, 0) for state in STATES}, "total": len(records)},
         "settings": settings,
         "duplicates": sum(bool(r.get("duplicate_of")) for r in records),  # outputs copied, not computed
+        # files met in folders and deliberately left alone (no record each: an archive has thousands)
+        "passed_over": dict(passed_over or {}),
         "records": [{key: r.get(key) for key in RECORD_KEYS} | {k: v for k, v in r.items() if k not in RECORD_KEYS}
                     for r in records],
     }
@@ -281,12 +284,12 @@ def _inline_thumb(out_dir: Path, record: dict, e: dict, packs: dict[str, dict[st
 
 
 def write_report(out_dir: Path, records: list[dict], settings: dict, started: float, finished: float,
-                 self_contained: bool | None = None) -> tuple[Path, Path]:
+                 self_contained: bool | None = None, passed_over: dict[str, int] | None = None) -> tuple[Path, Path]:
     """Writes out_dir/summary.json, the gallery index and out_dir/report.html atomically; returns
     (summary.json, report.html). ``self_contained`` (default: for at most SELF_CONTAINED items)
-    inlines the thumbnails and the index into the page."""
+    inlines the thumbnails and the index into the page. ``passed_over``: counts of files left alone."""
     out_dir = Path(out_dir)
-    summary = summarize(records, settings, started, finished)
+    summary = summarize(records, settings, started, finished, passed_over)
     json_path, html_path = out_dir / "summary.json", out_dir / "report.html"
     text = json.dumps(summary, indent=1, default=str, ensure_ascii=False)
     try:
