@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +87,50 @@ def test_a_ledger_the_disk_refuses_stops_the_run_cleanly_and_the_rerun_redoes_on
         assert (out / item).stat().st_mtime_ns == mtime and after[item] == rows[item]
     states = [r["state"] for r in json.loads((out / "summary.json").read_text())["records"]]
     assert (states.count("done"), states.count("skipped")) == (PHOTOS - len(done), len(done))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MB file system (tmpfs) for the output, grown later as a user freeing space would."""
+    folder = tmp_path / "small disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
+                             text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_video_that_fills_the_disk_is_announced_stops_cleanly_and_finishes_once_space_is_freed(
+        tmp_path: Path, small_disk: Path, painting) -> None:
+    from test_video import ffmpeg
+
+    from pipeline.media.frames import read_frames
+
+    clip = tmp_path / "clip.mkv"  # grainy footage: its painted frames compress no better than real ones
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25", "-vf", "noise=alls=40:allf=t", "-frames:v", "60",
+           "-c:v", "ffv1", str(clip))
+    style = write_png(tmp_path / "style.png", painting)
+    args = ["video", str(clip), "--style", str(style), "-o", str(small_disk), "--size", "160", "-n", "1",
+            "--later-iterations", "1", "--quiet"]
+    first = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, check=False)
+    printed = first.stdout + first.stderr
+    assert first.returncode != 0 and "Traceback" not in printed, printed
+    # Said before any frame is painted (60 frames at 160x90 need about 2.2 MB), with what to do.
+    assert "need up to 2.2 MB on disk" in printed and "free some space and rerun" in printed, printed
+    assert "No space left on device" in printed or "disk is full" in printed, printed
+    assert not (small_disk / "clip.mp4").exists()
+    kept = sum(1 for _ in (small_disk / ".nst" / "frames").rglob("*.png"))
+    assert kept > 0, "no painted frame survived to be resumed"
+
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    second = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "need up to" not in second.stdout + second.stderr  # it fits now
+    assert sum(1 for _ in read_frames(small_disk / "clip.mp4", 160)) == 60
+    assert not list((small_disk / ".nst" / "frames").rglob("*.png"))  # dropped once encoded

@@ -14,7 +14,7 @@ from pipeline.batch.protocol import ChunkResult, ImageRequest, ImageResult, Task
 from pipeline.batch.report import LiveReport
 from pipeline.batch.segments import frames_dir, write_segment_frames
 from pipeline.batch.thumbs import thumb_key
-from pipeline.batch.videos import VideoEncodes, VideoState, chunk_task, prepare_video
+from pipeline.batch.videos import VideoEncodes, VideoState, chunk_task, disk_warning, prepare_video
 from pipeline.errors import InputError, NstError
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         for spec in state.specs:
             if spec.idx not in state.done:
                 tasks.append(chunk_task(state, spec, state.progress.get(spec.idx, 0), cfg, out_dir))
+    short = disk_warning(videos.values(), out_dir, cfg) if videos else None
+    if short:  # even with --quiet: it decides whether the night's run finishes
+        console.print(f"[yellow]warning[/yellow]: {short}", highlight=False)
 
     chunk = cfg.video.chunk_frames
     total = sum(1 for t in tasks if "spec" not in t.extra) + sum(
