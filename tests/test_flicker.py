@@ -1,4 +1,5 @@
-"""The chain's carried texture: kept sharp along sub-pixel motion, and far steadier than frames painted apart."""
+"""The chain's carried texture: kept sharp along sub-pixel motion, far steadier than frames painted apart, and
+lit as the content is."""
 from __future__ import annotations
 
 import cv2
@@ -8,7 +9,7 @@ from pipeline import config as config_mod
 from pipeline.core.chain import stylize_sequence
 from pipeline.core.metrics import warping_error
 from pipeline.core.stylizer import Stylizer
-from pipeline.core.temporal import carry, warp
+from pipeline.core.temporal import carry, follow_light, warp
 
 
 def shifted(image: np.ndarray, dx: float) -> np.ndarray:
@@ -57,3 +58,52 @@ def test_the_flow_chain_flickers_far_less_than_frames_painted_apart(extractor, p
     style_apart, _ = style_content_distances(apart[-1], frames[-1], painting, extractor)
     style_chained, _ = style_content_distances(chained[-1], frames[-1], painting, extractor)
     assert style_chained < 1.3 * style_apart, (style_chained, style_apart)
+
+
+def lightness(image: np.ndarray) -> float:
+    return float(cv2.cvtColor(np.asarray(image, np.float32), cv2.COLOR_RGB2GRAY).mean())
+
+
+def test_the_carried_frame_takes_the_contents_change_of_light_and_nothing_else(photo, painting):
+    """A fade halves the content: the carried painting halves too; where only one side darkens,
+    only that side follows; unchanged light (with sensor noise) leaves it as it was; where the flow
+    vouches for nothing, nothing is changed."""
+    previous = np.asarray(photo, np.float32)
+    h, w = previous.shape[:2]
+    carried = cv2.resize(np.asarray(painting, np.float32), (w, h))
+    still, reliable = np.zeros((h, w, 2), np.float32), np.ones((h, w), np.float32)
+
+    faded = follow_light(carried, previous * 0.5, previous, still, reliable)
+    inner = np.s_[8:-8, 8:-8]  # the ratio of blurred sums is exact away from the borders
+    assert abs(lightness(faded[inner]) / lightness(carried[inner]) - 0.5) < 0.05
+    # the strokes are darkened, not blurred or replaced: their detail scales with the light
+    strokes = cv2.Laplacian(carried, cv2.CV_32F)
+    assert np.abs(cv2.Laplacian(faded, cv2.CV_32F) - 0.5 * strokes)[inner].mean() < 0.05 * np.abs(strokes)[inner].mean()
+
+    lamp = previous.copy()
+    lamp[:, w // 2:] *= 0.4  # the right half goes dark, the left stays lit
+    half = follow_light(carried, lamp, previous, still, reliable)
+    left, right = np.s_[:, : w // 4], np.s_[:, 3 * w // 4:]
+    assert abs(lightness(half[left]) / lightness(carried[left]) - 1.0) < 0.1
+    assert abs(lightness(half[right]) / lightness(carried[right]) - 0.4) < 0.05
+
+    noisy = previous + np.random.default_rng(0).normal(0, 4, previous.shape).astype(np.float32)
+    assert np.abs(follow_light(carried, noisy, previous, still, reliable) - carried).mean() < 1.0
+    assert np.array_equal(follow_light(carried, previous * 0.5, previous, still, np.zeros((h, w), np.float32)),
+                          np.clip(carried, 0, 255))
+
+
+def test_with_the_contents_colours_kept_the_chain_follows_a_fade_as_frames_painted_apart_do(extractor, photo,
+                                                                                           painting):
+    """preserve_colors keeps each frame's light, so through a fade to 30% frames painted apart darken
+    with the content; the chain must darken with them rather than hold the first frame's light."""
+    config = config_mod.load(overrides={"image.scales": [1.0], "image.preserve_colors": "luminance",
+                                        "video.settle_frames": 1, "video.first_frame_iterations": 20,
+                                        "video.later_frame_iterations": 10})
+    stylizer = Stylizer(config, extractor=extractor)
+    frames = [np.asarray(photo, np.float32) * gain for gain in np.linspace(1.0, 0.3, 6)]
+    apart = stylize_sequence(stylizer, frames, [painting], [1.0], config, "off")
+    chained = stylize_sequence(stylizer, frames, [painting], [1.0], config, "flow")
+    assert lightness(apart[-1]) < 0.45 * lightness(apart[0])  # the painting follows the content's light
+    assert abs(lightness(chained[-1]) / lightness(apart[-1]) - 1.0) < 0.15, (
+        [round(lightness(f)) for f in chained], [round(lightness(f)) for f in apart])

@@ -372,6 +372,11 @@ def test_a_preview_stylizes_only_the_part_asked_for_and_leaves_the_full_run_alon
     assert abs(decoded_seconds(made) - 0.4) < 0.03  # the audio of the same part
     assert (tmp_path / "out" / "walk.mp4").read_bytes() == whole  # the full run's file untouched
     assert not list((tmp_path / "out").rglob("*.mkv"))  # the excerpt went once the preview was done
+    painted_at = made.stat().st_mtime_ns
+    again = run("video", clip, *common, "--start", "0:00.4", "--duration", "0.4")  # the part is cut again
+    assert again.exit_code == 0, again.output
+    assert made.stat().st_mtime_ns == painted_at  # and known for done: not painted twice
+    assert [r["state"] for r in json.loads((tmp_path / "out" / "summary.json").read_text())["records"]] == ["skipped"]
     # The preview's first frame is painted from the source's frame 10.
     from pipeline.media.frames import cut_excerpt
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_target
 from pipeline.batch.discover import Item, Plan
-from pipeline.batch.ledger import DONE, FAILED, Ledger
+from pipeline.batch.ledger import DONE, FAILED, STATE_DIR, Ledger
 from pipeline.batch.options import RunOptions
 from pipeline.config import Config
 
@@ -84,7 +84,10 @@ def source_relation(recorded: str | None, path: Path, real: str | None = None) -
         old = json.loads(recorded)
         st = os.stat(path)
         real = real or os.path.realpath(path)
-        if real == old["real"] and [st.st_size, st.st_mtime_ns] == old["stamp"]:
+        if real == old["real"] and ([st.st_size, st.st_mtime_ns] == old["stamp"]
+                                    or f"{os.sep}{STATE_DIR}{os.sep}" in real):
+            # nst's own excerpts (a preview's part of a clip) are named after the clip, its time and
+            # the range: cut again after a finished preview, the same path is the same part.
             return "same", None
         old_real, old_print = old["real"], old["print"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.core.stylizer import Stylizer
-from pipeline.core.temporal import KeyStep, Motion, carry, motion_between, with_motion
+from pipeline.core.stylizer import Stylizer, color_mode
+from pipeline.core.temporal import KeyStep, Motion, carry, follow_light, motion_between, with_motion
 from pipeline.core.types import StylizeResult, TemporalTarget
 from pipeline.errors import NstError
 
@@ -107,6 +107,8 @@ def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.nda
         motion = motion_between(previous_content, frame)
     mask = motion.mask
     warped = carry(previous_stylized, motion.backward)
+    if color_mode(config.image.preserve_colors) != "off":  # its brightness follows the content's
+        warped = follow_light(warped, frame, previous_content, motion.backward, mask)
     # Ruder et al.'s "prevWarped" start everywhere, disocclusions included: there the carried texture
     # is repainted by the optimisation, where the unstylized frame (tried before) was painted anew and
     # came out differently on every frame. With the Lanczos carry: 25.8x -> 47x less flicker than
@@ -146,6 +148,7 @@ def key_frame(stylizer: Stylizer, steps: Sequence[KeyStep], styles: Sequence[np.
     if mode != "flow":  # carrying a key frame over needs the flow; without it each key is fresh
         steps = steps[-1:]
     stylized: np.ndarray | None = None
+    previous: np.ndarray | None = None
     for step in steps:
         frame = np.asarray(step.frame, np.float32)
         if step.flow is None or stylized is None:
@@ -154,6 +157,8 @@ def key_frame(stylizer: Stylizer, steps: Sequence[KeyStep], styles: Sequence[np.
         else:
             warped = carry(stylized, step.flow)
             mask = np.asarray(step.mask, np.float32)
+            if color_mode(config.image.preserve_colors) != "off" and previous is not None:
+                warped = follow_light(warped, frame, previous, step.flow, mask)
             # Started from the carried texture everywhere, as later frames are (pixels the flow cannot
             # vouch for started from the unstylized frame before), so the chains that meet near this
             # key frame share more of their strokes. 48 frames at 192 px in 3-4 segments (a pan, a
@@ -166,6 +171,7 @@ def key_frame(stylizer: Stylizer, steps: Sequence[KeyStep], styles: Sequence[np.
             callback(result)
         stylized = settle(stylizer, frame, result.image, list(step.ahead)[:video.settle_frames], styles,
                           style_weights, config, mode, callback=callback)
+        previous = frame
     return stylized
 
 

@@ -438,6 +438,14 @@ class Stylizer:
         if mode == "luminance":
             content = to_luminance_rgb(content)
             styles = [to_luminance_rgb(s, match=original) for s in styles]
+            # A start or a temporal target made earlier (a video's carried frame) carries the content's
+            # colours recombined: the optimisation runs on grey, so it takes their luminance only.
+            # Held to the colour frame instead, the chain fought the grey style's Gram matrices and came
+            # out at 14-15x the style distance of frames painted apart (pan, handheld; 192 px).
+            if isinstance(init, np.ndarray):
+                init = to_luminance_rgb(init)
+            if temporal is not None:
+                temporal = TemporalTarget(to_luminance_rgb(temporal.warped), temporal.mask)
         elif mode == "histogram":
             # The style takes the photo's palette before any feature is taken from it, so the
             # optimisation itself never pulls the colours away (Gatys et al. 2016, section 2.1).
