@@ -1,6 +1,7 @@
 """Reading every kind of photo an archive holds: formats, orientation, colour profiles, bit depth, limits."""
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -130,7 +131,7 @@ _XYZ_TO_SRGB = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, 
 def write_dng(path: Path, rgb: np.ndarray, orientation: int = 1, white: int = 4095) -> Path:
     """A real camera RAW as a DNG: ``rgb`` (uint8 sRGB) sampled through an RGGB Bayer mosaic, 12 bits,
     with its orientation, a capture date and the colour tags LibRaw develops it with."""
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile
     linear = (np.asarray(rgb, np.float64) / 255.0) ** 2.2 * white
     cfa = np.empty(rgb.shape[:2], np.uint16)
     cfa[0::2, 0::2] = linear[0::2, 0::2, 0]
@@ -268,6 +269,19 @@ def test_camera_raw_is_developed_turned_and_keeps_its_exif(tmp_path):
     out = save_image(loaded.rgb, tmp_path / "out.jpg", "jpeg", exif=loaded.exif)
     with Image.open(out) as written:
         assert written.getexif()[0x0132] == "2019:07:14 10:20:30"
+    from pipeline.batch.thumbs import small
+
+    thumb = np.asarray(small(path.read_bytes()))  # the report's "before" half, from the bytes a worker has
+    assert thumb.shape == (48, 32, 3) and thumb[5, 16, 0] > 150 > thumb[5, 16, 2]
+
+
+def test_camera_raw_whose_name_is_not_utf8_is_read(tmp_path):
+    pytest.importorskip("rawpy")
+    made = write_dng(tmp_path / "made.dng", np.asarray(left_red_right_blue(96, 64)))
+    path = tmp_path / os.fsdecode(b"caf\xe9 \xff.dng")  # Latin-1 bytes from an old camera card or share
+    made.rename(path)
+    assert probe_image(path) == (96, 64)
+    assert load_image(path).size == (96, 64)
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -256,3 +256,82 @@ def test_the_config_hash_follows_what_changes_pixels_only() -> None:
     different = [base.replace(**{"video.later_frame_iterations": 7}), base.replace(**{"video.segment_overlap": 3}),
                  base.replace(**{"image.size": 300})]
     assert len({c.digest() for c in different} | {base.digest()}) == 4
+
+
+def test_a_source_is_told_apart_from_another_file_an_edit_and_a_copy(tmp_path: Path) -> None:
+    import json
+    import os
+    import shutil
+
+    from pipeline.batch.planning import source_identity, source_relation
+
+    photo = tmp_path / "card1" / "IMG_0001.JPG"
+    photo.parent.mkdir()
+    photo.write_bytes(b"\xff\xd8" + bytes(range(256)) * 1000)
+    recorded = source_identity(photo)
+    assert source_relation(recorded, photo) == ("same", None)
+    os.utime(photo, ns=(1, 10**18))  # touched: the same bytes
+    relation, identity = source_relation(recorded, photo)
+    assert relation == "moved" and json.loads(identity)["stamp"][1] == 10**18
+    copy = tmp_path / "copy" / "IMG_0001.JPG"
+    copy.parent.mkdir()
+    shutil.copyfile(photo, copy)
+    assert source_relation(recorded, copy)[0] == "moved"  # a copy elsewhere, with a new time
+    other = tmp_path / "card2" / "IMG_0001.JPG"
+    other.parent.mkdir()
+    other.write_bytes(b"\xff\xd8" + bytes(range(255, -1, -1)) * 1000)  # same size, other bytes
+    assert source_relation(recorded, other) == ("other", None)
+    photo.write_bytes(b"\xff\xd8" + bytes(range(256)) * 999)  # edited in place
+    assert source_relation(recorded, photo) == ("edited", None)
+    # Recorded before sources were: trusted, and its size and time recorded from now on, so that a
+    # copy keeping both (cp -p) is known and a file of another size is not.
+    relation, identity = source_relation(None, copy)
+    assert relation == "same" and json.loads(identity)["print"] is None
+    kept = tmp_path / "kept" / "IMG_0001.JPG"
+    kept.parent.mkdir()
+    shutil.copy2(copy, kept)
+    assert source_relation(identity, kept)[0] == "moved" and source_relation(identity, photo)[0] == "other"
+    # A preview's part of a clip lives in the state folder, named after the clip, its time and the
+    # range: cut again it is the same part whatever its bytes; in another folder, an edited clip's.
+    state = tmp_path / "out" / ".nst"
+    part = state / "excerpts" / "aaa" / "walk.1s-2s.mkv"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"first cut")
+    recorded = source_identity(part)
+    part.write_bytes(b"second cut, other bytes")
+    assert source_relation(recorded, part, state=str(state.resolve()))[0] == "same"
+    edited = state / "excerpts" / "bbb" / "walk.1s-2s.mkv"
+    edited.parent.mkdir()
+    edited.write_bytes(b"first cut")
+    assert source_relation(recorded, edited, state=str(state.resolve()))[0] == "edited"
+
+
+def test_decisions_for_a_file_of_the_same_name_and_on_a_ledger_from_before_sources_were_kept(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pipeline.batch.discover import discover
+    from pipeline.batch.planning import decide, source_identity
+
+    first, second, out = tmp_path / "a" / "DCIM", tmp_path / "b" / "DCIM", tmp_path / "out"
+    for folder, colour in ((first, "red"), (second, "blue")):
+        folder.mkdir(parents=True)
+        Image.new("RGB", (40, 30), colour).save(folder / "IMG_0001.png")
+    with Ledger(out) as ledger:
+        ledger.upsert_item("DCIM/IMG_0001.png", "image", first / "IMG_0001.png", out / "DCIM" / "IMG_0001.png", "h")
+        ledger.set_source_identities([("DCIM/IMG_0001.png", source_identity(first / "IMG_0001.png"))])
+        ledger.mark_failed("DCIM/IMG_0001.png", "corrupt")
+        ledger.flush()
+        plan = discover([second], out)
+        [failed] = decide(plan, ledger, "h", overwrite=False)  # the other file left nothing to keep
+        assert (failed.action, failed.afresh) == ("do", True) and "left nothing to keep" in failed.reason
+        ledger.mark_done("DCIM/IMG_0001.png", "w", "n", 1.0)
+        ledger.flush()
+        (out / "DCIM").mkdir(parents=True)
+        Image.new("RGB", (40, 30), "red").save(out / "DCIM" / "IMG_0001.png")
+        [done] = decide(plan, ledger, "h", overwrite=False)
+        assert done.action == "refuse" and "holds the painting of" in done.reason
+        ledger.conn.execute("ALTER TABLE items DROP COLUMN source_identity")  # as an earlier version left it
+        ledger.conn.commit()
+    with Ledger(out, readonly=True) as old:  # --dry-run opens it read-only: nothing upgraded
+        [trusted] = decide(discover([second], out), old, "h", overwrite=False)
+    assert trusted.action == "skip"

@@ -239,7 +239,6 @@ def test_a_file_of_the_same_name_is_never_taken_for_the_one_done(tmp_path: Path,
     # The archive copied elsewhere (new times): the same photo, done; the ledger learns its new place.
     moved = tmp_path / "copy" / "DCIM"
     moved.mkdir(parents=True)
-    time.sleep(0.01)
     shutil.copyfile(card1 / "IMG_0001.png", moved / "IMG_0001.png")
     again = paint(moved)
     assert (again.done, again.skipped, again.refused) == (0, 1, 0)

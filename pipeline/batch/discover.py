@@ -46,7 +46,7 @@ class Plan:
     ignored: list[Path] = field(default_factory=list)  # sidecar and system files met in folders
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo id -> (width, height) from its header
     reals: dict[str, str] = field(default_factory=dict)  # item id -> the source's real path, links resolved
-    raw_twins: list[Path] = field(default_factory=list)  # RAW files met in folders beside their camera JPEG
+    raw_twins: list[Path] = field(default_factory=list)  # RAW files met in folders beside a picture of the same name
 
 
 # Files that cameras, phones, photo tools and operating systems leave beside the media: met while
@@ -71,7 +71,8 @@ def ignorable(name: str) -> bool:
 
 def _without_raw_twins(files: list[tuple[Path, str, str]], twins: list[Path]) -> list[tuple[Path, str, str]]:
     """Drops each RAW file that has a developed picture of the same name beside it (IMG_0001.CR2 and
-    IMG_0001.JPG, as cameras write RAW+JPEG): one shot, painted once, from the camera's own JPEG."""
+    IMG_0001.JPG, as cameras write RAW+JPEG; or a HEIC, PNG or TIFF export): one shot, painted once,
+    from that picture."""
     developed, raws = set(), []
     for entry in files:
         base, ext = os.path.splitext(entry[0])
@@ -389,6 +390,6 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             plan.refused.append(Refusal(item.source, f"its output {item.output} would overwrite an input file"))
         else:
             plan.items.append(item)
-    log.info("%d items, %d refused, %d sidecar or system files ignored, %d RAW twins of a JPEG passed over",
+    log.info("%d items, %d refused, %d sidecar or system files ignored, %d RAW files beside a picture passed over",
              len(plan.items), len(plan.refused), len(plan.ignored), len(plan.raw_twins))
     return plan

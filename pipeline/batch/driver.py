@@ -145,7 +145,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
             plan.refused.extend(refusals)
             result.refused = len(plan.refused)
         moved = [(d.item.id, d.identity) for d in decisions if d.action == "skip" and d.identity]
-        if moved:  # found again under its new name or time: a rerun need not read it again
+        if moved:  # found elsewhere, touched, or recorded before sources were: known from now on
             ledger.set_source_identities(moved)
         for d in decisions:
             if d.action == "refuse":

@@ -352,10 +352,10 @@ class Ledger:
         self._write("UPDATE items SET thumb = ? WHERE id = ?", (thumb, item_id))
 
     def set_source_identities(self, entries: Iterable[tuple[str, str | None]]) -> None:
-        """(item id, source identity as planning.source_identity makes it) for items about to be made."""
+        """(item id, source identity as planning.source_identity makes it); None leaves the one known."""
+        values = [(identity, item_id) for item_id, identity in entries if identity is not None]  # reads first
         with self.transaction() as conn:
-            conn.executemany("UPDATE items SET source_identity = ? WHERE id = ?",
-                             [(identity, item_id) for item_id, identity in entries])
+            conn.executemany("UPDATE items SET source_identity = ? WHERE id = ?", values)
 
     def set_content_hash(self, item_id: str, content_hash: str | None) -> None:
         self._write("UPDATE items SET content_hash = ? WHERE id = ?", (content_hash, item_id))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_target
 from pipeline.batch.discover import Item, Plan
-from pipeline.batch.ledger import DONE, FAILED, STATE_DIR, Ledger
+from pipeline.batch.ledger import DONE, FAILED, Ledger, state_dir
 from pipeline.batch.options import RunOptions
 from pipeline.config import Config
 
@@ -52,7 +52,8 @@ PRINT_BYTES = 1 << 16
 
 def source_print(path: Path | str, size: int) -> str:
     """SHA-256 of the size and the first and last 64 KiB: the same for a copied or touched file,
-    different for another file or an edited one, without reading a whole video."""
+    and for another file or an edited one different but for an edit that keeps the size and both
+    ends, without reading a whole video."""
     digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as handle:
         digest.update(handle.read(PRINT_BYTES))
@@ -62,43 +63,61 @@ def source_print(path: Path | str, size: int) -> str:
     return digest.hexdigest()
 
 
-def source_identity(path: Path, real: str | None = None) -> str | None:
+def source_identity(path: Path, real: str | None = None, with_print: bool = True) -> str | None:
     """Where the source is (``real``: its real path, if known), its size and time, and its print, as
     the ledger keeps them; None if it cannot be read (the worker's read reports that)."""
     try:
         st = os.stat(path)
         real = real or os.path.realpath(path)
         return json.dumps({"real": real, "stamp": [st.st_size, st.st_mtime_ns],
-                           "print": source_print(real, st.st_size)})
+                           "print": source_print(real, st.st_size) if with_print else None})
     except OSError:
         return None
 
 
-def source_relation(recorded: str | None, path: Path, real: str | None = None) -> tuple[str, str | None]:
-    """How ``path`` stands to the source an item was made from, and its identity when it had to
-    be computed: "same" (same place, size and time, or nothing recorded), "moved" (same contents
-    elsewhere or touched), "edited" (same place, other contents) or "other" (another file)."""
-    if not recorded:
-        return "same", None  # made before sources were recorded: trusted, as then
+def source_relation(recorded: str | None, path: Path, real: str | None = None,
+                    state: str | None = None) -> tuple[str, str | None]:
+    """How ``path`` stands to the source an item was made from: "same" (same place, size and time),
+    "moved" (the same contents elsewhere, or touched), "edited" (same place, other contents) or
+    "other" (another file); with the identity to record when it differs from ``recorded``.
+
+    ``state``: the real path of the output's state folder. nst's own files there (a preview's part
+    of a clip) are named after the clip, its time and the range, so their path is their identity:
+    cut again, the same path is the same part, and another path an edited clip."""
     try:
-        old = json.loads(recorded)
         st = os.stat(path)
         real = real or os.path.realpath(path)
-        if real == old["real"] and ([st.st_size, st.st_mtime_ns] == old["stamp"]
-                                    or f"{os.sep}{STATE_DIR}{os.sep}" in real):
-            # nst's own excerpts (a preview's part of a clip) are named after the clip, its time and
-            # the range: cut again after a finished preview, the same path is the same part.
-            return "same", None
-        old_real, old_print = old["real"], old["print"]
+        stamp = [st.st_size, st.st_mtime_ns]
+        if not recorded:  # made before sources were recorded: trusted, and recorded from now on
+            return "same", json.dumps({"real": real, "stamp": stamp, "print": None})
+        old = json.loads(recorded)
+        old_real, old_stamp, old_print = old["real"], old["stamp"], old["print"]
     except (OSError, ValueError, KeyError, TypeError):
         return "same", None  # unreadable now: the worker's read reports it
+    if state is not None and real.startswith(state + os.sep):
+        return ("same" if real == old_real else "edited"), None
+    if real == old_real and stamp == old_stamp:
+        return "same", None
+    if stamp[0] != old_stamp[0]:  # another size: no print can match
+        return ("edited" if real == old_real else "other"), None
     identity = source_identity(path, real)
     if identity is None:
         return "same", None
-    new = json.loads(identity)
-    if new["print"] == old_print:
+    if old_print is None:  # recorded by size and time only: the same size and time count as a copy
+        same = stamp == old_stamp
+    else:
+        same = json.loads(identity)["print"] == old_print
+    if same:
         return "moved", identity
-    return ("edited" if new["real"] == old_real else "other"), identity
+    return ("edited" if real == old_real else "other"), None
+
+
+def _kept_work(ledger: Ledger | None, row: sqlite3.Row, output: Path) -> bool:
+    """Whether an item's ledger row stands for work another file must not take over: a painting in
+    place, or a video's frames kept for resuming."""
+    if row["state"] == DONE:
+        return output.exists()
+    return ledger is not None and any(s["state"] == DONE or s["done_frames"] for s in ledger.segments(row["id"]))
 
 
 # ---------------------------------------------------------------- reconciliation with the ledger
@@ -109,25 +128,33 @@ class Decision:
     reason: str = ""
     foreign: bool = False  # skipped because a file not made by nst is in the way
     afresh: bool = False  # the source was edited: nothing kept from the earlier result
-    identity: str | None = None  # the source's identity when it moved since it was recorded
+    identity: str | None = None  # the source's identity to record, when it differs from the ledger's
 
 
 def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> list[Decision]:
     """Without touching anything: what a run would do with each item."""
     decisions = []
     rows = ledger.rows() if ledger is not None else {}  # one query, not one per item
+    state = os.path.realpath(state_dir(ledger.out_dir)) if ledger is not None else None
     for item in plan.items:
         row = rows.get(item.id)
-        relation, identity = ("same", None) if overwrite or row is None else \
-            source_relation(row["source_identity"], item.source, plan.reals.get(item.id))
+        relation, identity = "same", None
+        if row is not None and not overwrite:
+            # a ledger from before sources were recorded has no such column
+            recorded = row["source_identity"] if "source_identity" in row.keys() else None  # noqa: SIM118 - a Row's "in" looks at values
+            relation, identity = source_relation(recorded, item.source, plan.reals.get(item.id), state)
         if overwrite:
             decisions.append(Decision(item, "do", "--overwrite"))
-        elif relation == "other":
+        elif relation == "other" and _kept_work(ledger, row, item.output):
             # Two files of one name in one output folder (two camera cards' DCIM, say): the second
             # must neither pass for done nor take over the first one's output or frames.
-            made = "holds the painting of" if row["state"] == DONE else "is being made from"
+            made = "holds the painting of" if row["state"] == DONE else "keeps the frames painted from"
             decisions.append(Decision(item, "refuse", f"{item.output} {made} {row['source']}, another file of "
-                                                      f"the same name (use another --output, or --overwrite)"))
+                                                      f"the same name (use another --output; --overwrite would "
+                                                      f"repaint every file of the run)"))
+        elif relation == "other":
+            decisions.append(Decision(item, "do", f"another file of the same name ({row['source']}) was begun "
+                                                  f"here and left nothing to keep", afresh=True))
         elif relation == "edited":
             decisions.append(Decision(item, "do", "the source changed since it was made", afresh=True))
         elif row is not None and row["config_hash"] == digest and row["state"] == DONE and item.output.exists():

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.batch.files import write_atomic
 from pipeline.batch.ledger import state_dir
@@ -108,6 +108,20 @@ def _video_frame(path: Path, size: int) -> Image.Image | None:
     return None if frame is None else Image.fromarray(frame.astype(np.uint8))
 
 
+def _developed_raw(source: bytes | Path) -> Image.Image | None:
+    """A camera RAW developed at half size (each 2x2 Bayer block one pixel) by LibRaw, or None."""
+    from pipeline.media.images import RAW_SUPPORTED
+
+    if not RAW_SUPPORTED:
+        return None
+    import rawpy
+
+    with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as handle, \
+            rawpy.imread(handle) as raw:
+        return Image.fromarray(raw.postprocess(use_camera_wb=True, half_size=True, output_bps=8,
+                                               gamma=(2.4, 12.92)))
+
+
 def small(source: bytes | np.ndarray | Path | None, size: int = THUMB) -> Image.Image | None:
     """An RGB image of at most size x size from encoded bytes, an array or a file; None if it cannot be shown."""
     if source is None:
@@ -120,12 +134,18 @@ def small(source: bytes | np.ndarray | Path | None, size: int = THUMB) -> Image.
             if image is None:
                 return None
         else:
-            opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            if opened.width * opened.height > 200_000_000:
-                return None
-            opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+            try:
+                opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            except UnidentifiedImageError:
+                image = _developed_raw(source)  # a camera RAW Pillow does not read (DNG, CR3, RAF...)
+                if image is None:
+                    return None
+            else:
+                if opened.width * opened.height > 200_000_000:
+                    return None
+                opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale
+                image = ImageOps.exif_transpose(opened)
+                image.load()
         image = _rgb(image)
         image.thumbnail((size, size), Image.LANCZOS)
         return image

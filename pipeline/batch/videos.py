@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.batch.discover import Item
-from pipeline.batch.ledger import DONE, Ledger, SegmentSpec
+from pipeline.batch.ledger import DONE, Ledger, SegmentSpec, state_dir
 from pipeline.batch.options import RunOptions
 from pipeline.batch.progress import console, say
 from pipeline.batch.protocol import ChunkRequest, Task
@@ -114,16 +114,16 @@ def disk_warning(states: Iterable[VideoState], out_dir: Path, cfg: Config) -> st
     """A warning when the videos' painted frames may not fit on the output's disk: a long video at
     the default size keeps tens of gigabytes there until it is encoded, and a disk that fills at
     hour ten stops the run (what is done stays; freeing space and rerunning finishes it)."""
-    states = list(states)
-    need = sum(frames_to_keep(state, cfg) for state in states)
-    folder = Path(out_dir) / ".nst"
+    needs = [need for need in (frames_to_keep(state, cfg) for state in states) if need]
+    need = sum(needs)
+    folder = state_dir(out_dir)
     try:
         free = shutil.disk_usage(folder if folder.is_dir() else out_dir).free
     except OSError:
         return None
     if need <= free:
         return None
-    return (f"the painted frames of {len(states)} video(s) need up to {_gigabytes(need)} on disk until each is "
+    return (f"the painted frames of {len(needs)} video(s) need up to {_gigabytes(need)} on disk until each is "
             f"encoded, and {_gigabytes(free)} are free under {out_dir}: when the disk fills the run stops; "
             f"what is done stays, so free some space and rerun the same command to finish")
 

@@ -438,10 +438,10 @@ class Stylizer:
         if mode == "luminance":
             content = to_luminance_rgb(content)
             styles = [to_luminance_rgb(s, match=original) for s in styles]
-            # A start or a temporal target made earlier (a video's carried frame) carries the content's
-            # colours recombined: the optimisation runs on grey, so it takes their luminance only.
-            # Held to the colour frame instead, the chain fought the grey style's Gram matrices and came
-            # out at 14-15x the style distance of frames painted apart (pan, handheld; 192 px).
+            # The optimisation runs on grey and only its luminance is kept, so a start or a temporal
+            # target given as a picture (a video's carried frame, which wears the content's colours;
+            # an init image) is taken as its luminance too. For the chain: 0.88x the warping error
+            # on a handheld shot, 1.01x on a pan (12 frames at 192 px).
             if isinstance(init, np.ndarray):
                 init = to_luminance_rgb(init)
             if temporal is not None:

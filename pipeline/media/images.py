@@ -247,7 +247,11 @@ def _open_raw(path: Path, max_pixels: int) -> rawpy.RawPy:
     if not RAW_SUPPORTED:
         raise InputError(path, "camera RAW needs the rawpy package (pip install rawpy)")
     try:
-        raw = rawpy.imread(str(path))
+        try:
+            raw = rawpy.imread(str(path))
+        except UnicodeEncodeError:  # rawpy passes names on as UTF-8; this one's bytes are not
+            with open(path, "rb") as handle:
+                raw = rawpy.imread(handle)
     except rawpy.LibRawFileUnsupportedError as exc:
         raise InputError(path, "not a camera RAW file LibRaw reads (unknown camera, or an extension that "
                                "lies)") from exc
@@ -270,9 +274,10 @@ def _libraw_reason(exc: Exception) -> str:
 def _raw_size(raw: rawpy.RawPy) -> tuple[int, int]:
     """(width, height) as developed: LibRaw turns the picture by the camera's orientation flag."""
     sizes = raw.sizes
-    return (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
+    return (sizes.height, sizes.width) if sizes.flip & 4 else (sizes.width, sizes.height)  # 4: axes swapped
 
 
+_RAW_TAGS = frozenset({0x00FE, 0x0112, 0x014A, 0x0201, 0x0202, 0x02BC, 0x828D, 0x828E})
 RAW_EXIF_BYTES = 1 << 20  # the IFDs of TIFF-based RAWs sit near the start, ahead of the sensor data
 
 
@@ -288,9 +293,9 @@ def _raw_exif(path: Path) -> bytes | None:
         exif.load(head)
         details = exif.get_ifd(0x8769)  # exposure and date taken, carried along by tobytes()
         details.pop(0x927C, None)  # the maker note: private offsets into the RAW
-        # orientation is applied to the pixels; the rest point into the RAW or describe its sensor
-        for tag in [t for t in exif if t in _STRUCTURE_TAGS or t in (0x00FE, 0x0112, 0x014A, 0x828D, 0x828E)
-                    or t >= 0xC612]:
+        # Orientation is applied to the pixels; the rest point into the RAW (sub-images, its preview
+        # JPEG, XMP with the old orientation) or describe its sensor (CFA pattern, DNG tags).
+        for tag in [t for t in exif if t in _STRUCTURE_TAGS or t in _RAW_TAGS or t >= 0xC612]:
             del exif[tag]
         return exif.tobytes() if exif else None
     except Exception:  # noqa: BLE001 - a layout Pillow does not parse: no EXIF, nothing worse
@@ -298,14 +303,15 @@ def _raw_exif(path: Path) -> bytes | None:
 
 
 def _load_raw(path: Path, max_pixels: int, max_side: int | None) -> LoadedImage:
-    """A camera RAW developed by LibRaw: the camera's white balance, sRGB, 16 bits per channel, turned
-    by its orientation flag. When the working size is at most half the sensor's, LibRaw develops at
+    """A camera RAW developed by LibRaw: the camera's white balance, sRGB primaries and curve, 16 bits
+    per channel, turned by its orientation flag. When the working size is at most half the sensor's, LibRaw develops at
     half size (each 2x2 Bayer block one pixel): four times faster, and no demosaicking needed."""
     with _open_raw(path, max_pixels) as raw:
         width, height = _raw_size(raw)
         half = bool(max_side) and max(width, height) >= 2 * max_side
         try:
-            developed = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=16)
+            # LibRaw's default curve is BT.709's (2.222, 4.5); the pixels here are sRGB (2.4, 12.92)
+            developed = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=16, gamma=(2.4, 12.92))
         except (rawpy.LibRawError, OSError, ValueError) as exc:
             raise InputError(path, f"corrupt or truncated RAW file ({_libraw_reason(exc)})") from exc
     rgb = developed.astype(np.float32) * np.float32(255 / 65535)
