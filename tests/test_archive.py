@@ -48,6 +48,7 @@ GOOD = {
     "Photos/raw/IMG_0101.DNG": ("Photos/raw/IMG_0101.jpg", (32, 48), "RGB"),  # a lone RAW, turned upright
 }
 RAW_TWINS = ("Photos/raw/IMG_0100.CR2", "Photos/raw/img_0102.nef")  # beside IMG_0100.JPG and img_0102.HEIC
+LIVE_CLIPS = ("Photos/phone/IMG_1234.MOV",)  # a Live Photo's 3 s clip beside its HEIC
 IGNORED = ("Photos/bad/.DS_Store", "Photos/2019 Summer/IMG_0001 rotated.AAE", "Photos/2019 Summer/._cmyk.jpg",
            "Photos/phone/IMG_1234.heic.json", "Photos/scans/Thumbs.db", "Photos/misc/GOPR0001.LRV")
 REFUSED = {  # path relative to the archive's parent -> words the reason must contain
@@ -88,6 +89,7 @@ def make_messy_archive(parent: Path) -> Path:
     rgb.save(root / "misc/old scan.bmp")
     rgb.save(root / "misc/swapped profile.png", icc_profile=swapped_rgb_profile())
     left_red_right_blue(80, 60).save(root / "phone/IMG_1234.heic", format="HEIF", exif=exif_bytes(6))
+    moving_clip(root / "phone/IMG_1234.MOV", 30, "32x24", "10", audio=False, codec=["-c:v", "mjpeg"])
     rgb.save(root / "raw/IMG_0100.JPG", format="JPEG")
     (root / "raw/IMG_0100.CR2").write_bytes(b"II*\0\x10\0\0\0CR\x02\0" + b"\0" * 64)  # never read
     write_dng(root / "raw/IMG_0101.DNG", np.asarray(left_red_right_blue(96, 64)), orientation=8)
@@ -146,6 +148,7 @@ def test_discover_messy_archive(archive, tmp_path):
     assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.ignored) == sorted(IGNORED)
     # RAW+JPEG pairs from cameras are one shot: the RAW is passed over, counted, not painted twice.
     assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.raw_twins) == sorted(RAW_TWINS)
+    assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.live_clips) == sorted(LIVE_CLIPS)
     given = discover([archive.parent / IGNORED[1]], out)  # named on the command line: refused, with the reason
     assert not given.items and not given.ignored and "not a photo or video" in given.refused[0].reason
     for rel, words in REFUSED.items():
@@ -195,6 +198,20 @@ def test_files_given_directly_videos_and_name_clashes(tmp_path):
     pngs = discover([a], out, fmt="png")
     assert [(i.id, i.output.relative_to(out).as_posix()) for i in pngs.items if i.kind == "image"] == [
         ("a/x.jpg", "a/x-jpg.png"), ("a/x.png", "a/x.png")]
+
+
+def test_live_photo_clips_are_passed_over_but_longer_clips_and_clips_named_directly_are_not(tmp_path):
+    phone = tmp_path / "iPhone"
+    phone.mkdir()
+    for name in ("IMG_0001.JPG", "IMG_0002.jpg"):
+        Image.new("RGB", (40, 30)).save(phone / name)
+    live = moving_clip(phone / "IMG_0001.MOV", 30, "32x24", "10", audio=False, codec=["-c:v", "mjpeg"])  # 3 s
+    moving_clip(phone / "img_0002.mov", 60, "32x24", "10", audio=False, codec=["-c:v", "mjpeg"])  # 6 s: a clip
+    moving_clip(phone / "IMG_0003.MOV", 30, "32x24", "10", audio=False, codec=["-c:v", "mjpeg"])  # no picture
+    plan = discover([phone], tmp_path / "out")
+    assert [i.source.name for i in plan.items] == ["IMG_0001.JPG", "IMG_0002.jpg", "IMG_0003.MOV", "img_0002.mov"]
+    assert plan.live_clips == [live] and not plan.refused
+    assert [i.source for i in discover([live], tmp_path / "out").items] == [live]  # asked for by name
 
 
 def test_output_never_overwrites_an_input_and_folders_count_once(tmp_path):
@@ -390,5 +407,6 @@ def test_killed_run_resumes_without_redoing_or_losing_work(archive, tmp_path):
     states = {r["id"]: r["state"] for r in summary["records"] if r["state"] != "refused"}
     assert {i for i, s in states.items() if s == "skipped"} == set(finished_first)
     assert summary["counts"]["refused"] == len(REFUSED) and summary["counts"]["failed"] == 1
-    assert summary["passed_over"] == {"sidecar_or_system": len(IGNORED), "raw_beside_a_picture": len(RAW_TWINS)}
+    assert summary["passed_over"] == {"sidecar_or_system": len(IGNORED), "raw_beside_a_picture": len(RAW_TWINS),
+                                      "live_photo_clips": len(LIVE_CLIPS)}
     assert snapshot(archive.parent) == before

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.media.frames import VIDEO_EXTENSIONS
+from pipeline.media.frames import VIDEO_EXTENSIONS, VideoInfo
 from pipeline.media.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, RAW_EXTENSIONS, output_format, probe_image
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Plan:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo id -> (width, height) from its header
     reals: dict[str, str] = field(default_factory=dict)  # item id -> the source's real path, links resolved
     raw_twins: list[Path] = field(default_factory=list)  # RAW files met in folders beside a picture of the same name
+    live_clips: list[Path] = field(default_factory=list)  # Live Photo clips met in folders beside their picture
 
 
 # Files that cameras, phones, photo tools and operating systems leave beside the media: met while
@@ -69,28 +70,36 @@ def ignorable(name: str) -> bool:
     return lower in SYSTEM_NAMES or lower.startswith("._") or Path(lower).suffix in SIDECAR_SUFFIXES
 
 
-def _without_raw_twins(files: list[tuple[Path, str, str]], twins: list[Path]) -> list[tuple[Path, str, str]]:
-    """Drops each RAW file that has a developed picture of the same name beside it (IMG_0001.CR2 and
-    IMG_0001.JPG, as cameras write RAW+JPEG; or a HEIC, PNG or TIFF export): one shot, painted once,
-    from that picture."""
-    developed, raws = set(), []
+def _photo_stems(files: list[tuple[Path, str, str]]) -> set[str]:
+    """The paths, less their extension and casefolded, of the developed pictures among ``files``."""
+    stems = set()
     for entry in files:
         base, ext = os.path.splitext(entry[0])
         ext = ext.lower()
-        if ext in RAW_EXTENSIONS:
-            raws.append(base.casefold())
-        elif ext in IMAGE_EXTENSIONS:
-            developed.add(base.casefold())
-    if not developed.intersection(raws):
-        return files
+        if ext in IMAGE_EXTENSIONS and ext not in RAW_EXTENSIONS:
+            stems.add(base.casefold())
+    return stems
+
+
+def _without_raw_twins(files: list[tuple[Path, str, str]], photos: set[str],
+                       twins: list[Path]) -> list[tuple[Path, str, str]]:
+    """Drops each RAW file that has a developed picture of the same name beside it (IMG_0001.CR2 and
+    IMG_0001.JPG, as cameras write RAW+JPEG; or a HEIC, PNG or TIFF export): one shot, painted once,
+    from that picture."""
     kept = []
     for entry in files:
         base, ext = os.path.splitext(entry[0])
-        if ext.lower() in RAW_EXTENSIONS and base.casefold() in developed:
+        if ext.lower() in RAW_EXTENSIONS and base.casefold() in photos:
             twins.append(entry[0])
         else:
             kept.append(entry)
     return kept
+
+
+# A Live Photo (Apple) or motion photo exported as a picture and a clip of the same name: the clip
+# is about 3 s around the shot. Painting it would cost a minute of work per frame for what is the
+# photo's own moment, so in a walked folder a clip this short beside its picture is passed over.
+LIVE_CLIP_SECONDS = 4.5
 
 
 def _kind(path: Path) -> str | None:
@@ -123,16 +132,15 @@ def _stat_problem(path: Path | str) -> str | None:
     return None
 
 
-def sniff_video(path: Path) -> str | None:
-    """Why a video cannot be used, from its headers (one short ffmpeg call), or None."""
+def sniff_video(path: Path) -> tuple[str | None, VideoInfo | None]:
+    """Why a video cannot be used, from its headers (one short ffmpeg call), or None; and what they say."""
     from pipeline.errors import VideoError
     from pipeline.media.frames import probe
 
     try:
-        probe(path)
+        return None, probe(path)
     except VideoError as exc:
-        return exc.reason
-    return None
+        return exc.reason, None
 
 
 def sniff_image(path: Path, max_pixels: int) -> str | None:
@@ -342,9 +350,10 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                     plan.ignored.append(path)
                 else:
                     files.append((path, f"{prefix}/{_printable(rel)}", real))
-            files = _without_raw_twins(files, plan.raw_twins)
+            photos = _photo_stems(files)
+            files = _without_raw_twins(files, photos, plan.raw_twins)
         elif root.exists() or root.is_symlink():
-            files = [(root, _printable(root.name), os.path.realpath(root))]
+            files, photos = [(root, _printable(root.name), os.path.realpath(root))], set()
         else:
             plan.refused.append(Refusal(root, "file not found"))
             continue
@@ -357,7 +366,11 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             if reason is None and kind == "image":
                 reason, size = _sniff_image_size(path, max_pixels)
             if reason is None and kind == "video":
-                reason = sniff_video(path)
+                reason, info = sniff_video(path)
+                if (reason is None and os.path.splitext(path)[0].casefold() in photos
+                        and info.frame_count <= LIVE_CLIP_SECONDS * info.fps):
+                    plan.live_clips.append(path)
+                    continue
             if reason is None:
                 if real in seen_sources:
                     reason = f"same file as {seen_sources[real]} (listed twice)"
@@ -390,6 +403,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             plan.refused.append(Refusal(item.source, f"its output {item.output} would overwrite an input file"))
         else:
             plan.items.append(item)
-    log.info("%d items, %d refused, %d sidecar or system files ignored, %d RAW files beside a picture passed over",
-             len(plan.items), len(plan.refused), len(plan.ignored), len(plan.raw_twins))
+    log.info("%d items, %d refused, %d sidecar or system files ignored, %d RAW files and %d Live Photo clips "
+             "beside a picture passed over", len(plan.items), len(plan.refused), len(plan.ignored), len(plan.raw_twins),
+             len(plan.live_clips))
     return plan

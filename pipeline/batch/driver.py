@@ -42,6 +42,7 @@ __all__ = ["Estimate", "RunOptions", "RunResult", "VideoState", "config_hash", "
 def ignored_note(plan: Plan) -> str:
     notes = [f"{len(plan.ignored)} sidecar or system files"] if plan.ignored else []
     notes += [f"{len(plan.raw_twins)} RAW files beside a picture of the same name"] if plan.raw_twins else []
+    notes += [f"{len(plan.live_clips)} Live Photo clips beside their picture"] if plan.live_clips else []
     return f", {' and '.join(notes)} passed over" if notes else ""
 
 
@@ -251,7 +252,8 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
     result.failed = sum(r["state"] == "failed" for r in records)
     result.warnings = sum(bool(r.get("warning")) for r in records if r["state"] in ("done", "skipped"))
     _, result.report = write_report(out_dir, records, settings, started, time.time(), passed_over={
-        "sidecar_or_system": len(plan.ignored), "raw_beside_a_picture": len(plan.raw_twins)})
+        "sidecar_or_system": len(plan.ignored), "raw_beside_a_picture": len(plan.raw_twins),
+        "live_photo_clips": len(plan.live_clips)})
     say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
                     f"{result.refused} refused" + (f", {result.warnings} with warnings" if result.warnings else "")
                     + f"; report: {result.report}")
