@@ -43,7 +43,7 @@ def ignored_note(plan: Plan) -> str:
     notes = [f"{len(plan.ignored)} sidecar or system files"] if plan.ignored else []
     notes += [f"{len(plan.raw_twins)} RAW files beside a picture of the same name"] if plan.raw_twins else []
     notes += [f"{len(plan.live_clips)} Live Photo clips beside their picture"] if plan.live_clips else []
-    return f", {' and '.join(notes)} passed over" if notes else ""
+    return f", {', '.join(notes)} passed over" if notes else ""
 
 
 def run(opts: RunOptions) -> RunResult:
