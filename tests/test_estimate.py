@@ -36,3 +36,16 @@ def test_dry_run_estimates_by_calibration_then_from_the_ledger(tmp_path: Path, p
     printed = capsys.readouterr().err
     assert again.estimate is not None and again.estimate.photos == 1
     assert "estimate: about " in printed and "from the ledger" in printed, printed
+
+
+def test_dry_run_says_how_much_disk_a_videos_painted_frames_need(tmp_path: Path, painting, capsys) -> None:
+    from test_video import moving_clip
+
+    clip = moving_clip(tmp_path / "clip.mkv", 50, "96x64", "25", audio=False, codec=["-c:v", "ffv1"])
+    style = write_png(tmp_path / "style.png", painting)
+    result = run(RunOptions([clip], [style], tmp_path / "out", tiny_config(), dry_run=True, executor="local"))
+    printed = capsys.readouterr().err
+    assert result.estimate is not None and result.estimate.frames == 50
+    # 50 frames at 48x32, about 2.6 bytes a pixel as PNG, and the free space where the output will be
+    assert "disk: up to 0.2 MB of painted frames until each video is encoded" in printed, printed
+    assert f"free under {tmp_path}" in printed and not (tmp_path / "out").exists()

@@ -123,12 +123,12 @@ def disk_warning(states: Iterable[VideoState], out_dir: Path, cfg: Config) -> st
         return None
     if need <= free:
         return None
-    return (f"the painted frames of {len(needs)} video(s) need up to {_gigabytes(need)} on disk until each is "
-            f"encoded, and {_gigabytes(free)} are free under {out_dir}: when the disk fills the run stops; "
+    return (f"the painted frames of {len(needs)} video(s) need up to {byte_text(need)} on disk until each is "
+            f"encoded, and {byte_text(free)} are free under {out_dir}: when the disk fills the run stops; "
             f"what is done stays, so free some space and rerun the same command to finish")
 
 
-def _gigabytes(count: int) -> str:
+def byte_text(count: int) -> str:
     return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
 
 
