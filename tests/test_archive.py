@@ -46,6 +46,7 @@ GOOD = {
     "Photos/bad/truncated.jpg": ("Photos/bad/truncated.jpg", None, None),  # passes discover, fails to decode
     "Photos/raw/IMG_0100.JPG": ("Photos/raw/IMG_0100.jpg", (48, 36), "RGB"),  # its RAW twin is passed over
     "Photos/raw/IMG_0101.DNG": ("Photos/raw/IMG_0101.jpg", (32, 48), "RGB"),  # a lone RAW, turned upright
+    "Photos/raw/IMG_0103.DNG": ("Photos/raw/IMG_0103.jpg", (48, 32), "RGB"),  # its JPEG is empty: the RAW is painted
 }
 RAW_TWINS = ("Photos/raw/IMG_0100.CR2", "Photos/raw/img_0102.nef")  # beside IMG_0100.JPG and img_0102.HEIC
 LIVE_CLIPS = ("Photos/phone/IMG_1234.MOV",)  # a Live Photo's 3 s clip beside its HEIC
@@ -55,6 +56,7 @@ REFUSED = {  # path relative to the archive's parent -> words the reason must co
     "Photos/bad/bomb.png": "exceeds the limit",
     "Photos/bad/notes.txt": "not a photo or video",
     "Photos/bad/empty.jpg": "empty file",
+    "Photos/raw/IMG_0103.JPG": "empty file",
     "Photos/bad/liar.jpg": "not an image",
     "Photos/bad/broken link.jpg": "broken symbolic link",
     "Photos/bad/self link.jpg": "symbolic link loop",
@@ -95,6 +97,8 @@ def make_messy_archive(parent: Path) -> Path:
     write_dng(root / "raw/IMG_0101.DNG", np.asarray(left_red_right_blue(96, 64)), orientation=8)
     rgb.save(root / "raw/img_0102.HEIC", format="HEIF")
     (root / "raw/img_0102.nef").write_bytes(b"MM\0*" + b"\0" * 64)
+    (root / "raw/IMG_0103.JPG").write_bytes(b"")  # a copy that failed: the RAW beside it is the shot
+    write_dng(root / "raw/IMG_0103.DNG", gradient(96, 64))
     rgb.save(root / "dups/photo.JPG", format="JPEG")
     rgb.save(root / "dups/photo.jpeg", format="JPEG")
     noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)

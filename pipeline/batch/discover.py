@@ -70,30 +70,13 @@ def ignorable(name: str) -> bool:
     return lower in SYSTEM_NAMES or lower.startswith("._") or Path(lower).suffix in SIDECAR_SUFFIXES
 
 
+_PICTURE_EXTENSIONS = IMAGE_EXTENSIONS - RAW_EXTENSIONS  # developed pictures
+
+
 def _photo_stems(files: list[tuple[Path, str, str]]) -> set[str]:
     """The paths, less their extension and casefolded, of the developed pictures among ``files``."""
-    stems = set()
-    for entry in files:
-        base, ext = os.path.splitext(entry[0])
-        ext = ext.lower()
-        if ext in IMAGE_EXTENSIONS and ext not in RAW_EXTENSIONS:
-            stems.add(base.casefold())
-    return stems
-
-
-def _without_raw_twins(files: list[tuple[Path, str, str]], photos: set[str],
-                       twins: list[Path]) -> list[tuple[Path, str, str]]:
-    """Drops each RAW file that has a developed picture of the same name beside it (IMG_0001.CR2 and
-    IMG_0001.JPG, as cameras write RAW+JPEG; or a HEIC, PNG or TIFF export): one shot, painted once,
-    from that picture."""
-    kept = []
-    for entry in files:
-        base, ext = os.path.splitext(entry[0])
-        if ext.lower() in RAW_EXTENSIONS and base.casefold() in photos:
-            twins.append(entry[0])
-        else:
-            kept.append(entry)
-    return kept
+    return {base.casefold() for base, ext in (os.path.splitext(entry[0]) for entry in files)
+            if ext.lower() in _PICTURE_EXTENSIONS}
 
 
 # A Live Photo (Apple) or motion photo exported as a picture and a clip of the same name: the clip
@@ -351,13 +334,24 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 else:
                     files.append((path, f"{prefix}/{_printable(rel)}", real))
             photos = _photo_stems(files)
-            files = _without_raw_twins(files, photos, plan.raw_twins)
+            # A RAW or a short clip beside a picture of the same name is judged after the pictures,
+            # by whether that picture was taken (an unreadable JPEG leaves its RAW to be painted).
+            files.sort(key=lambda f: os.path.splitext(f[0])[0].casefold() in photos
+                       and os.path.splitext(f[0])[1].lower() not in _PICTURE_EXTENSIONS)
         elif root.exists() or root.is_symlink():
-            files, photos = [(root, _printable(root.name), os.path.realpath(root))], set()
+            files, photos = [(root, _printable(root.name), os.path.realpath(root))], set()  # named: all painted
         else:
             plan.refused.append(Refusal(root, "file not found"))
             continue
+        taken: set[str] = set()  # pictures of this input that became items, by photo stem
         for path, item_id, real in files:
+            stem, ext = os.path.splitext(path)
+            stem = stem.casefold()
+            if stem in taken and ext.lower() in RAW_EXTENSIONS:
+                # IMG_0001.CR2 beside IMG_0001.JPG, as cameras write RAW+JPEG (or a HEIC, PNG or TIFF
+                # export): one shot, painted once, from that picture
+                plan.raw_twins.append(path)
+                continue
             reason = _stat_problem(path)
             kind = _kind(path)
             size = None
@@ -367,8 +361,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 reason, size = _sniff_image_size(path, max_pixels)
             if reason is None and kind == "video":
                 reason, info = sniff_video(path)
-                if (reason is None and os.path.splitext(path)[0].casefold() in photos
-                        and info.frame_count <= LIVE_CLIP_SECONDS * info.fps):
+                if reason is None and stem in taken and info.frame_count <= LIVE_CLIP_SECONDS * info.fps:
                     plan.live_clips.append(path)
                     continue
             if reason is None:
@@ -386,6 +379,8 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             seen_ids.add(item_id)
             candidates.append((item_id, kind, path))
             plan.reals[item_id] = real
+            if stem in photos and ext.lower() in _PICTURE_EXTENSIONS:
+                taken.add(stem)
             if size is not None:
                 plan.sizes[item_id] = size
     items = _assign_outputs(candidates, out_dir, fmt, video_suffix)
