@@ -94,8 +94,11 @@ def small_disk(tmp_path: Path):
     """A 1 MB file system (tmpfs) for the output, grown later as a user freeing space would."""
     folder = tmp_path / "small disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
-                             text=True, check=False)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                 capture_output=True, text=True, check=False)
+    except OSError as exc:  # no mount program at all
+        pytest.skip(f"cannot mount a small file system here ({exc})")
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small file system here ({mounted.stderr.strip()})")
     try:
