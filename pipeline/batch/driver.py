@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from pipeline.batch.progress import console, say
 from pipeline.batch.report import LiveReport, write_report
 from pipeline.batch.status import duration, info_lines, status_lines
 from pipeline.batch.thumbs import ThumbPacks
-from pipeline.batch.videos import FRAME_BYTES_PER_PIXEL, VideoState, byte_text, key_steps
+from pipeline.batch.videos import VideoState, byte_text, frame_bytes, free_space, key_steps
 from pipeline.errors import InputError, NstError, VideoError
 from pipeline.media.frames import CODEC_SUFFIX, VIDEO_EXTENSIONS
 from pipeline.media.images import load_image
@@ -106,10 +105,10 @@ def run(opts: RunOptions) -> RunResult:
                           + f"; {work.videos} video(s), {work.frames} frame(s)", highlight=False)
             console.print(f"estimate: about {duration(work.seconds or 0.0)} ({work.source})", highlight=False)
             if work.frame_sizes:  # painted frames wait on disk until their video is encoded
-                need = sum(n * h * w for n, (h, w) in work.frame_sizes) * FRAME_BYTES_PER_PIXEL
-                where = next((p for p in (out_dir, *out_dir.absolute().parents) if p.is_dir()), out_dir)
-                console.print(f"disk: up to {byte_text(int(need))} of painted frames until each video is encoded; "
-                              f"{byte_text(shutil.disk_usage(where).free)} free under {where}", highlight=False)
+                need = sum(frame_bytes(n, w, h) for n, (h, w) in work.frame_sizes)
+                where, free = free_space(out_dir)
+                console.print(f"disk: up to {byte_text(need)} of painted frames until each video is encoded; "
+                              f"{byte_text(free)} free under {where}", highlight=False)
         return result
 
     style_arrays = load_styles(opts.styles, cfg.image.max_pixels)

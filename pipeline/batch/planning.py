@@ -63,14 +63,17 @@ def source_print(path: Path | str, size: int) -> str:
     return digest.hexdigest()
 
 
-def source_identity(path: Path, real: str | None = None, with_print: bool = True) -> str | None:
+def _identity(real: str, stamp: list[int], print_: str | None) -> str:
+    return json.dumps({"real": real, "stamp": stamp, "print": print_})
+
+
+def source_identity(path: Path, real: str | None = None) -> str | None:
     """Where the source is (``real``: its real path, if known), its size and time, and its print, as
     the ledger keeps them; None if it cannot be read (the worker's read reports that)."""
     try:
         st = os.stat(path)
         real = real or os.path.realpath(path)
-        return json.dumps({"real": real, "stamp": [st.st_size, st.st_mtime_ns],
-                           "print": source_print(real, st.st_size) if with_print else None})
+        return _identity(real, [st.st_size, st.st_mtime_ns], source_print(real, st.st_size))
     except OSError:
         return None
 
@@ -89,7 +92,7 @@ def source_relation(recorded: str | None, path: Path, real: str | None = None,
         real = real or os.path.realpath(path)
         stamp = [st.st_size, st.st_mtime_ns]
         if not recorded:  # made before sources were recorded: trusted, and recorded from now on
-            return "same", json.dumps({"real": real, "stamp": stamp, "print": None})
+            return "same", _identity(real, stamp, None)
         old = json.loads(recorded)
         old_real, old_stamp, old_print = old["real"], old["stamp"], old["print"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -100,15 +103,13 @@ def source_relation(recorded: str | None, path: Path, real: str | None = None,
         return "same", None
     if stamp[0] != old_stamp[0]:  # another size: no print can match
         return ("edited" if real == old_real else "other"), None
-    identity = source_identity(path, real)
-    if identity is None:
+    try:
+        print_ = source_print(real, stamp[0])
+    except OSError:
         return "same", None
-    if old_print is None:  # recorded by size and time only: the same size and time count as a copy
-        same = stamp == old_stamp
-    else:
-        same = json.loads(identity)["print"] == old_print
-    if same:
-        return "moved", identity
+    # recorded by size and time only: the same size and time count as a copy
+    if (stamp == old_stamp) if old_print is None else (print_ == old_print):
+        return "moved", _identity(real, stamp, print_)
     return ("edited" if real == old_real else "other"), None
 
 

@@ -110,7 +110,7 @@ def _video_frame(path: Path, size: int) -> Image.Image | None:
 
 def _developed_raw(source: bytes | Path) -> Image.Image | None:
     """A camera RAW developed at half size (each 2x2 Bayer block one pixel) by LibRaw, or None."""
-    from pipeline.media.images import RAW_SUPPORTED
+    from pipeline.media.images import RAW_SUPPORTED, develop_raw
 
     if not RAW_SUPPORTED:
         return None
@@ -118,8 +118,7 @@ def _developed_raw(source: bytes | Path) -> Image.Image | None:
 
     with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as handle, \
             rawpy.imread(handle) as raw:
-        return Image.fromarray(raw.postprocess(use_camera_wb=True, half_size=True, output_bps=8,
-                                               gamma=(2.4, 12.92)))
+        return Image.fromarray(develop_raw(raw, half=True))
 
 
 def small(source: bytes | np.ndarray | Path | None, size: int = THUMB) -> Image.Image | None:

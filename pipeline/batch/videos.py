@@ -98,6 +98,18 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
 FRAME_BYTES_PER_PIXEL = 2.6
 
 
+def frame_bytes(frames: int, w: int, h: int) -> int:
+    """Bytes ``frames`` painted frames of w x h take on disk until their video is encoded."""
+    return int(frames * w * h * FRAME_BYTES_PER_PIXEL)
+
+
+def free_space(out_dir: Path) -> tuple[Path, int]:
+    """The nearest existing folder at or above the output's state folder, and the bytes free there."""
+    folder = next((p for p in (state_dir(out_dir), *state_dir(out_dir).absolute().parents) if p.is_dir()),
+                  Path(out_dir))
+    return folder, shutil.disk_usage(folder).free
+
+
 def frames_to_keep(state: VideoState, cfg: Config) -> int:
     """Bytes the video's frames still to be painted will take on disk until its encode."""
     from pipeline.media.frames import working_size
@@ -107,7 +119,7 @@ def frames_to_keep(state: VideoState, cfg: Config) -> int:
     w, h = working_size(*state.display, cfg.image.size)
     remaining = sum(spec.stop - spec.start - state.progress.get(spec.idx, 0)
                     for spec in state.specs if spec.idx not in state.done)
-    return int(remaining * w * h * FRAME_BYTES_PER_PIXEL)
+    return frame_bytes(remaining, w, h)
 
 
 def disk_warning(states: Iterable[VideoState], out_dir: Path, cfg: Config) -> str | None:
@@ -116,9 +128,8 @@ def disk_warning(states: Iterable[VideoState], out_dir: Path, cfg: Config) -> st
     hour ten stops the run (what is done stays; freeing space and rerunning finishes it)."""
     needs = [need for need in (frames_to_keep(state, cfg) for state in states) if need]
     need = sum(needs)
-    folder = state_dir(out_dir)
     try:
-        free = shutil.disk_usage(folder if folder.is_dir() else out_dir).free
+        _, free = free_space(out_dir)
     except OSError:
         return None
     if need <= free:

@@ -83,6 +83,16 @@ def prefetched(items: Iterable[Any], ahead: int) -> Generator[Any, None, None]:
             thread.join(timeout=0.05)
 
 
+def _carried(stylized: np.ndarray, content: np.ndarray, frame: np.ndarray, flow: np.ndarray, mask: np.ndarray,
+             config: Config) -> np.ndarray:
+    """The stylized frame of ``content`` carried along ``flow`` onto ``frame``; with the content's
+    colours preserved, its brightness follows the content's change of light too."""
+    warped = carry(stylized, flow)
+    if color_mode(config.image.preserve_colors) != "off":
+        warped = follow_light(warped, frame, content, flow, mask)
+    return warped
+
+
 def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.ndarray],
                   style_weights: Sequence[float], config: Config, mode: str = "flow",
                   previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
@@ -106,9 +116,7 @@ def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.nda
     if motion is None:
         motion = motion_between(previous_content, frame)
     mask = motion.mask
-    warped = carry(previous_stylized, motion.backward)
-    if color_mode(config.image.preserve_colors) != "off":  # its brightness follows the content's
-        warped = follow_light(warped, frame, previous_content, motion.backward, mask)
+    warped = _carried(previous_stylized, previous_content, frame, motion.backward, mask, config)
     # Ruder et al.'s "prevWarped" start everywhere, disocclusions included: there the carried texture
     # is repainted by the optimisation, where the unstylized frame (tried before) was painted anew and
     # came out differently on every frame. With the Lanczos carry: 25.8x -> 47x less flicker than
@@ -148,17 +156,15 @@ def key_frame(stylizer: Stylizer, steps: Sequence[KeyStep], styles: Sequence[np.
     if mode != "flow":  # carrying a key frame over needs the flow; without it each key is fresh
         steps = steps[-1:]
     stylized: np.ndarray | None = None
-    previous: np.ndarray | None = None
+    previous: np.ndarray | None = None  # the key frame ``stylized`` was made from
     for step in steps:
         frame = np.asarray(step.frame, np.float32)
         if step.flow is None or stylized is None:
             result = stylizer.stylize(frame, styles, style_weights, init="content",
                                       iterations=video.first_frame_iterations, multiscale=True)
         else:
-            warped = carry(stylized, step.flow)
             mask = np.asarray(step.mask, np.float32)
-            if color_mode(config.image.preserve_colors) != "off" and previous is not None:
-                warped = follow_light(warped, frame, previous, step.flow, mask)
+            warped = _carried(stylized, previous, frame, step.flow, mask, config)
             # Started from the carried texture everywhere, as later frames are (pixels the flow cannot
             # vouch for started from the unstylized frame before), so the chains that meet near this
             # key frame share more of their strokes. 48 frames at 192 px in 3-4 segments (a pan, a

@@ -302,16 +302,21 @@ def _raw_exif(path: Path) -> bytes | None:
         return None
 
 
+def develop_raw(raw: rawpy.RawPy, half: bool, bits: int = 8) -> np.ndarray:
+    """The opened RAW developed: the camera's white balance, sRGB (LibRaw's default curve is BT.709's,
+    2.222 and 4.5; sRGB's is 2.4 and 12.92), turned by the camera's orientation flag; ``half``: each
+    2x2 Bayer block one pixel, four times faster and no demosaicking."""
+    return raw.postprocess(use_camera_wb=True, half_size=half, output_bps=bits, gamma=(2.4, 12.92))
+
+
 def _load_raw(path: Path, max_pixels: int, max_side: int | None) -> LoadedImage:
-    """A camera RAW developed by LibRaw: the camera's white balance, sRGB primaries and curve, 16 bits
-    per channel, turned by its orientation flag. When the working size is at most half the sensor's, LibRaw develops at
-    half size (each 2x2 Bayer block one pixel): four times faster, and no demosaicking needed."""
+    """A camera RAW developed by LibRaw (``develop_raw``) at 16 bits per channel; at half size when
+    the working size is at most half the sensor's."""
     with _open_raw(path, max_pixels) as raw:
         width, height = _raw_size(raw)
         half = bool(max_side) and max(width, height) >= 2 * max_side
         try:
-            # LibRaw's default curve is BT.709's (2.222, 4.5); the pixels here are sRGB (2.4, 12.92)
-            developed = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=16, gamma=(2.4, 12.92))
+            developed = develop_raw(raw, half, 16)
         except (rawpy.LibRawError, OSError, ValueError) as exc:
             raise InputError(path, f"corrupt or truncated RAW file ({_libraw_reason(exc)})") from exc
     rgb = developed.astype(np.float32) * np.float32(255 / 65535)
