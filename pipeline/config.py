@@ -157,6 +157,9 @@ class VideoConfig:
     # Later key frames of a shot split over workers start from the previous key frame carried by
     # the composite flow, so chains from different key frames meet with the same texture.
     chain_keys: bool = _f()
+    # Without preserved colours a frame's painting takes the style's light: frames darker (or
+    # brighter) than their shot's usual light, a fade, are taken towards black (or white) to match.
+    follow_fades: bool = _f()
     cut_threshold: float = _f(lo=0.0, hi=1.0)
     min_shot_frames: int = _f(lo=1)
     segment_frames: int = _f(lo=0)  # 0 = automatic split of long shots across workers

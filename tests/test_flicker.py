@@ -9,7 +9,7 @@ from pipeline import config as config_mod
 from pipeline.core.chain import stylize_sequence
 from pipeline.core.metrics import warping_error
 from pipeline.core.stylizer import Stylizer
-from pipeline.core.temporal import carry, follow_light, warp
+from pipeline.core.temporal import carry, fade_gains, follow_fade, follow_light, warp
 
 
 def shifted(image: np.ndarray, dx: float) -> np.ndarray:
@@ -107,3 +107,23 @@ def test_with_the_contents_colours_kept_the_chain_follows_a_fade_as_frames_paint
     assert lightness(apart[-1]) < 0.45 * lightness(apart[0])  # the painting follows the content's light
     assert abs(lightness(chained[-1]) / lightness(apart[-1]) - 1.0) < 0.15, (
         [round(lightness(f)) for f in chained], [round(lightness(f)) for f in apart])
+
+
+def test_fade_gains_follow_fades_and_dips_and_leave_ordinary_light_alone():
+    rng = np.random.default_rng(0)
+    steady = 110 + rng.uniform(-15, 15, 40)  # exposure drift and passing shadows: +-14%
+    gains = fade_gains(steady, [0])
+    assert np.array_equal(gains, np.ones((40, 2)))
+    fade = np.concatenate([np.full(30, 110.0), np.linspace(110, 0, 11)[1:], np.zeros(3)])
+    to_black = fade_gains(fade, [0])[:, 0]
+    assert np.all(to_black[:33] == 1.0) and np.all(np.diff(to_black[30:]) <= 0) and np.all(to_black[-4:] == 0.0)
+    # a black leader as a shot of its own goes dark; a dim shot beside it keeps the style's light
+    leader_then_night = fade_gains(np.concatenate([np.full(10, 4.0), np.full(10, 35.0)]), [0, 10])
+    assert np.all(leader_then_night[:10, 0] < 0.2) and np.all(leader_then_night[10:] == 1.0)
+    dip = np.concatenate([np.full(20, 120.0), [170, 220, 255, 220, 170], np.full(20, 120.0)])
+    to_white = fade_gains(dip, [0])[:, 1]
+    assert to_white[22] == 0.0 and 0.0 < to_white[21] < 1.0 and np.all(np.delete(to_white, [21, 22, 23]) == 1.0)
+    assert np.array_equal(fade_gains([np.nan, 50.0, np.nan], [0]), np.ones((3, 2)))
+    painted = np.full((4, 4, 3), 100.0, np.float32)
+    assert np.array_equal(follow_fade(painted, (1.0, 1.0)), painted)
+    assert follow_fade(painted, (0.5, 1.0)).mean() == 50.0 and follow_fade(painted, (1.0, 0.5)).mean() == 177.5

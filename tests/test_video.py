@@ -388,3 +388,23 @@ def test_a_preview_stylizes_only_the_part_asked_for_and_leaves_the_full_run_alon
     assert late.exit_code == 1 and "after the clip's end (2.00 s)" in late.output
     bad = run("video", clip, *common, "--duration", "1:xx")
     assert bad.exit_code == 1 and "--duration '1:xx'" in bad.output
+
+
+def test_a_fade_to_black_in_the_clip_is_a_fade_to_black_in_the_delivered_video(tmp_path, style_png):
+    """Gatys's loss paints a black frame in the style's full light; the delivered file must follow the
+    content's fade instead, and leave the frames before it as painted."""
+    clip = tmp_path / "fade.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=25", "-vf", "fade=t=out:start_frame=8:nb_frames=5",
+           "-frames:v", "16", *H264, str(clip))
+    out = tmp_path / "out"
+    result = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 20, "--later-iterations", 12,
+                 "--save-frames", "-q")
+    assert result.exit_code == 0, result.output
+    source = [f.mean() for f in read_frames(clip, 48)]
+    painted = [cv2.imread(str(p)).mean() for p in sorted(frames_dir(out, "fade.mp4").rglob("*.png"))]
+    delivered = [f.mean() for f in read_frames(out / "fade.mp4", 48)]
+    assert len(source) == len(painted) == len(delivered) == 16
+    assert max(source[13:]) < 1.0 and min(painted[13:]) > 40.0  # black frames, painted bright
+    assert max(delivered[13:]) < 3.0, [round(v) for v in delivered]
+    assert np.allclose(delivered[:8], painted[:8], atol=2.0), ([round(v) for v in delivered], [round(v) for v in painted])
+    assert np.all(np.diff(delivered[7:14]) <= 1.0)  # darkening through the fade
