@@ -14,16 +14,20 @@ import pytest
 
 from pipeline.media.frames import (
     CODEC_SUFFIX,
+    Bars,
     FramesLost,
     VideoEncodeError,
     VideoIndexMissing,
     VideoOpenFailure,
+    bars_of,
     encode_video,
     ffmpeg_exe,
+    frame_layout,
     frame_times,
     frame_timing,
     frames_lost,
     output_suffix,
+    picture_bars,
     picture_format,
     probe,
     read_frames,
@@ -485,3 +489,44 @@ def test_a_frame_source_that_fails_part_way_leaves_no_output_and_no_temp_files(t
     with pytest.raises(VideoEncodeError, match="frame 2 is 32x48, the first was 64x48"):
         encode_video([frame, frame[:, :32]], out_dir / "y.mp4", Fraction(25), None)
     assert list(out_dir.iterdir()) == []
+
+
+def test_black_bars_are_found_where_every_sampled_frame_has_them_in_pairs(tmp_path):
+    """Letterbox and pillarbox are found; a dark edge on one side only (a night sky, a dark floor), a
+    clip without bars, or bars around too small a picture are not."""
+    letterbox = tmp_path / "letterbox.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x134:rate=25", "-frames:v", "50",
+           "-vf", "pad=320:180:0:23", *H264, str(letterbox))
+    pillarbox = tmp_path / "pillarbox.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=240x180:rate=25", "-frames:v", "50",  # testsrc's left edge is dark
+           "-vf", "pad=320:180:40:0", *H264, str(pillarbox))
+    one_side = tmp_path / "dark_top.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x140:rate=25", "-frames:v", "50",
+           "-vf", "pad=320:180:0:40", *H264, str(one_side))
+    bare = tmp_path / "bare.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-frames:v", "50", *H264, str(bare))
+    found = picture_bars(letterbox)
+    assert found is not None and (found.left, found.right) == (0, 0) and abs(found.top - 23) <= 1
+    assert abs(found.bottom - 23) <= 1
+    layout = frame_layout(letterbox, 160)  # the whole frame at the working size, the picture inside
+    assert layout is not None and layout.size == (160, 90) and layout.box[2] == 160 and 65 <= layout.box[3] <= 68
+    picture = next(read_frames(letterbox, 160, picture_only=True))
+    assert picture.shape == (layout.box[3], 160, 3) and picture[:2].mean() > 30  # no black rows painted
+    assert next(read_frames(letterbox, 160)).shape == (90, 160, 3)  # reads for judging keep the whole frame
+    found = picture_bars(pillarbox)
+    assert found is not None and (found.top, found.bottom) == (0, 0) and 38 <= found.left <= 41
+    assert picture_bars(one_side) is None and picture_bars(bare) is None
+    assert frame_layout(bare, 160) is None and next(read_frames(bare, 160, picture_only=True)).shape == (90, 160, 3)
+    # in the samples: a subtitle in one bar unpairs them; bars around a tenth of the frame are a dark
+    # scene; a subject on a black ground (its edge lines mostly dark in every sample) is not framed
+    def framed(top: int, bottom: int, width: int = 320, filled: int = 320) -> np.ndarray:
+        content = np.zeros((180, 320), bool)
+        content[top:180 - bottom, (320 - width) // 2:(320 + width) // 2] = True
+        content[top, filled:] = content[179 - bottom, filled:] = False
+        return content
+
+    assert bars_of([framed(40, 40), framed(40, 12)]) is None
+    assert bars_of([framed(80, 82)]) is None
+    assert bars_of([framed(40, 42), framed(45, 44)]) == Bars(0, 40, 0, 42)
+    assert bars_of([framed(40, 42, width=100), framed(45, 44, width=100)]) is None
+    assert bars_of([framed(40, 42, filled=250), framed(45, 44, width=100)]) == Bars(0, 40, 0, 42)

@@ -408,3 +408,21 @@ def test_a_fade_to_black_in_the_clip_is_a_fade_to_black_in_the_delivered_video(t
     assert max(delivered[13:]) < 3.0, [round(v) for v in delivered]
     assert np.allclose(delivered[:8], painted[:8], atol=2.0), ([round(v) for v in delivered], [round(v) for v in painted])
     assert np.all(np.diff(delivered[7:14]) <= 1.0)  # darkening through the fade
+
+
+def test_a_letterboxed_clip_is_painted_inside_its_bars_and_delivered_with_them_black(tmp_path, style_png):
+    clip = tmp_path / "film.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=192x80:rate=25", "-vf", "pad=192:108:0:14", "-frames:v", "8",
+           *H264, str(clip))
+    out = tmp_path / "out"
+    result = run("video", clip, "--style", style_png, "-o", out, "--size", 96, "-n", 3, "--later-iterations", 2,
+                 "--save-frames", "-q")
+    assert result.exit_code == 0, result.output
+    painted = sorted(frames_dir(out, "film.mp4").rglob("*.png"))
+    width, height = Image.open(painted[0]).size
+    assert len(painted) == 8 and width == 96 and 39 <= height <= 41  # the picture alone was painted
+    info = probe(out / "film.mp4")
+    assert (info.width, info.height, info.frame_count) == (96, 54, 8)  # delivered whole, bars and all
+    for frame in read_frames(out / "film.mp4", 96):
+        assert frame[:6].max() < 12 and frame[-6:].max() < 12  # the bars came back black
+        assert frame[9:45].mean() > 40  # and the picture between them painted

@@ -63,7 +63,8 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     if not specs:
         detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
         starts, count, damage = [], 0, []
-        for index, frame in enumerate(read_frames(item.source, 160, problems=damage, glance=True)):  # cuts
+        for index, frame in enumerate(read_frames(item.source, 160, problems=damage, glance=True,
+                                                         picture_only=True)):  # cuts
             if detector.push(frame):
                 starts.append(index)
             count += 1
@@ -149,11 +150,14 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     import cv2
 
     from pipeline.core.arrays import resize
-    from pipeline.media.frames import delivered_size, encode_video
+    from pipeline.media.frames import delivered_size, encode_video, frame_layout, in_bars
 
     frames = assembled_frames(out_dir, state.item.id, state.specs)
     if cfg.video.follow_fades and cfg.image.preserve_colors == "off":
         frames = faded_frames(frames, state)
+    layout = frame_layout(state.item.source, cfg.image.size)
+    if layout is not None:  # the picture was painted without its black bars: they go back around it
+        frames = (in_bars(frame, layout) for frame in frames)
     if cfg.image.keep_resolution and state.display is not None:
         w, h = delivered_size(*state.display)
         # Lanczos keeps the strokes' edges sharp, as for photos; one frame at a time on its way in.
@@ -175,7 +179,8 @@ def content_levels(item: Item, count: int) -> np.ndarray:
     from pipeline.media.frames import read_frames
 
     levels = np.full(count, np.nan)
-    for index, frame in enumerate(read_frames(item.source, LEVEL_SIDE, stop=count, glance=True)):
+    for index, frame in enumerate(read_frames(item.source, LEVEL_SIDE, stop=count, glance=True,
+                                                          picture_only=True)):
         levels[index] = float(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).mean())
     return levels
 
@@ -218,13 +223,15 @@ def read_range(item: Item, start: int, stop: int, size: int, times: FrameTimes |
 
 def iter_range(item: Item, start: int, stop: int, size: int, frames: Iterable[np.ndarray] | None = None,
                times: FrameTimes | None = None) -> Iterator[np.ndarray]:
-    """Frames [start, stop) as uint8 at the working size (decoded here unless ``frames`` brings
-    them; ``times``: the source's FrameTimes, to seek there); a frame that does not decode is an
-    error."""
+    """Frames [start, stop) as uint8 at the working size, the picture inside any black bars (decoded
+    here unless ``frames`` brings them; ``times``: the source's FrameTimes, to seek there); a frame
+    that does not decode is an error."""
     from pipeline.media.frames import read_frames
 
     count = 0
-    for frame in read_frames(item.source, size, start, stop, times=times) if frames is None else frames:
+    if frames is None:
+        frames = read_frames(item.source, size, start, stop, times=times, picture_only=True)
+    for frame in frames:
         count += 1
         yield frame.astype(np.uint8)
     if count != stop - start:
@@ -278,7 +285,7 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
 
         # consecutive ranges, each starting with the previous one's last frame: one open decoder
         cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size,
-                                                                source_times(state, first)))
+                                                                source_times(state, first), picture_only=True))
         return list(iter_range(item, first, stop, cfg.image.size, cursor.read(first, stop)))
 
     def request() -> ChunkRequest:

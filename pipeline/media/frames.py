@@ -24,7 +24,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -469,20 +469,31 @@ class PictureFormat:
         return max(1, round(self.width * self.sample_aspect)), self.height
 
 
-def picture_format(path: Path | str) -> PictureFormat | None:
+def _per_file_version(maxsize: int) -> Callable[[Callable[[Path], Any]], Callable[[Path | str], Any]]:
+    """Caches what a function reads from a file by the file's version (path, mtime, size): every
+    reader of a video asks, and a file edited since is read afresh."""
+    def wrap(read: Callable[[Path], Any]) -> Callable[[Path | str], Any]:
+        @functools.lru_cache(maxsize=maxsize)
+        def cached(path: str, _mtime_ns: int, _size: int) -> Any:
+            return read(Path(path))
+
+        @functools.wraps(read)
+        def by_version(path: Path | str) -> Any:
+            stat = Path(path).stat()
+            return cached(str(path), stat.st_mtime_ns, stat.st_size)
+
+        return by_version
+    return wrap
+
+
+@_per_file_version(maxsize=256)
+def picture_format(path: Path) -> PictureFormat | None:
     """The video stream's pixel aspect, scan and colours, from its first decoded frames; None when
-    none decodes. Cached per file version: every reader of a video asks."""
-    path = Path(path)
-    stat = path.stat()
-    return _picture_format(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _picture_format(path: str, _mtime_ns: int, _size: int) -> PictureFormat | None:
+    none decodes."""
     # showinfo sees the frames after autorotation (which also turns the aspect ratio) and prints
     # each frame's own interlacing flag: DV and some MPEG-2 announce no field order in the header.
     try:
-        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path, "-map", "0:V:0",
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:V:0",
                                "-frames:v", str(PICTURES_INSPECTED), "-vf", "showinfo", "-f", "null", "-"],
                               capture_output=True, text=True, errors="replace", timeout=PROBE_SECONDS, check=False)
     except subprocess.TimeoutExpired:
@@ -540,17 +551,146 @@ def _shown_filters(pictures: PictureFormat) -> list[str]:
     return filters
 
 
+# Black bars: letterboxed films, 4:3 programmes pillarboxed in 16:9, phone clips windowboxed. Painted
+# as part of the picture they came out as a band of the style's texture around the film (Gatys's
+# loss paints a black area in the style's light), and the painting's light near them pulled towards
+# black. So the painting covers only the picture inside them, and the delivered frame puts them back.
+BAR_SAMPLES = 12  # frames spread over the clip; a bar is dark in every one of them
+BAR_LEVEL = 24  # a bar's decoded pixels stay at or below this grey level (coding noise on black)
+BAR_CONTENT = 0.005  # a line with more than this share of its pixels above BAR_LEVEL holds picture
+BAR_LEAST = 0.02  # of the side (4 px at least): thinner dark edges are not bars
+BAR_PAIRING = 0.02  # the two bars of a pair differ by at most this share of the side (4 px at least)
+BAR_LEAST_PICTURE = 0.4  # of each side: a smaller picture inside "bars" is a dark scene, not a frame
+BAR_EDGE_FILLED = 0.5  # share of the picture's first line beyond a bar that is picture, in some sample
+
+
+@dataclass(frozen=True)
+class Bars:
+    """The black bars around a video's picture, in stored pixels (rotation applied)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
+def _dark_edges(content: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom): how many lines at each edge of a frame's ``content`` mask hold no
+    picture; None for a frame with none at all (a black frame says nothing about bars)."""
+    rows = content.mean(axis=1) > BAR_CONTENT
+    cols = content.mean(axis=0) > BAR_CONTENT
+    if not rows.any() or not cols.any():
+        return None
+    return (int(np.argmax(cols)), int(np.argmax(rows)), int(np.argmax(cols[::-1])), int(np.argmax(rows[::-1])))
+
+
+def _paired(first: int, second: int, side: int) -> tuple[int, int]:
+    least, slack = max(4, round(BAR_LEAST * side)), max(4, round(BAR_PAIRING * side))
+    if min(first, second) >= least and abs(first - second) <= slack:
+        return first, second
+    return 0, 0
+
+
+def _framed(lines: Iterable[np.ndarray]) -> bool:
+    """A picture's edge runs along a bar: in some sample the line next to it is mostly picture (a
+    subject on a black ground leaves it mostly dark in all of them)."""
+    return any(line.mean() >= BAR_EDGE_FILLED for line in lines)
+
+
+def bars_of(contents: Sequence[np.ndarray]) -> Bars | None:
+    """The bars in the ``content`` masks (pixels above BAR_LEVEL) of frames sampled over a clip:
+    dark in every sample, top and bottom (or left and right) both and of about the same size, along
+    a picture edge, around a picture of at least BAR_LEAST_PICTURE of each side."""
+    edges = [found for found in map(_dark_edges, contents) if found is not None]
+    if not edges or len(edges) < len(contents) // 2:  # mostly black samples: no judgement
+        return None
+    h, w = contents[0].shape
+    left, top, right, bottom = (min(e[k] for e in edges) for k in range(4))
+    left, right = _paired(left, right, w)
+    top, bottom = _paired(top, bottom, h)
+    inset = 2  # past a line blended with the bar by scaling or chroma subsampling
+    if top and not (_framed(c[min(top + inset, h - 1)] for c in contents)
+                    and _framed(c[max(h - 1 - bottom - inset, 0)] for c in contents)):
+        top = bottom = 0
+    if left and not (_framed(c[:, min(left + inset, w - 1)] for c in contents)
+                     and _framed(c[:, max(w - 1 - right - inset, 0)] for c in contents)):
+        left = right = 0
+    if not (left or top):
+        return None
+    if w - left - right < BAR_LEAST_PICTURE * w or h - top - bottom < BAR_LEAST_PICTURE * h:
+        return None
+    return Bars(left, top, right, bottom)
+
+
+@_per_file_version(maxsize=64)
+def picture_bars(path: Path) -> Bars | None:
+    """The black bars around the video's picture, judged on BAR_SAMPLES frames spread over it (a
+    seek and one frame each); None when there are none, or the clip's length is not stated."""
+    pictures = picture_format(path)
+    length = _listed_seconds(ffmpeg_info(path))
+    if pictures is None or not length:
+        return None
+    w, h = pictures.width, pictures.height
+    filters = ",".join([*_shown_filters(pictures), f"scale={w}:{h}"])
+    contents = []
+    for k in range(BAR_SAMPLES):
+        command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+                   "-ss", f"{(k + 0.5) * length / BAR_SAMPLES:.3f}", "-i", str(path), "-map", "0:V:0",
+                   "-vf", filters, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        try:
+            data = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False).stdout
+        except subprocess.TimeoutExpired:
+            return None
+        if len(data) >= w * h * 3:
+            contents.append(np.frombuffer(data[:w * h * 3], np.uint8).reshape(h, w, 3).max(axis=2) > BAR_LEVEL)
+    if len(contents) < BAR_SAMPLES // 2:  # most samples undecodable: no judgement
+        return None
+    return bars_of(contents)
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where the picture inside a video's black bars lies in a whole frame at the working size."""
+
+    size: tuple[int, int]  # (w, h) of the whole frame
+    box: tuple[int, int, int, int]  # (x, y, w, h) of the picture in it
+
+
+def frame_layout(path: Path | str, size: int) -> FrameLayout | None:
+    """The layout of the video's frames at working size ``size`` when it has black bars, else None."""
+    bars = picture_bars(path)
+    pictures = picture_format(path)
+    if bars is None or pictures is None:
+        return None
+    full = working_size(*pictures.display_size, size)
+    sx, sy = full[0] / pictures.width, full[1] / pictures.height
+    x0, x1 = round(bars.left * sx), round((pictures.width - bars.right) * sx)
+    y0, y1 = round(bars.top * sy), round((pictures.height - bars.bottom) * sy)
+    return FrameLayout(full, (x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+
+
+def in_bars(picture: np.ndarray, layout: FrameLayout) -> np.ndarray:
+    """A painted picture put back inside its black bars: the whole frame at the working size."""
+    x, y, w, h = layout.box
+    if picture.shape[:2] != (h, w):
+        raise ValueError(f"a painted frame is {picture.shape[1]}x{picture.shape[0]}, its picture {w}x{h}")
+    frame = np.zeros((layout.size[1], layout.size[0], 3), np.float32)
+    frame[y:y + h, x:x + w] = picture
+    return frame
+
+
 def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int, problems: list[str] | None = None,
-                      times: FrameTimes | None = None,
-                      shrunk: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+                      times: FrameTimes | None = None, shrunk: tuple[int, int] | None = None,
+                      bars: Bars | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), or at ``shrunk`` (w, h) reduced by
-    ffmpeg, from frame ``skip`` on, until the decoder stops. With the file's ``times``, a frame far
+    ffmpeg, from frame ``skip`` on, until the decoder stops; with ``bars``, only the picture inside
+    them. With the file's ``times``, a frame far
     into it is reached by seeking (exactly: the frame is found by its time stamp); without them,
     or if the seek misses, by decoding through.
     """
     seek = _seek_position(times, skip)
     if seek is not None and times is not None and times not in _SEEKS_MISSED:
-        sought = _sought_pictures(path, pictures, seek, times.seconds(skip), shrunk)
+        sought = _sought_pictures(path, pictures, seek, times.seconds(skip), shrunk, bars)
         first = next(sought, None)
         if first is not None:
             yield first
@@ -558,15 +698,21 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int, problems: 
             return
         _SEEKS_MISSED.add(times)  # one miss says the file does not seek well: do not pay for it again
         log.info("%s: a seek to frame %d missed it; decoding from the start instead", path, skip)
-    yield from _pictures_through(path, pictures, skip, problems, shrunk)
+    yield from _pictures_through(path, pictures, skip, problems, shrunk, bars)
 
 
-def _final_scale(pictures: PictureFormat, shrunk: tuple[int, int] | None) -> tuple[int, int, str]:
-    """(w, h) of the frames piped out and the scale filter that makes them: the stored size (the
-    pixels OpenCV would give), or a reduction by area averaging inside ffmpeg."""
+def _final_scale(pictures: PictureFormat, shrunk: tuple[int, int] | None,
+                 bars: Bars | None = None) -> tuple[int, int, str]:
+    """(w, h) of the frames piped out and the filters that make them: the stored size (the pixels
+    OpenCV would give), or a reduction by area averaging inside ffmpeg; of the picture inside
+    ``bars`` when given."""
+    w, h, crop = pictures.width, pictures.height, ""
+    if bars is not None:
+        w, h = w - bars.left - bars.right, h - bars.top - bars.bottom
+        crop = f"crop={w}:{h}:{bars.left}:{bars.top},"
     if shrunk is None:
-        return pictures.width, pictures.height, f"scale={pictures.width}:{pictures.height}"
-    return shrunk[0], shrunk[1], f"scale={shrunk[0]}:{shrunk[1]}:flags=area"
+        return w, h, f"{crop}scale={w}:{h}"
+    return shrunk[0], shrunk[1], f"{crop}scale={shrunk[0]}:{shrunk[1]}:flags=area"
 
 
 def _rgb_pipe(path: Path, before_input: list[str], filters: list[str]) -> list[str]:
@@ -579,7 +725,7 @@ def _rgb_pipe(path: Path, before_input: list[str], filters: list[str]) -> list[s
 
 
 def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: list[str] | None = None,
-                      shrunk: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+                      shrunk: tuple[int, int] | None = None, bars: Bars | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, decoded
     from the file's start until the decoder stops.
 
@@ -593,7 +739,7 @@ def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: 
     complaints about damaged data (a truncated file, corrupt packets) go into ``problems``: an
     intact file decodes silently. If ffmpeg fails before a single frame, that is an error.
     """
-    w, h, scale = _final_scale(pictures, shrunk)
+    w, h, scale = _final_scale(pictures, shrunk, bars)
     command = _rgb_pipe(path, ["-loglevel", "error"],
                         [*_shown_filters(pictures), *([f"trim=start_frame={skip}"] if skip else []), scale])
     # stderr to a file, not a pipe: a badly damaged file can print more than a pipe holds.
@@ -641,22 +787,15 @@ class FrameTimes:
         return self.pts[index] * self.time_base
 
 
-def frame_times(path: Path | str) -> FrameTimes | None:
+@_per_file_version(maxsize=16)
+def frame_times(path: Path) -> FrameTimes | None:
     """Each frame's stored presentation time (one decoding pass without pixel conversion), or None
-    when the times cannot find frames (none decode, or two frames share a time or run backwards).
-    Cached per file version."""
-    path = Path(path)
-    stat = path.stat()
-    return _frame_times(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _frame_times(path: str, _mtime_ns: int, _size: int) -> FrameTimes | None:
+    when the times cannot find frames (none decode, or two frames share a time or run backwards)."""
     # A damaged file is not sought: decoding through conceals damage from the frames before it,
     # a seek from a key frame would not, and the frames would differ from those other reads saw.
-    start = _START.search(ffmpeg_info(Path(path)))
+    start = _START.search(ffmpeg_info(path))
     try:
-        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", path,
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", str(path),
                                "-map", "0:V:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
                                "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
                               capture_output=True, text=True, errors="replace", timeout=FRAME_TIMES_SECONDS,
@@ -684,7 +823,7 @@ def _seek_position(times: FrameTimes | None, skip: int) -> Fraction | None:
 
 
 def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wanted: Fraction,
-                     shrunk: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+                     shrunk: tuple[int, int] | None = None, bars: Bars | None = None) -> Iterator[np.ndarray]:
     """Frames from the one shown at ``wanted`` seconds (stored time) on, after seeking ffmpeg to
     ``position``; yields nothing when the seek landed past that frame or lost track of it.
 
@@ -694,7 +833,7 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
     matched to its time and the ones before the wanted frame are dropped here. They still pass through bwdif, which so sees the
     same neighbours as when decoding through.
     """
-    w, h, scale = _final_scale(pictures, shrunk)
+    w, h, scale = _final_scale(pictures, shrunk, bars)
     command = _rgb_pipe(path, ["-nostats", "-loglevel", "info", "-noaccurate_seek", "-copyts",
                                "-ss", f"{float(position):.6f}"],
                         ["showinfo=checksum=0", *_shown_filters(pictures), scale])
@@ -744,7 +883,7 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
 
 def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = None,
                 problems: list[str] | None = None, times: FrameTimes | None = None,
-                glance: bool = False) -> Iterator[np.ndarray]:
+                glance: bool = False, picture_only: bool = False) -> Iterator[np.ndarray]:
     """RGB float32 [0, 255] frames at the working size, frames [start, stop) of the file.
 
     Interlaced frames are deinterlaced and pixels that are not square are made square, so the
@@ -758,6 +897,9 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
     ``glance``: frames to judge, not to paint (cut detection, thumbnails). ffmpeg reduces them
     (area averaging) instead of piping every frame at full size to be reduced here: 7 ms a frame
     instead of 32-36 for a 4K clip read at 160 px. The pixels differ slightly from the default's.
+
+    ``picture_only``: frames of the picture inside the video's black bars (``frame_layout``'s box at
+    this size), when it has any; what is painted.
     """
     path = Path(path)
     if not path.is_file():
@@ -765,10 +907,12 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
     pictures = picture_format(path)
     if pictures is None:
         return
-    aspect = pictures.sample_aspect
-    target = working_size(max(1, round(pictures.width * aspect)), pictures.height, size)
-    shrunk = target if glance and target[0] * target[1] < pictures.width * pictures.height else None
-    source = _decoded_pictures(path, pictures, start, problems, times, shrunk)
+    layout = frame_layout(path, size) if picture_only else None
+    bars = picture_bars(path) if layout is not None else None
+    target = layout.box[2:] if layout is not None else working_size(*pictures.display_size, size)
+    stored = _final_scale(pictures, None, bars)[:2]
+    shrunk = target if glance and target[0] * target[1] < stored[0] * stored[1] else None
+    source = _decoded_pictures(path, pictures, start, problems, times, shrunk, bars)
     try:
         for index, rgb in enumerate(source, start):
             if stop is not None and index >= stop:  # before the first frame: an empty range
@@ -792,8 +936,9 @@ class FrameCursor:
     the file's ``frame_times``, are given).
     """
 
-    def __init__(self, path: Path | str, size: int, times: FrameTimes | None = None) -> None:
-        self.path, self.size, self.times = Path(path), size, times
+    def __init__(self, path: Path | str, size: int, times: FrameTimes | None = None,
+                 picture_only: bool = False) -> None:
+        self.path, self.size, self.times, self.picture_only = Path(path), size, times, picture_only
         self._frames: Iterator[np.ndarray] | None = None
         self.position = 0  # index of the next frame the decoder yields
         self.last: np.ndarray | None = None  # frame position - 1
@@ -809,7 +954,7 @@ class FrameCursor:
             start += 1
         if self._frames is None or start < self.position:
             self.close()
-            self._frames = read_frames(self.path, self.size, start, times=self.times)
+            self._frames = read_frames(self.path, self.size, start, times=self.times, picture_only=self.picture_only)
             self.position = start
             self.opens += 1
         for frame in self._frames:
