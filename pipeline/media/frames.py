@@ -2,7 +2,8 @@
 
 Frames are decoded by ffmpeg through a pipe (the binary bundled with imageio-ffmpeg), interlaced
 ones deinterlaced (bwdif), and pixels that are not square (DV, DVD, HDV) made square at the working
-size; OpenCV reads the container's announced frame count and rate, and resizes. The pip build of
+size; OpenCV reads the container's announced frame count and rate, and resizes. What is painted
+can be the picture inside the video's black bars alone (``picture_bars``, ``frame_layout``). The pip build of
 OpenCV has no H.264 encoder, so frames go to ffmpeg through a pipe as well: raw pixels (4:2:0
 planes made here for H.264 and HEVC, RGB otherwise) at the exact rational rate when the source's
 frames sit on a constant-rate grid, or a minimal Matroska stream that carries each frame's
