@@ -512,7 +512,12 @@ def test_black_bars_are_found_where_every_sampled_frame_has_them_in_pairs(tmp_pa
     assert layout is not None and layout.size == (160, 90) and layout.box[2] == 160 and 65 <= layout.box[3] <= 68
     picture = next(read_frames(letterbox, 160, picture_only=True))
     assert picture.shape == (layout.box[3], 160, 3) and picture[:2].mean() > 30  # no black rows painted
-    assert next(read_frames(letterbox, 160)).shape == (90, 160, 3)  # reads for judging keep the whole frame
+    whole = next(read_frames(letterbox, 160))
+    assert whole.shape == (90, 160, 3)  # reads for judging keep the whole frame
+    x, y, w, h = layout.box  # the picture is the whole frame's, in place (not shifted by a line)
+    assert np.abs(picture - whole[y:y + h, x:x + w]).mean() < 6.0
+    assert np.abs(picture[1:] - whole[y:y + h - 1, x:x + w]).mean() > np.abs(picture - whole[y:y + h, x:x + w]).mean()
+    assert frame_layout(letterbox, 64) is None  # a 64x26 picture is too small to paint: the 64x36 frame is
     found = picture_bars(pillarbox)
     assert found is not None and (found.top, found.bottom) == (0, 0) and 38 <= found.left <= 41
     assert picture_bars(one_side) is None and picture_bars(bare) is None
@@ -527,6 +532,7 @@ def test_black_bars_are_found_where_every_sampled_frame_has_them_in_pairs(tmp_pa
 
     assert bars_of([framed(40, 40), framed(40, 12)]) is None
     assert bars_of([framed(80, 82)]) is None
-    assert bars_of([framed(40, 42), framed(45, 44)]) == Bars(0, 40, 0, 42)
+    # (one line more to each bar: the picture's outermost line is blended with it)
+    assert bars_of([framed(40, 42), framed(45, 44)]) == Bars(0, 41, 0, 43)
     assert bars_of([framed(40, 42, width=100), framed(45, 44, width=100)]) is None
-    assert bars_of([framed(40, 42, filled=250), framed(45, 44, width=100)]) == Bars(0, 40, 0, 42)
+    assert bars_of([framed(40, 42, filled=250), framed(45, 44, width=100)]) == Bars(0, 41, 0, 43)

@@ -426,3 +426,31 @@ def test_a_letterboxed_clip_is_painted_inside_its_bars_and_delivered_with_them_b
     for frame in read_frames(out / "film.mp4", 96):
         assert frame[:6].max() < 12 and frame[-6:].max() < 12  # the bars came back black
         assert frame[9:45].mean() > 40  # and the picture between them painted
+
+
+def test_frames_kept_from_a_run_that_judged_the_bars_otherwise_are_painted_again(tmp_path, style_png):
+    """A resumed video whose kept frames have another shape than this run paints (its bars judged
+    otherwise then) is painted again rather than assembled from frames that no longer fit."""
+    from unittest import mock
+
+    from pipeline.batch.ledger import Ledger
+    from pipeline.media import frames as media
+
+    clip = tmp_path / "film.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=192x80:rate=25", "-vf", "pad=192:108:0:14", "-frames:v", "4",
+           *H264, str(clip))
+    out = tmp_path / "out"
+    args = ("video", clip, "--style", style_png, "-o", out, "--size", 96, "-n", 2, "--later-iterations", 1,
+            "--save-frames", "-q")
+    with mock.patch.object(media, "picture_bars", lambda path: None):  # bars not seen: the whole frame painted
+        assert run(*args).exit_code == 0
+    kept = sorted(frames_dir(out, "film.mp4").rglob("*.png"))
+    assert Image.open(kept[0]).size == (96, 54)
+    ledger = Ledger(out)
+    ledger.mark_pending("film.mp4")  # as if the run had stopped before its encode
+    ledger.close()
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    kept = sorted(frames_dir(out, "film.mp4").rglob("*.png"))
+    assert len(kept) == 4 and Image.open(kept[0]).size[1] < 54  # painted again, inside the bars
+    assert all(frame[:6].max() < 12 for frame in read_frames(out / "film.mp4", 96))

@@ -95,7 +95,8 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
             tasks.append(Task(("image", item.id), request, str(item.source), extra={"item": item}, groupable=True))
             continue
         try:
-            state = prepare_video(item, ledger, cfg, digest, worker_count)
+            state = prepare_video(item, ledger, cfg, digest, worker_count,
+                                  picture_only=not any(opts.style_masks or []))
         except NstError as exc:
             fail_item(item, getattr(exc, "reason", None) or exc.message)
             continue

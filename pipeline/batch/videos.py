@@ -51,10 +51,14 @@ class VideoState:
     cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
     display: tuple[int, int] | None = None  # the source's (w, h) as shown: image.keep_resolution delivers that
     times: FrameTimes | bool | None = None  # measured once a read far into the source needed them; False: unusable
+    # Only the picture inside black bars is painted (style masks are drawn on the whole frame: then all of it).
+    picture_only: bool = True
 
 
-def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int) -> VideoState:
-    """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan."""
+def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers: int,
+                  picture_only: bool = True) -> VideoState:
+    """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan.
+    ``picture_only``: paint the picture inside the video's black bars alone."""
     from pipeline.media.cuts import CutDetector
     from pipeline.media.frames import probe, read_frames
 
@@ -64,7 +68,7 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
         detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
         starts, count, damage = [], 0, []
         for index, frame in enumerate(read_frames(item.source, 160, problems=damage, glance=True,
-                                                         picture_only=True)):  # cuts
+                                                         picture_only=picture_only)):  # cuts
             if detector.push(frame):
                 starts.append(index)
             count += 1
@@ -91,8 +95,43 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     done = {r["idx"] for r in rows if r["state"] == DONE}
     seconds = sum(r["seconds"] or 0.0 for r in rows)
     progress = {r["idx"]: r["done_frames"] for r in rows if r["state"] != DONE}
-    return VideoState(item, specs, info.fps, info.has_audio, done, seconds, progress=progress,
-                      display=(info.width, info.height))
+    state = VideoState(item, specs, info.fps, info.has_audio, done, seconds, progress=progress,
+                       display=(info.width, info.height), picture_only=picture_only)
+    if progress or done:
+        check_kept_frames(state, ledger, cfg, digest)
+    return state
+
+
+def check_kept_frames(state: VideoState, ledger: Ledger, cfg: Config, digest: str) -> None:
+    """Frames kept from an earlier run must have the shape this run paints (the picture inside the
+    bars, judged afresh): were the bars judged otherwise then, the video is painted again."""
+    from pipeline.media.frames import working_size
+
+    spec = next((s for s in state.specs if s.idx in state.done or state.progress.get(s.idx)), None)
+    if spec is None or state.display is None:
+        return
+    try:
+        kept = read_segment_frame(Path(ledger.out_dir), state.item.id, spec, spec.stop - 1 if spec.reverse
+                                  else spec.start)
+    except (OSError, ValueError):
+        return  # a frame missing or damaged on disk is reported where it is read
+    layout = painted_layout(state, cfg)
+    expected = layout.box[2:] if layout is not None else working_size(*state.display, cfg.image.size)
+    if (kept.shape[1], kept.shape[0]) != tuple(expected):
+        log.warning("%s: the frames kept are %dx%d, this run paints %dx%d; painting it again", state.item.id,
+                    kept.shape[1], kept.shape[0], *expected)
+        ledger.set_segments(state.item.id, state.specs, digest)
+        shutil.rmtree(frames_dir(Path(ledger.out_dir), state.item.id), ignore_errors=True)
+        state.done.clear()
+        state.progress.clear()
+        state.seconds = 0.0
+
+
+def painted_layout(state: VideoState, cfg: Config):
+    """Where the painted picture goes in the delivered frame, when it was painted inside bars."""
+    from pipeline.media.frames import frame_layout
+
+    return frame_layout(state.item.source, cfg.image.size) if state.picture_only else None
 
 
 # Painted frames wait on disk as PNG until their video is encoded: 2.1-2.4 bytes a pixel measured on
@@ -150,12 +189,12 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     import cv2
 
     from pipeline.core.arrays import resize
-    from pipeline.media.frames import delivered_size, encode_video, frame_layout, in_bars
+    from pipeline.media.frames import delivered_size, encode_video, in_bars
 
     frames = assembled_frames(out_dir, state.item.id, state.specs)
     if cfg.video.follow_fades and cfg.image.preserve_colors == "off":
         frames = faded_frames(frames, state)
-    layout = frame_layout(state.item.source, cfg.image.size)
+    layout = painted_layout(state, cfg)
     if layout is not None:  # the picture was painted without its black bars: they go back around it
         frames = (in_bars(frame, layout) for frame in frames)
     if cfg.image.keep_resolution and state.display is not None:
@@ -171,16 +210,16 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
 LEVEL_SIDE = 160  # px: a frame's mean light, read as cut detection reads frames (7 ms a 4K frame)
 
 
-def content_levels(item: Item, count: int) -> np.ndarray:
+def content_levels(item: Item, count: int, picture_only: bool = True) -> np.ndarray:
     """The mean grey level [0, 255] of each of the source's first ``count`` frames (NaN past the
-    frames that decode)."""
+    frames that decode), inside any black bars with ``picture_only``."""
     import cv2
 
     from pipeline.media.frames import read_frames
 
     levels = np.full(count, np.nan)
     for index, frame in enumerate(read_frames(item.source, LEVEL_SIDE, stop=count, glance=True,
-                                                          picture_only=True)):
+                                                          picture_only=picture_only)):
         levels[index] = float(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).mean())
     return levels
 
@@ -189,7 +228,8 @@ def faded_frames(frames: Iterable[np.ndarray], state: VideoState) -> Iterator[np
     """The painted frames taken towards black or white where the content fades (``fade_gains``)."""
     from pipeline.core.temporal import fade_gains, follow_fade
 
-    gains = fade_gains(content_levels(state.item, frame_count(state.specs)), {s.shot_start for s in state.specs})
+    levels = content_levels(state.item, frame_count(state.specs), state.picture_only)
+    gains = fade_gains(levels, {s.shot_start for s in state.specs})
     followed = int((gains < 1.0).any(axis=1).sum())
     if followed:
         log.info("%s: %d frame(s) of fades taken towards black or white", state.item.id, followed)
@@ -217,20 +257,22 @@ def source_times(state: VideoState, start: int) -> FrameTimes | None:
     return state.times if isinstance(state.times, FrameTimes) else None
 
 
-def read_range(item: Item, start: int, stop: int, size: int, times: FrameTimes | None = None) -> list[np.ndarray]:
-    return list(iter_range(item, start, stop, size, times=times))
+def read_range(state: VideoState, start: int, stop: int, size: int,
+               times: FrameTimes | None = None) -> list[np.ndarray]:
+    return list(iter_range(state, start, stop, size, times=times))
 
 
-def iter_range(item: Item, start: int, stop: int, size: int, frames: Iterable[np.ndarray] | None = None,
+def iter_range(state: VideoState, start: int, stop: int, size: int, frames: Iterable[np.ndarray] | None = None,
                times: FrameTimes | None = None) -> Iterator[np.ndarray]:
     """Frames [start, stop) as uint8 at the working size, the picture inside any black bars (decoded
     here unless ``frames`` brings them; ``times``: the source's FrameTimes, to seek there); a frame
     that does not decode is an error."""
     from pipeline.media.frames import read_frames
 
+    item = state.item
     count = 0
     if frames is None:
-        frames = read_frames(item.source, size, start, stop, times=times, picture_only=True)
+        frames = read_frames(item.source, size, start, stop, times=times, picture_only=state.picture_only)
     for frame in frames:
         count += 1
         yield frame.astype(np.uint8)
@@ -256,12 +298,12 @@ def key_steps(state: VideoState, spec: SegmentSpec, cfg: Config) -> list:
         keys = keys[-1:]
     steps = []
     for i, key in enumerate(keys):
-        frames = read_range(state.item, key, settle_stop(key, state.specs, cfg.video.settle_frames), size,
+        frames = read_range(state, key, settle_stop(key, state.specs, cfg.video.settle_frames), size,
                             times=source_times(state, key))
         flow = mask = None
         if i > 0:
             if (keys[i - 1], key) not in state.flows:
-                frames_between = iter_range(state.item, keys[i - 1], key + 1, size,
+                frames_between = iter_range(state, keys[i - 1], key + 1, size,
                                             times=source_times(state, keys[i - 1]))
                 state.flows[keys[i - 1], key] = composite_flow(frames_between, max_side=COMPOSITE_FLOW_SIDE)
             flow, mask = state.flows[keys[i - 1], key]
@@ -280,13 +322,14 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
 
     def read(first: int, stop: int) -> list[np.ndarray]:
         if spec.reverse:  # each chunk lies before the last one: sought afresh
-            return read_range(item, first, stop, cfg.image.size, times=source_times(state, first))
+            return read_range(state, first, stop, cfg.image.size, times=source_times(state, first))
         from pipeline.media.frames import FrameCursor
 
         # consecutive ranges, each starting with the previous one's last frame: one open decoder
         cursor = state.cursors.setdefault(spec.idx, FrameCursor(item.source, cfg.image.size,
-                                                                source_times(state, first), picture_only=True))
-        return list(iter_range(item, first, stop, cfg.image.size, cursor.read(first, stop)))
+                                                                source_times(state, first),
+                                                                picture_only=state.picture_only))
+        return list(iter_range(state, first, stop, cfg.image.size, cursor.read(first, stop)))
 
     def request() -> ChunkRequest:
         previous_index = chain_previous(spec, lo, hi)

@@ -115,7 +115,8 @@ FADE_KNEE = 0.7
 FADE_FLOOR = 40.0
 # A dip to white: frames brighter than this (and than their shot's usual light, past the knee) are
 # taken towards white. Only there, because a shot that is mostly a fade to black has a dark median
-# and its ordinary frames are brighter than that.
+# and its ordinary frames are brighter than that. No floor on that side: a bright shot (a white
+# page, snow) keeps its usual frames as painted.
 WHITE_FROM = 200.0
 
 
@@ -130,7 +131,7 @@ def fade_gains(levels: Sequence[float], shot_starts: Iterable[int]) -> np.ndarra
         if np.isnan(shot).all():
             continue
         usual = float(np.nanmedian(shot))
-        to_white_from = min(255.0 - WHITE_FROM, FADE_KNEE * max(255.0 - usual, FADE_FLOOR))
+        to_white_from = max(min(255.0 - WHITE_FROM, FADE_KNEE * (255.0 - usual)), 1e-6)
         with np.errstate(invalid="ignore"):
             gains[a:b, 0] = shot / (FADE_KNEE * max(usual, FADE_FLOOR))
             gains[a:b, 1] = (255.0 - shot) / to_white_from

@@ -620,7 +620,12 @@ def bars_of(contents: Sequence[np.ndarray]) -> Bars | None:
         return None
     if w - left - right < BAR_LEAST_PICTURE * w or h - top - bottom < BAR_LEAST_PICTURE * h:
         return None
-    return Bars(left, top, right, bottom)
+    # One line more to each bar: the picture's outermost line is blended with the bar by 4:2:0
+    # chroma and scaling (a bar padded at 23 lines is found at 22, its 23rd line dark grey).
+    def grown(bar: int) -> int:
+        return bar + 1 if bar else 0
+
+    return Bars(grown(left), grown(top), grown(right), grown(bottom))
 
 
 @_per_file_version(maxsize=64)
@@ -657,8 +662,12 @@ class FrameLayout:
     box: tuple[int, int, int, int]  # (x, y, w, h) of the picture in it
 
 
+PICTURE_LEAST_SIDE = 32  # px: VGG-19's least input (pipeline.core.arrays.MIN_SIDE); a smaller picture is painted whole
+
+
 def frame_layout(path: Path | str, size: int) -> FrameLayout | None:
-    """The layout of the video's frames at working size ``size`` when it has black bars, else None."""
+    """The layout of the video's frames at working size ``size`` when it has black bars, else None
+    (also when the picture inside them would be too small to paint at that size)."""
     bars = picture_bars(path)
     pictures = picture_format(path)
     if bars is None or pictures is None:
@@ -667,7 +676,9 @@ def frame_layout(path: Path | str, size: int) -> FrameLayout | None:
     sx, sy = full[0] / pictures.width, full[1] / pictures.height
     x0, x1 = round(bars.left * sx), round((pictures.width - bars.right) * sx)
     y0, y1 = round(bars.top * sy), round((pictures.height - bars.bottom) * sy)
-    return FrameLayout(full, (x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+    if min(x1 - x0, y1 - y0) < PICTURE_LEAST_SIDE <= min(full):
+        return None
+    return FrameLayout(full, (x0, y0, x1 - x0, y1 - y0))
 
 
 def in_bars(picture: np.ndarray, layout: FrameLayout) -> np.ndarray:
@@ -710,7 +721,7 @@ def _final_scale(pictures: PictureFormat, shrunk: tuple[int, int] | None,
     w, h, crop = pictures.width, pictures.height, ""
     if bars is not None:
         w, h = w - bars.left - bars.right, h - bars.top - bars.bottom
-        crop = f"crop={w}:{h}:{bars.left}:{bars.top},"
+        crop = f"crop={w}:{h}:{bars.left}:{bars.top}:exact=1,"  # exact: not rounded to the chroma grid
     if shrunk is None:
         return w, h, f"{crop}scale={w}:{h}"
     return shrunk[0], shrunk[1], f"{crop}scale={shrunk[0]}:{shrunk[1]}:flags=area"
