@@ -21,7 +21,7 @@ from pipeline.cli.main import app
 from pipeline.core.chain import stylize_sequence
 from pipeline.core.stylizer import Stylizer
 from pipeline.errors import NstError, VideoError
-from pipeline.media.frames import decoded_seconds, encode_video, ffmpeg_exe, probe, read_frames
+from pipeline.media.frames import decoded_seconds, encode_video, ffmpeg_exe, picture_bars, probe, read_frames
 
 runner = CliRunner()
 NTSC = Fraction(30000, 1001)
@@ -454,3 +454,17 @@ def test_frames_kept_from_a_run_that_judged_the_bars_otherwise_are_painted_again
     kept = sorted(frames_dir(out, "film.mp4").rglob("*.png"))
     assert len(kept) == 4 and Image.open(kept[0]).size[1] < 54  # painted again, inside the bars
     assert all(frame[:6].max() < 12 for frame in read_frames(out / "film.mp4", 96))
+
+
+def test_a_subtitle_in_the_bars_that_the_samples_missed_keeps_the_whole_frame_painted(tmp_path, style_png):
+    clip = tmp_path / "subtitled.mp4"  # 48 frames; a caption in the bottom bar over frames 0-1 only
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=192x80:rate=25", "-vf",
+           "pad=192:108:0:14,drawbox=x=60:y=98:w=72:h=6:color=white:t=fill:enable='lt(n,2)'", "-frames:v", "48",
+           *H264, str(clip))
+    assert picture_bars(clip) is not None  # the frames sampled over the clip show no caption
+    out = tmp_path / "out"
+    result = run("video", clip, "--style", style_png, "-o", out, "--size", 96, "-n", 1, "--later-iterations", 1,
+                 "--save-frames", "-q")
+    assert result.exit_code == 0, result.output
+    kept = sorted(frames_dir(out, "subtitled.mp4").rglob("*.png"))
+    assert len(kept) == 48 and Image.open(kept[0]).size == (96, 54)  # painted whole, the caption with it

@@ -38,6 +38,9 @@ from pipeline.errors import InputError, NstError
 log = logging.getLogger(__name__)
 
 
+GLANCE_SIDE = 160  # px: frames judged rather than painted (cuts, bars, light): 7 ms a 4K frame
+
+
 @dataclass
 class VideoState:
     item: Item
@@ -60,15 +63,22 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan.
     ``picture_only``: paint the picture inside the video's black bars alone."""
     from pipeline.media.cuts import CutDetector
-    from pipeline.media.frames import probe, read_frames
+    from pipeline.media.frames import frame_layout, lit_bars, probe, read_frames
 
     info = probe(item.source)
     specs = ledger.segment_specs(item.id)
+    # Bars are found on frames sampled over the clip; every frame is checked here, at a glance,
+    # so a subtitle or a wider part the samples missed is not painted over black.
+    layout = frame_layout(item.source, GLANCE_SIDE, least_side=1) if picture_only else None
+    lit = 0
     if not specs:
         detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
         starts, count, damage = [], 0, []
-        for index, frame in enumerate(read_frames(item.source, 160, problems=damage, glance=True,
-                                                         picture_only=picture_only)):  # cuts
+        for index, frame in enumerate(read_frames(item.source, GLANCE_SIDE, problems=damage, glance=True)):
+            if layout is not None:
+                lit += lit_bars(frame, layout)
+                x, y, w, h = layout.box
+                frame = frame[y:y + h, x:x + w]  # cuts are judged on the picture
             if detector.push(frame):
                 starts.append(index)
             count += 1
@@ -91,6 +101,11 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
         specs = plan_segments(count, starts, length, overlap)
         ledger.set_segments(item.id, specs, digest)
         log.info("%s: %d frames, %d shot(s), %d segment(s)", item.id, count, len(starts), len(specs))
+    elif layout is not None:  # resumed: judged again, as the frames kept were painted
+        lit = sum(lit_bars(frame, layout) for frame in read_frames(item.source, GLANCE_SIDE, glance=True))
+    if lit:
+        log.info("%s: something shows in its black bars in %d frame(s); the whole frame is painted", item.id, lit)
+        picture_only = False
     rows = ledger.segments(item.id)
     done = {r["idx"] for r in rows if r["state"] == DONE}
     seconds = sum(r["seconds"] or 0.0 for r in rows)
@@ -207,7 +222,6 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
                  source=state.item.source)
 
 
-LEVEL_SIDE = 160  # px: a frame's mean light, read as cut detection reads frames (7 ms a 4K frame)
 
 
 def content_levels(item: Item, count: int, picture_only: bool = True) -> np.ndarray:
@@ -218,7 +232,7 @@ def content_levels(item: Item, count: int, picture_only: bool = True) -> np.ndar
     from pipeline.media.frames import read_frames
 
     levels = np.full(count, np.nan)
-    for index, frame in enumerate(read_frames(item.source, LEVEL_SIDE, stop=count, glance=True,
+    for index, frame in enumerate(read_frames(item.source, GLANCE_SIDE, stop=count, glance=True,
                                                           picture_only=picture_only)):
         levels[index] = float(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).mean())
     return levels

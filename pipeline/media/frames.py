@@ -665,9 +665,10 @@ class FrameLayout:
 PICTURE_LEAST_SIDE = 32  # px: VGG-19's least input (pipeline.core.arrays.MIN_SIDE); a smaller picture is painted whole
 
 
-def frame_layout(path: Path | str, size: int) -> FrameLayout | None:
+def frame_layout(path: Path | str, size: int, least_side: int = PICTURE_LEAST_SIDE) -> FrameLayout | None:
     """The layout of the video's frames at working size ``size`` when it has black bars, else None
-    (also when the picture inside them would be too small to paint at that size)."""
+    (also when the picture inside them would be under ``least_side`` at that size, too small to
+    paint)."""
     bars = picture_bars(path)
     pictures = picture_format(path)
     if bars is None or pictures is None:
@@ -676,9 +677,21 @@ def frame_layout(path: Path | str, size: int) -> FrameLayout | None:
     sx, sy = full[0] / pictures.width, full[1] / pictures.height
     x0, x1 = round(bars.left * sx), round((pictures.width - bars.right) * sx)
     y0, y1 = round(bars.top * sy), round((pictures.height - bars.bottom) * sy)
-    if min(x1 - x0, y1 - y0) < PICTURE_LEAST_SIDE <= min(full):
+    if min(x1 - x0, y1 - y0) < least_side <= min(full):
         return None
     return FrameLayout(full, (x0, y0, x1 - x0, y1 - y0))
+
+
+BAR_LIT = 0.002  # share of a bar's pixels above BAR_LEVEL that says it holds picture (a subtitle, a logo)
+
+
+def lit_bars(frame: np.ndarray, layout: FrameLayout) -> bool:
+    """Whether a whole frame (at the layout's size) shows something in its bars; the line next to
+    the picture, blended with it, left out."""
+    x, y, w, h = layout.box
+    content = np.asarray(frame).max(axis=2) > BAR_LEVEL
+    bars = [content[:max(0, y - 1)], content[y + h + 1:], content[:, :max(0, x - 1)], content[:, x + w + 1:]]
+    return any(bar.size and bar.mean() > BAR_LIT for bar in bars)
 
 
 def in_bars(picture: np.ndarray, layout: FrameLayout) -> np.ndarray:
