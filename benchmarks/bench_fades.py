@@ -10,7 +10,8 @@ the static shot, to white on the handheld one; the last two frames are all black
 is painted by ``nst video`` with the defaults (a different painting per shot) and again with
 ``video.follow_fades = false``; the delivered MP4 is read back as OpenCV decodes it. Printed per
 shot: the content's mean grey level at the first frame, the fade's start, its middle and the last
-frame, the same for the two deliveries, and how far the frames before the fade moved between them.
+frame, its last before the all black (or white) frames and the last frame, the same for the two
+deliveries, and how far the frames before the fade moved between them.
 
 Also printed: how many frames of the three whole clips (their own shots as cut detection finds
 them, 502 frames, no fades) the rule would touch at all.
@@ -86,9 +87,10 @@ def touched_in_whole_clips() -> str:
     return f"frames the rule touches in the three whole clips (no fades): {touched} of {total}"
 
 
-def picks(frames: int) -> tuple[int, int, int, int]:
-    """The first frame, the fade's first, its middle and the last."""
-    return 0, frames - round(0.4 * frames), frames - 2 - round(0.4 * frames) // 2, frames - 1
+def picks(frames: int) -> tuple[int, int, int, int, int]:
+    """The first frame, the fade's first, its middle, its last before the all black (or white)
+    frames, and the last."""
+    return 0, frames - round(0.4 * frames), frames - 2 - round(0.4 * frames) // 2, frames - 3, frames - 1
 
 
 def main() -> None:
@@ -98,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     print(touched_in_whole_clips())
     print(f"{args.frames} frames per shot at {args.size} px, nst video defaults; grey level at frames "
-          f"{'/'.join(map(str, picks(args.frames)))} (first, fade starts, mid-fade, last)")
+          f"{'/'.join(map(str, picks(args.frames)))} (first, fade starts, mid-fade, fade's last, last)")
     with tempfile.TemporaryDirectory(prefix="nst-bench-fades-") as tmp:
         for name, clip_name, start, colour, style_name in SHOTS:
             clip = sample_clip(clip_name)

@@ -125,6 +125,9 @@ def test_fade_gains_follow_fades_and_dips_and_leave_ordinary_light_alone():
     assert to_white[22] == 0.0 and 0.0 < to_white[21] < 1.0 and np.all(np.delete(to_white, [21, 22, 23]) == 1.0)
     assert np.array_equal(fade_gains([np.nan, 50.0, np.nan], [0]), np.ones((3, 2)))
     assert np.array_equal(fade_gains(np.full(20, 240.0), [0]), np.ones((20, 2)))  # a white page stays as painted
+    # a fade to white whose white frames cut detection split off: they go on to white
+    split = fade_gains(np.concatenate([np.full(20, 120.0), [170, 220], [254, 255]]), [0, 22])[:, 1]
+    assert split[21] < 1.0 and np.all(split[22:] < 0.05)
     painted = np.full((4, 4, 3), 100.0, np.float32)
     assert np.array_equal(follow_fade(painted, (1.0, 1.0)), painted)
     assert follow_fade(painted, (0.5, 1.0)).mean() == 50.0 and follow_fade(painted, (1.0, 0.5)).mean() == 177.5

@@ -116,7 +116,8 @@ FADE_FLOOR = 40.0
 # A dip to white: frames brighter than this (and than their shot's usual light, past the knee) are
 # taken towards white. Only there, because a shot that is mostly a fade to black has a dark median
 # and its ordinary frames are brighter than that. No floor on that side: a bright shot (a white
-# page, snow) keeps its usual frames as painted.
+# page, snow) keeps its usual frames as painted. But white frames that cut detection made a shot of
+# their own, after a shot fading to white, take that shot's usual light: the fade goes on.
 WHITE_FROM = 200.0
 
 
@@ -126,15 +127,19 @@ def fade_gains(levels: Sequence[float], shot_starts: Iterable[int]) -> np.ndarra
     levels = np.asarray(levels, np.float64)
     gains = np.ones((len(levels), 2))
     bounds = sorted({0, len(levels), *(s for s in shot_starts if 0 < s < len(levels))})
+    whitening: float | None = None  # the usual light of the shot before, when it ended fading to white
     for a, b in itertools.pairwise(bounds):
         shot = levels[a:b]
         if np.isnan(shot).all():
+            whitening = None
             continue
         usual = float(np.nanmedian(shot))
-        to_white_from = max(min(255.0 - WHITE_FROM, FADE_KNEE * (255.0 - usual)), 1e-6)
+        white_usual = whitening if whitening is not None and usual > WHITE_FROM else usual
+        to_white_from = max(min(255.0 - WHITE_FROM, FADE_KNEE * (255.0 - white_usual)), 1e-6)
         with np.errstate(invalid="ignore"):
             gains[a:b, 0] = shot / (FADE_KNEE * max(usual, FADE_FLOOR))
             gains[a:b, 1] = (255.0 - shot) / to_white_from
+        whitening = white_usual if gains[b - 1, 1] < 1.0 else None
     gains[np.isnan(gains)] = 1.0
     return np.clip(gains, 0.0, 1.0)
 
