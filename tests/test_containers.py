@@ -26,6 +26,7 @@ from pipeline.media.frames import (
     frame_times,
     frame_timing,
     frames_lost,
+    lit_bars,
     output_suffix,
     picture_bars,
     picture_format,
@@ -520,6 +521,12 @@ def test_black_bars_are_found_where_every_sampled_frame_has_them_in_pairs(tmp_pa
     assert frame_layout(letterbox, 64) is None  # a 64x26 picture is too small to paint: the 64x36 frame is
     found = picture_bars(pillarbox)
     assert found is not None and (found.top, found.bottom) == (0, 0) and 38 <= found.left <= 41
+    # a saturated edge bleeds a dark colour into the bars of a reduced frame: not something in them
+    sky = tmp_path / "sky.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=0x2050D0:s=720x540:rate=25", "-frames:v", "10",
+           "-vf", "drawbox=x=200:y=200:w=300:h=200:color=white:t=fill,pad=960:540:128:0", *H264, str(sky))
+    glance = frame_layout(sky, 160, least_side=1)
+    assert glance is not None and not any(lit_bars(frame, glance) for frame in read_frames(sky, 160, glance=True))
     assert picture_bars(one_side) is None and picture_bars(bare) is None
     assert frame_layout(bare, 160) is None and next(read_frames(bare, 160, picture_only=True)).shape == (90, 160, 3)
     # in the samples: a subtitle in one bar unpairs them; bars around a tenth of the frame are a dark

@@ -128,6 +128,11 @@ def test_fade_gains_follow_fades_and_dips_and_leave_ordinary_light_alone():
     # a fade to white whose white frames cut detection split off: they go on to white
     split = fade_gains(np.concatenate([np.full(20, 120.0), [170, 220], [254, 255]]), [0, 22])[:, 1]
     assert split[21] < 1.0 and np.all(split[22:] < 0.05)
+    # but a bright shot after one that ends on a bright frame is no fade, nor is a bright shot's glint
+    after = fade_gains(np.concatenate([np.full(10, 180.0), [215], np.full(10, 225.0), np.full(10, 228.0)]), [0, 11, 21])
+    assert np.all(after[11:] == 1.0)
+    assert np.array_equal(fade_gains(np.concatenate([np.full(10, 230.0), [242, 244], np.full(5, 230.0)]), [0]),
+                          np.ones((17, 2)))
     painted = np.full((4, 4, 3), 100.0, np.float32)
     assert np.array_equal(follow_fade(painted, (1.0, 1.0)), painted)
     assert follow_fade(painted, (0.5, 1.0)).mean() == 50.0 and follow_fade(painted, (1.0, 0.5)).mean() == 177.5

@@ -115,10 +115,11 @@ FADE_KNEE = 0.7
 FADE_FLOOR = 40.0
 # A dip to white: frames brighter than this (and than their shot's usual light, past the knee) are
 # taken towards white. Only there, because a shot that is mostly a fade to black has a dark median
-# and its ordinary frames are brighter than that. No floor on that side: a bright shot (a white
-# page, snow) keeps its usual frames as painted. But white frames that cut detection made a shot of
-# their own, after a shot fading to white, take that shot's usual light: the fade goes on.
+# and its ordinary frames are brighter than that. A bright shot (a white page, snow; its usual
+# light above this) is left as painted. But a few white frames that cut detection made a shot of
+# their own, right after a shot fading up to white, take that shot's usual light: the fade goes on.
 WHITE_FROM = 200.0
+WHITE_SPLIT_FRAMES = 4  # at most this many frames in such a split-off shot
 
 
 def fade_gains(levels: Sequence[float], shot_starts: Iterable[int]) -> np.ndarray:
@@ -127,19 +128,23 @@ def fade_gains(levels: Sequence[float], shot_starts: Iterable[int]) -> np.ndarra
     levels = np.asarray(levels, np.float64)
     gains = np.ones((len(levels), 2))
     bounds = sorted({0, len(levels), *(s for s in shot_starts if 0 < s < len(levels))})
-    whitening: float | None = None  # the usual light of the shot before, when it ended fading to white
+    fading_up: tuple[float, float] | None = None  # (usual light, last level) of a shot that ended rising to white
     for a, b in itertools.pairwise(bounds):
         shot = levels[a:b]
         if np.isnan(shot).all():
-            whitening = None
+            fading_up = None
             continue
         usual = float(np.nanmedian(shot))
-        white_usual = whitening if whitening is not None and usual > WHITE_FROM else usual
-        to_white_from = max(min(255.0 - WHITE_FROM, FADE_KNEE * (255.0 - white_usual)), 1e-6)
+        white_usual: float | None = usual if usual <= WHITE_FROM else None
+        if (fading_up is not None and b - a <= WHITE_SPLIT_FRAMES and not np.isnan(shot[0])
+                and shot[0] >= fading_up[1]):
+            white_usual = fading_up[0]  # the fade before the cut goes on
         with np.errstate(invalid="ignore"):
             gains[a:b, 0] = shot / (FADE_KNEE * max(usual, FADE_FLOOR))
-            gains[a:b, 1] = (255.0 - shot) / to_white_from
-        whitening = white_usual if gains[b - 1, 1] < 1.0 else None
+            if white_usual is not None:
+                gains[a:b, 1] = (255.0 - shot) / max(min(255.0 - WHITE_FROM, FADE_KNEE * (255.0 - white_usual)), 1e-6)
+        rising = b - a >= 2 and shot[-1] > shot[-2] and gains[b - 1, 1] < 1.0
+        fading_up = (usual, float(shot[-1])) if rising and white_usual == usual else None
     gains[np.isnan(gains)] = 1.0
     return np.clip(gains, 0.0, 1.0)
 

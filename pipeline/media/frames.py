@@ -686,11 +686,12 @@ BAR_LIT = 0.002  # share of a bar's pixels above BAR_LEVEL that says it holds pi
 
 
 def lit_bars(frame: np.ndarray, layout: FrameLayout) -> bool:
-    """Whether a whole frame (at the layout's size) shows something in its bars; the line next to
-    the picture, blended with it, left out."""
+    """Whether a whole frame (at the layout's size) shows something in its bars. Judged on
+    brightness, and two lines next to the picture left out: reduced to a glance, a saturated edge
+    (a blue sky) bleeds a dark colour into them."""
     x, y, w, h = layout.box
-    content = np.asarray(frame).max(axis=2) > BAR_LEVEL
-    bars = [content[:max(0, y - 1)], content[y + h + 1:], content[:, :max(0, x - 1)], content[:, x + w + 1:]]
+    content = cv2.cvtColor(np.asarray(frame, np.float32), cv2.COLOR_RGB2GRAY) > BAR_LEVEL
+    bars = [content[:max(0, y - 2)], content[y + h + 2:], content[:, :max(0, x - 2)], content[:, x + w + 2:]]
     return any(bar.size and bar.mean() > BAR_LIT for bar in bars)
 
 
