@@ -222,8 +222,6 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
                  source=state.item.source)
 
 
-
-
 def content_levels(item: Item, count: int, picture_only: bool = True) -> np.ndarray:
     """The mean grey level [0, 255] of each of the source's first ``count`` frames (NaN past the
     frames that decode), inside any black bars with ``picture_only``."""

@@ -3,8 +3,8 @@
 Frames are decoded by ffmpeg through a pipe (the binary bundled with imageio-ffmpeg), interlaced
 ones deinterlaced (bwdif), and pixels that are not square (DV, DVD, HDV) made square at the working
 size; OpenCV reads the container's announced frame count and rate, and resizes. What is painted
-can be the picture inside the video's black bars alone (``picture_bars``, ``frame_layout``). The pip build of
-OpenCV has no H.264 encoder, so frames go to ffmpeg through a pipe as well: raw pixels (4:2:0
+of a video with black bars is the picture inside them (``picture_bars``, ``frame_layout``). The pip
+build of OpenCV has no H.264 encoder, so frames go to ffmpeg through a pipe as well: raw pixels (4:2:0
 planes made here for H.264 and HEVC, RGB otherwise) at the exact rational rate when the source's
 frames sit on a constant-rate grid, or a minimal Matroska stream that carries each frame's
 presentation time when they do not (variable frame rate). A second ffmpeg pass adds the source's
@@ -554,8 +554,8 @@ def _shown_filters(pictures: PictureFormat) -> list[str]:
 
 # Black bars: letterboxed films, 4:3 programmes pillarboxed in 16:9, phone clips windowboxed. Painted
 # as part of the picture they came out as a band of the style's texture around the film (Gatys's
-# loss paints a black area in the style's light), and the painting's light near them pulled towards
-# black. So the painting covers only the picture inside them, and the delivered frame puts them back.
+# loss paints a black area in the style's light; mean grey 40-77 in the bars of three real shots).
+# So the painting covers only the picture inside them, and the delivered frame puts them back.
 BAR_SAMPLES = 12  # frames spread over the clip; a bar is dark in every one of them
 BAR_LEVEL = 24  # a bar's decoded pixels stay at or below this grey level (coding noise on black)
 BAR_CONTENT = 0.005  # a line with more than this share of its pixels above BAR_LEVEL holds picture
@@ -710,9 +710,8 @@ def _decoded_pictures(path: Path, pictures: PictureFormat, skip: int, problems: 
                       bars: Bars | None = None) -> Iterator[np.ndarray]:
     """RGB uint8 frames at the stored size (rotation applied), or at ``shrunk`` (w, h) reduced by
     ffmpeg, from frame ``skip`` on, until the decoder stops; with ``bars``, only the picture inside
-    them. With the file's ``times``, a frame far
-    into it is reached by seeking (exactly: the frame is found by its time stamp); without them,
-    or if the seek misses, by decoding through.
+    them. With the file's ``times``, a frame far into it is reached by seeking (exactly: the frame
+    is found by its time stamp); without them, or if the seek misses, by decoding through.
     """
     seek = _seek_position(times, skip)
     if seek is not None and times is not None and times not in _SEEKS_MISSED:
