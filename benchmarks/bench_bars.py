@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import IMAGES, sample_clip
+from common import clip_and_style
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
@@ -97,10 +97,10 @@ def main() -> None:
     print(f"{args.frames} frames per clip, the whole frame at {args.size} px, nst video defaults")
     with tempfile.TemporaryDirectory(prefix="nst-bench-bars-") as tmp:
         for name, clip_name, picture, framing, style_name in CLIPS:
-            source = sample_clip(clip_name)
-            if source is None or not (IMAGES / style_name).is_file():
-                print(f"{name}: skipped ({clip_name} or {style_name} not found)")
+            found = clip_and_style(name, clip_name, style_name)
+            if found is None:
                 continue
+            source, style = found
             clip = cut(source, f"{picture},{framing}", args.frames, Path(tmp) / f"{Path(clip_name).stem}-framed.mp4")
             bare = cut(source, picture, args.frames, Path(tmp) / f"{Path(clip_name).stem}-bare.mp4")
             began = time.perf_counter()
@@ -110,10 +110,10 @@ def main() -> None:
             if layout is None:
                 print(f"\n{name}: no bars found ({search:.2f} s)")
                 continue
-            inside = paint(clip, IMAGES / style_name, Path(tmp) / "inside", args.size)
+            inside = paint(clip, style, Path(tmp) / "inside", args.size)
             with mock.patch.object(media, "picture_bars", lambda path: None):
-                whole = paint(clip, IMAGES / style_name, Path(tmp) / "whole", args.size)
-            alone = paint(bare, IMAGES / style_name, Path(tmp) / "alone", max(layout.box[2:]))
+                whole = paint(clip, style, Path(tmp) / "whole", args.size)
+            alone = paint(bare, style, Path(tmp) / "alone", max(layout.box[2:]))
             content = bars_and_edges(clip, layout)
             kept = bars_and_edges(Path(tmp) / "inside" / clip.name, layout)
             painted = bars_and_edges(Path(tmp) / "whole" / clip.name, layout)

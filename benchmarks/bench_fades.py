@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import IMAGES, sample_clip
+from common import clip_and_style, sample_clip
 
 from pipeline import config as config_mod
 from pipeline.core.temporal import fade_gains
@@ -103,14 +103,14 @@ def main() -> None:
           f"{'/'.join(map(str, picks(args.frames)))} (first, fade starts, mid-fade, fade's last, last)")
     with tempfile.TemporaryDirectory(prefix="nst-bench-fades-") as tmp:
         for name, clip_name, start, colour, style_name in SHOTS:
-            clip = sample_clip(clip_name)
-            if clip is None or not (IMAGES / style_name).is_file():
-                print(f"{name}: skipped ({clip_name} or {style_name} not found)")
+            found = clip_and_style(name, clip_name, style_name)
+            if found is None:
                 continue
+            clip, style = found
             faded = faded_clip(clip, start, args.frames, colour, Path(tmp) / f"{name}.mp4")
             content = [light(f) for f in read_frames(faded, args.size)]
-            followed, seconds_on = paint(faded, IMAGES / style_name, Path(tmp) / f"{name}-on", args.size, True)
-            held, seconds_off = paint(faded, IMAGES / style_name, Path(tmp) / f"{name}-off", args.size, False)
+            followed, seconds_on = paint(faded, style, Path(tmp) / f"{name}-on", args.size, True)
+            held, seconds_off = paint(faded, style, Path(tmp) / f"{name}-off", args.size, False)
             before = args.frames - round(0.4 * args.frames)
             moved = max(abs(a - b) for a, b in zip(followed[:before], held[:before]))
 

