@@ -518,7 +518,7 @@ def test_black_bars_are_found_where_every_sampled_frame_has_them_in_pairs(tmp_pa
     x, y, w, h = layout.box  # the picture is the whole frame's, in place (not shifted by a line)
     assert np.abs(picture - whole[y:y + h, x:x + w]).mean() < 6.0
     assert np.abs(picture[1:] - whole[y:y + h - 1, x:x + w]).mean() > np.abs(picture - whole[y:y + h, x:x + w]).mean()
-    assert frame_layout(letterbox, 64) is None  # a 64x26 picture is too small to paint: the 64x36 frame is
+    assert frame_layout(letterbox, 64) is None  # a 64x26 picture is too small to paint: the whole 64x36 frame is painted
     found = picture_bars(pillarbox)
     assert found is not None and (found.top, found.bottom) == (0, 0) and 38 <= found.left <= 41
     # a saturated edge bleeds a dark colour into the bars of a reduced frame: not something in them
