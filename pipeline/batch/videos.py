@@ -120,7 +120,7 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
 def check_kept_frames(state: VideoState, ledger: Ledger, cfg: Config, digest: str) -> None:
     """Frames kept from an earlier run must have the shape this run paints (the picture inside the
     bars, judged afresh): were the bars judged otherwise then, the video is painted again."""
-    from pipeline.media.frames import working_size
+    from pipeline.media.frames import painted_size
 
     spec = next((s for s in state.specs if s.idx in state.done or state.progress.get(s.idx)), None)
     if spec is None or state.display is None:
@@ -130,9 +130,8 @@ def check_kept_frames(state: VideoState, ledger: Ledger, cfg: Config, digest: st
                                   else spec.start)
     except (OSError, ValueError):
         return  # a frame missing or damaged on disk is reported where it is read
-    layout = painted_layout(state, cfg)
-    expected = layout.box[2:] if layout is not None else working_size(*state.display, cfg.image.size)
-    if (kept.shape[1], kept.shape[0]) != tuple(expected):
+    expected = painted_size(state.item.source, cfg.image.size, state.picture_only)
+    if expected is not None and (kept.shape[1], kept.shape[0]) != tuple(expected):
         log.warning("%s: the frames kept are %dx%d, this run paints %dx%d; painting it again", state.item.id,
                     kept.shape[1], kept.shape[0], *expected)
         ledger.set_segments(state.item.id, state.specs, digest)

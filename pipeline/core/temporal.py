@@ -136,15 +136,16 @@ def fade_gains(levels: Sequence[float], shot_starts: Iterable[int]) -> np.ndarra
             continue
         usual = float(np.nanmedian(shot))
         white_usual: float | None = usual if usual <= WHITE_FROM else None
-        if (fading_up is not None and b - a <= WHITE_SPLIT_FRAMES and not np.isnan(shot[0])
-                and shot[0] >= fading_up[1]):
+        carried = (fading_up is not None and b - a <= WHITE_SPLIT_FRAMES and not np.isnan(shot[0])
+                   and shot[0] >= fading_up[1])
+        if carried:
             white_usual = fading_up[0]  # the fade before the cut goes on
         with np.errstate(invalid="ignore"):
             gains[a:b, 0] = shot / (FADE_KNEE * max(usual, FADE_FLOOR))
             if white_usual is not None:
                 gains[a:b, 1] = (255.0 - shot) / max(min(255.0 - WHITE_FROM, FADE_KNEE * (255.0 - white_usual)), 1e-6)
         rising = b - a >= 2 and shot[-1] > shot[-2] and gains[b - 1, 1] < 1.0
-        fading_up = (usual, float(shot[-1])) if rising and white_usual == usual else None
+        fading_up = (usual, float(shot[-1])) if rising and not carried else None
     gains[np.isnan(gains)] = 1.0
     return np.clip(gains, 0.0, 1.0)
 

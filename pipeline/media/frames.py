@@ -682,6 +682,16 @@ def frame_layout(path: Path | str, size: int, least_side: int = PICTURE_LEAST_SI
     return FrameLayout(full, (x0, y0, x1 - x0, y1 - y0))
 
 
+def painted_size(path: Path | str, size: int, picture_only: bool = False) -> tuple[int, int] | None:
+    """(w, h) of the frames ``read_frames`` gives at ``size``: the whole frame at the working size,
+    or with ``picture_only`` the picture inside any black bars; None when no frame decodes."""
+    pictures = picture_format(path)
+    if pictures is None:
+        return None
+    layout = frame_layout(path, size) if picture_only else None
+    return layout.box[2:] if layout is not None else working_size(*pictures.display_size, size)
+
+
 BAR_LIT = 0.002  # share of a bar's pixels above BAR_LEVEL that says it holds picture (a subtitle, a logo)
 
 
@@ -932,9 +942,8 @@ def read_frames(path: Path | str, size: int, start: int = 0, stop: int | None = 
     pictures = picture_format(path)
     if pictures is None:
         return
-    layout = frame_layout(path, size) if picture_only else None
-    bars = picture_bars(path) if layout is not None else None
-    target = layout.box[2:] if layout is not None else working_size(*pictures.display_size, size)
+    bars = picture_bars(path) if picture_only and frame_layout(path, size) is not None else None
+    target = painted_size(path, size, picture_only)
     stored = _final_scale(pictures, None, bars)[:2]
     shrunk = target if glance and target[0] * target[1] < stored[0] * stored[1] else None
     source = _decoded_pictures(path, pictures, start, problems, times, shrunk, bars)
