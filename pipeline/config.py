@@ -160,6 +160,9 @@ class VideoConfig:
     # Without preserved colours a frame's painting takes the style's light: frames darker (or
     # brighter) than their shot's usual light, a fade, are taken towards black (or white) to match.
     follow_fades: bool = _f()
+    # A frame that repeats the last one painted (animation on twos, a frame rate conversion's
+    # duplicates, a freeze) takes its painting: a still picture stays still, and is painted once.
+    hold_frames: bool = _f()
     cut_threshold: float = _f(lo=0.0, hi=1.0)
     min_shot_frames: int = _f(lo=1)
     segment_frames: int = _f(lo=0)  # 0 = automatic split of long shots across workers

@@ -468,3 +468,30 @@ def test_a_subtitle_in_the_bars_that_the_samples_missed_keeps_the_whole_frame_pa
     assert result.exit_code == 0, result.output
     kept = sorted(frames_dir(out, "subtitled.mp4").rglob("*.png"))
     assert len(kept) == 48 and Image.open(kept[0]).size == (96, 54)  # painted whole, the caption with it
+
+
+def test_a_clip_on_twos_is_delivered_with_each_drawing_held_still(tmp_path, style_png):
+    """Each picture of a 12 fps source shown twice at 24 fps (animation on twos, a frame rate
+    conversion): the repeat is delivered as its first showing's painting, not painted again."""
+    clip = tmp_path / "twos.mp4"
+    # Lossless: on a 96x64 test pattern H.264's noise is not averaged away at 48 px as on real sizes
+    # (tests/test_flicker.py holds repeats through a lossy encode).
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=12", "-vf", "fps=24", "-frames:v", "12", *H264,
+           "-qp", "0", str(clip))
+    out = tmp_path / "out"
+    result = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 3, "--later-iterations", 3,
+                 "--save-frames")
+    assert result.exit_code == 0, result.output
+    assert "6 repeated frame(s) held" in result.output
+    painted = [cv2.imread(str(p)).astype(np.float32) for p in sorted(frames_dir(out, "twos.mp4").rglob("*.png"))]
+    delivered = list(read_frames(out / "twos.mp4", 48))
+    assert len(painted) == len(delivered) == 12
+    for first, second in zip(painted[0::2], painted[1::2], strict=True):
+        np.testing.assert_array_equal(second, first)
+
+    def step(frames: list[np.ndarray], i: int) -> float:
+        return float(np.abs(frames[i] - frames[i - 1]).mean())
+
+    # In the delivered file a repeat is a still (codec noise), a new picture is not.
+    still = max(step(delivered, i) for i in range(1, 12, 2))
+    assert still < 0.5 and min(step(delivered, i) for i in range(2, 12, 2)) > 4 * still

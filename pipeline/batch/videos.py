@@ -49,6 +49,7 @@ class VideoState:
     has_audio: bool
     done: set[int] = field(default_factory=set)
     seconds: float = 0.0
+    held: int = 0  # frames of this run that repeat the one before and took its painting
     flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
     progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
     cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
@@ -402,7 +403,8 @@ class VideoEncodes:
             self.done_now.add(state.item.id)
             if self.on_done is not None:
                 self.on_done(state)
-            say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), "
+            held = f"{state.held} repeated frame(s) held, " if state.held else ""
+            say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {held}"
                                   f"{state.seconds:.1f} s of work)")
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.core.stylizer import Stylizer, color_mode
-from pipeline.core.temporal import KeyStep, Motion, carry, follow_light, motion_between, with_motion
+from pipeline.core.temporal import KeyStep, Motion, carry, follow_light, motion_between, repeats, with_motion
 from pipeline.core.types import StylizeResult, TemporalTarget
 from pipeline.errors import NstError
 
@@ -185,13 +185,17 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
                      style_weights: Sequence[float], config: Config, mode: str = "flow",
                      previous_stylized: np.ndarray | None = None, previous_content: np.ndarray | None = None,
                      callback: Callable[[int, StylizeResult], None] | None = None,
-                     first_stylized: np.ndarray | None = None) -> list[np.ndarray]:
+                     first_stylized: np.ndarray | None = None,
+                     on_held: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Stylizes consecutive frames of ONE shot (no cut detection here).
 
     With ``previous_stylized``/``previous_content`` (the frame before ``frames[0]``, e.g. the end of
     the previous segment), frame 0 is warm-started from them as a later frame. With
     ``first_stylized`` (a key frame computed by ``key_frame``), that is frame 0's result. Otherwise
     frame 0 is fresh and settled through ``frames[1:]``.
+
+    With ``video.hold_frames``, a frame that repeats the last one painted (``temporal.repeats``)
+    takes its painting unchanged; ``on_held`` is told its index.
     """
     if mode not in MODES:
         raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
@@ -201,6 +205,8 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
                                    callback=None if callback is None else (lambda r: callback(0, r)))
     out: list[np.ndarray] = []
     prev_s, prev_c = previous_stylized, previous_content
+    hold = config.video.hold_frames and mode != "off"  # "off" paints each frame apart, repeats alike
+    painted_content = previous_content
     # Flows and masks of the frames ahead are computed on a thread while this one optimises.
     chain = [] if previous_content is None else [previous_content]
     stream = prefetched(with_motion([*chain, *frames]) if mode == "flow" else
@@ -211,13 +217,21 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
         for index, (frame, motion) in enumerate(stream):
             if index == 0 and first_stylized is not None:
                 image = np.asarray(first_stylized, np.float32)
+                painted_content = frame
+            elif hold and prev_s is not None and painted_content is not None and repeats(frame, painted_content):
+                image = prev_s
+                if on_held is not None:
+                    on_held(index)
             else:
                 result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c,
                                               motion)
                 image = result.image
+                painted_content = frame
                 if callback is not None:
                     callback(index, result)
             out.append(image)
+            # After a repeat, the chain goes on from the painting it repeats, carried by the flow
+            # from the repeat itself (the flows ahead are computed between consecutive frames).
             prev_s, prev_c = image, frame
     finally:
         stream.close()
