@@ -159,6 +159,10 @@ def test_repeated_frames_are_told_from_motion_through_a_real_encode(tmp_path):
     assert len(frames) == 16
     found = [repeats(frames[i], frames[i - 1]) for i in range(1, 16)]
     assert found == [i % 2 == 1 for i in range(1, 16)]
+    # The same footage dark and flat (a twentieth of its contrast): motion changes it by less than
+    # 3 grey levels at 48 px, and is still told from a repeat.
+    dim = [128.0 + (frame - 128.0) * 0.05 for frame in frames]
+    assert [repeats(dim[i], dim[i - 1]) for i in range(1, 16)] == found
     # A change of light of 4 grey levels is a change, not a repeat.
     assert not repeats(frames[0] + 4.0, frames[0])
     assert not repeats(frames[0], frames[0][:-2])  # another size is never a repeat
@@ -194,3 +198,26 @@ def test_a_repeated_frame_keeps_the_painting_of_the_frame_it_repeats(extractor, 
     again = stylize_sequence(Stylizer(config, extractor=extractor), frames[:2], [painting], [1.0], config, "flow",
                              on_held=held.append)
     assert held == [1, 3, 4, 6] and float(np.abs(again[1] - again[0]).mean()) > 0.2
+
+
+def test_after_a_repeat_the_chain_goes_on_from_the_frame_it_repeats(extractor, photo, painting):
+    """The frame after a held repeat is carried from the painted frame along the motion from that
+    frame's content, as if the repeat had not been there; "off" paints every frame apart."""
+    config = config_mod.load(overrides={"image.scales": [1.0], "optim.tolerance": 0.0, "video.settle_frames": 0,
+                                        "video.first_frame_iterations": 12, "video.later_frame_iterations": 3})
+    stylizer = Stylizer(config, extractor=extractor)
+    moved = np.roll(photo, 3, axis=1)
+    brighter = photo + 2.5  # within a repeat's noise of the frame painted, but not the same picture
+    held: list[int] = []
+    through = stylize_sequence(stylizer, [photo, brighter, moved], [painting], [1.0], config, "flow",
+                               on_held=held.append)
+    direct = stylize_sequence(stylizer, [photo, moved], [painting], [1.0], config, "flow")
+    assert held == [1]
+    np.testing.assert_allclose(through[2], direct[1], atol=0.5)
+    # Continued in a new call from the frame painted, as a chunk after the repeat is.
+    continued = stylize_sequence(stylizer, [moved], [painting], [1.0], config, "flow",
+                                 previous_stylized=through[1], previous_content=photo)
+    np.testing.assert_allclose(continued[0], direct[1], atol=0.5)
+    off: list[int] = []
+    stylize_sequence(stylizer, [photo, photo], [painting], [1.0], config, "off", on_held=off.append)
+    assert off == []

@@ -165,14 +165,32 @@ def test_assembly_cross_fades_where_chains_meet_and_yields_each_frame_once(tmp_p
     specs = plan_segments(12, [0], segment_frames=4, overlap=2)
     assert [(s.start, s.stop, s.reverse) for s in specs] == [(0, 6, False), (4, 9, True), (8, 12, False)]
     for spec, value in zip(specs, (0.0, 120.0, 240.0)):
-        frames = [np.full((8, 8, 3), value, np.float32) for _ in range(spec.stop - spec.start)]
+        frames = [np.full((8, 8, 3), value + index, np.float32) for index in range(spec.start, spec.stop)]
         write_segment_frames(tmp_path, "clip.mp4", spec, [encode_png(f) for f in frames])
-    out = [float(f.mean()) for f in assembled_frames(tmp_path, "clip.mp4", specs)]
-    assert len(out) == 12
-    assert out[:4] == [0.0] * 4 and out[6:8] == [120.0] * 2 and out[9:] == [240.0] * 3
+    repeats: list[int] = []
+    out = [float(f.mean()) for f in assembled_frames(tmp_path, "clip.mp4", specs, repeats)]
+    assert len(out) == 12 and repeats == []
+    assert out[:4] == [0.0, 1.0, 2.0, 3.0] and out[6:8] == [126.0, 127.0] and out[9:] == [249.0, 250.0, 251.0]
     # forward chain 0 fades into backward chain 1 over the overlap; the shared key frame is their mean
-    assert out[4] == pytest.approx(40.0) and out[5] == pytest.approx(80.0)
-    assert out[8] == pytest.approx(180.0)
+    assert out[4] == pytest.approx(4 * 2 / 3 + 124 / 3) and out[5] == pytest.approx(5 / 3 + 125 * 2 / 3)
+    assert out[8] == pytest.approx((128 + 248) / 2)
+
+
+def test_a_repeat_both_chains_held_is_delivered_still_inside_their_cross_fade(tmp_path: Path) -> None:
+    """Over a cross-fade the two chains' weights change from frame to frame, so a repeat each chain
+    held would still change in the blend; it is delivered as the frame before it, and counted."""
+    specs = plan_segments(12, [0], segment_frames=4, overlap=2)
+    for spec, value in zip(specs, (0.0, 120.0, 240.0)):
+        # frame 5 repeats frame 4 in every chain (held), frame 10 repeats 9
+        values = [value + index - (index in (5, 10)) for index in range(spec.start, spec.stop)]
+        write_segment_frames(tmp_path, "clip.mp4", spec, [encode_png(np.full((8, 8, 3), v, np.float32))
+                                                          for v in values])
+    repeats: list[int] = []
+    out = [float(f.mean()) for f in assembled_frames(tmp_path, "clip.mp4", specs, repeats)]
+    assert repeats == [5, 10]
+    assert out[5] == out[4] == pytest.approx(4 * 2 / 3 + 124 / 3)  # held, not re-weighted (it would be 84)
+    assert out[10] == out[9] == 249.0
+    assert out[6] == pytest.approx(126.0)  # and the frame after it is blended as before
 
 
 def test_a_seam_cross_fade_keeps_the_contrast_of_two_differently_painted_textures() -> None:
@@ -335,3 +353,18 @@ def test_decisions_for_a_file_of_the_same_name_and_on_a_ledger_from_before_sourc
     with Ledger(out, readonly=True) as old:  # --dry-run opens it read-only: nothing upgraded
         [trusted] = decide(discover([second], out), old, "h", overwrite=False)
     assert trusted.action == "skip"
+
+
+def test_a_chunk_after_held_repeats_continues_from_the_frame_painted_before_them(tmp_path: Path) -> None:
+    """A chain's next chunk starts from its last frame; when that frame was held (the same PNG as the
+    frame before it in chain order), the content it carries is that of the frame painted."""
+    from pipeline.batch.ledger import SegmentSpec
+    from pipeline.batch.segments import painted_anchor
+
+    forward, backward = SegmentSpec(0, 0, 6, 0), SegmentSpec(1, 6, 12, 0, reverse=True)
+    for spec, values in ((forward, [10, 20, 20, 20, 30, 30]), (backward, [70, 70, 60, 50, 50, 40])):
+        write_segment_frames(tmp_path, "clip.mp4", spec, [encode_png(np.full((8, 8, 3), v, np.float32))
+                                                          for v in values])
+    assert [painted_anchor(tmp_path, "clip.mp4", forward, i) for i in range(6)] == [0, 1, 1, 1, 4, 4]
+    # a backward chain runs from its last frame down: frame 6 repeats frame 7, frame 10 repeats 11
+    assert [painted_anchor(tmp_path, "clip.mp4", backward, i) for i in range(6, 12)] == [7, 7, 8, 10, 10, 11]

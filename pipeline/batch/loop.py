@@ -151,8 +151,7 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         advance()
         encodes.collect()
         emit("result", {"key": task.key, "item": item.id, "worker": who.name, "pid": who.pid,
-                        "seconds": res.seconds, "optim_seconds": res.optim_seconds,
-                        **({"held": res.held} if isinstance(res, ChunkResult) else {})})
+                        "seconds": res.seconds, "optim_seconds": res.optim_seconds})
         if isinstance(res, ImageResult):
             try:
                 for iteration, data in res.intermediates:  # --save-every: beside the output, sorted
@@ -186,7 +185,6 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                 fail_item(item, f"cannot write frames under {frames_dir(out_dir, item.id)} ({exc.strerror or exc})")
             return
         done = task.extra["done"] + len(res.frames)
-        state.held += res.held
         if res.thumb is not None and live is not None:
             last_frames[item.id] = res.thumb
             state.progress[spec.idx] = done

@@ -70,7 +70,6 @@ class ChunkResult:
     optim_seconds: float
     worker: Worker
     thumb: bytes | None = None  # the chunk's last frame in time, source | result, for the live report
-    held: int = 0  # frames that repeat the one before and took its painting
 
 
 @dataclass(frozen=True)

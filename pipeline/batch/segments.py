@@ -143,9 +143,22 @@ def write_segment_frames(out_dir: Path, item_id: str, spec: SegmentSpec, pngs: S
     return folder
 
 
+def segment_png(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> bytes:
+    return (segment_dir(out_dir, item_id, spec.idx) / f"{index:06d}.png").read_bytes()
+
+
 def read_segment_frame(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> np.ndarray:
-    path = segment_dir(out_dir, item_id, spec.idx) / f"{index:06d}.png"
-    return decode_png(path.read_bytes())
+    return decode_png(segment_png(out_dir, item_id, spec, index))
+
+
+def painted_anchor(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> int:
+    """The frame whose painting frame ``index`` of the segment's chain carries: itself, or, when it
+    was held as a repeat (the same PNG), the frame painted before it in chain order."""
+    step = 1 if spec.reverse else -1
+    data = segment_png(out_dir, item_id, spec, index)
+    while spec.start <= index + step < spec.stop and segment_png(out_dir, item_id, spec, index + step) == data:
+        index += step
+    return index
 
 
 def frame_weights(index: int, specs: Sequence[SegmentSpec]) -> list[tuple[SegmentSpec, float]]:
@@ -196,14 +209,27 @@ def blend_shared(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
     return np.clip(low + gain * high, 0, 255)
 
 
-def assembled_frames(out_dir: Path, item_id: str, specs: Sequence[SegmentSpec]) -> Iterator[np.ndarray]:
-    """Final frames in order, one per source frame; shared frames blended, read lazily from disk."""
+def assembled_frames(out_dir: Path, item_id: str, specs: Sequence[SegmentSpec],
+                     repeats: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Final frames in order, one per source frame; shared frames blended, read lazily from disk.
+
+    A frame that every chain covering it held as a repeat of the frame before (the same PNG) is
+    delivered as that frame, also where two chains are cross-faded (their weights differ from one
+    frame to the next); ``repeats`` collects the indices of such frames."""
+    before: dict[int, bytes] = {}  # segment -> PNG of the frame before
+    delivered: np.ndarray | None = None
     for index in range(frame_count(specs)):
         parts = frame_weights(index, specs)
-        if len(parts) == 1:
-            yield read_segment_frame(out_dir, item_id, parts[0][0], index)
+        pngs = {spec.idx: segment_png(out_dir, item_id, spec, index) for spec, _ in parts}
+        if delivered is not None and all(before.get(idx) == data for idx, data in pngs.items()):
+            if repeats is not None:
+                repeats.append(index)
+        elif len(parts) == 1:
+            delivered = decode_png(pngs[parts[0][0].idx])
         else:
-            yield blend_shared([(read_segment_frame(out_dir, item_id, spec, index), w) for spec, w in parts])
+            delivered = blend_shared([(decode_png(pngs[spec.idx]), w) for spec, w in parts])
+        before = pngs
+        yield delivered
 
 
 def frame_count(specs: Sequence[SegmentSpec]) -> int:

@@ -24,6 +24,7 @@ from pipeline.batch.segments import (
     chunk_range,
     frame_count,
     frames_dir,
+    painted_anchor,
     plan_segments,
     read_segment_frame,
     settle_stop,
@@ -49,7 +50,7 @@ class VideoState:
     has_audio: bool
     done: set[int] = field(default_factory=set)
     seconds: float = 0.0
-    held: int = 0  # frames of this run that repeat the one before and took its painting
+    held: int = 0  # frames delivered as the painting of the frame before (repeats), counted at the encode
     flows: dict = field(default_factory=dict)  # (key, next key) -> composite flow and mask
     progress: dict[int, int] = field(default_factory=dict)  # unfinished segment -> frames already on disk
     cursors: dict = field(default_factory=dict)  # forward segment -> FrameCursor serving its chunks
@@ -206,7 +207,8 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     from pipeline.core.arrays import resize
     from pipeline.media.frames import delivered_size, encode_video, in_bars
 
-    frames = assembled_frames(out_dir, state.item.id, state.specs)
+    repeats: list[int] = []
+    frames = assembled_frames(out_dir, state.item.id, state.specs, repeats)
     if cfg.video.follow_fades and cfg.image.preserve_colors == "off":
         frames = faded_frames(frames, state)
     layout = painted_layout(state, cfg)
@@ -220,6 +222,7 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     encode_video(frames, state.item.output, state.fps,
                  state.item.source if state.has_audio else None, crf=cfg.video.crf, codec=cfg.video.codec,
                  source=state.item.source)
+    state.held = len(repeats)
 
 
 def content_levels(item: Item, count: int, picture_only: bool = True) -> np.ndarray:
@@ -353,10 +356,15 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
         frames = read(first, stop)
         try:
             stylized = read_segment_frame(out_dir, item.id, spec, previous_index)
+            # A held repeat carries the painting of the frame before it: the chain goes on from that
+            # frame's content, as it would have without the chunk's boundary.
+            anchor = painted_anchor(out_dir, item.id, spec, previous_index)
         except (OSError, ValueError) as exc:
             raise NstError(f"{item.source}: frame {previous_index} of segment {spec.idx} is missing or damaged "
                            f"in {frames_dir(out_dir, item.id)} ({exc}); rerun with --force to redo the video") from exc
-        previous = (np.clip(np.rint(stylized), 0, 255).astype(np.uint8), frames[previous_index - first])
+        content = (frames[previous_index - first] if anchor == previous_index else
+                   read_range(state, anchor, anchor + 1, cfg.image.size, times=source_times(state, anchor))[0])
+        previous = (np.clip(np.rint(stylized), 0, 255).astype(np.uint8), content)
         own = np.stack(frames[lo - first:hi - first])
         return ChunkRequest(item.id, spec.idx, own, cfg.video.temporal, spec.reverse, None, previous)
 

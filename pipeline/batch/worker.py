@@ -112,11 +112,9 @@ class Worker:
         elif request.key_steps and request.mode != "off":
             key = key_frame(self.stylizer, request.key_steps, self.styles, self.style_weights, self.config,
                             request.mode, callback=on_result)
-        held: list[int] = []
         out = stylize_sequence(self.stylizer, order, self.styles, self.style_weights, self.config,
                                mode=request.mode, previous_stylized=prev_s, previous_content=prev_c,
-                               callback=lambda _index, result: on_result(result), first_stylized=key,
-                               on_held=held.append)
+                               callback=lambda _index, result: on_result(result), first_stylized=key)
         if request.reverse:
             out = out[::-1]
         from pipeline.batch.thumbs import pair
@@ -124,7 +122,7 @@ class Worker:
         last = 0 if request.reverse else -1  # the frame furthest along the chain
         thumb = pair(frames[last], out[last]) if len(out) else None
         return ChunkResult(tuple(encode_png(frame) for frame in out), time.perf_counter() - started, optim[0],
-                           self.who, thumb, len(held))
+                           self.who, thumb)
 
     def describe(self) -> dict:
         from pipeline.core.tfsetup import tf

@@ -206,7 +206,7 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
     out: list[np.ndarray] = []
     prev_s, prev_c = previous_stylized, previous_content
     hold = config.video.hold_frames and mode != "off"  # "off" paints each frame apart, repeats alike
-    painted_content = previous_content
+    after_hold = False
     # Flows and masks of the frames ahead are computed on a thread while this one optimises.
     chain = [] if previous_content is None else [previous_content]
     stream = prefetched(with_motion([*chain, *frames]) if mode == "flow" else
@@ -217,21 +217,22 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
         for index, (frame, motion) in enumerate(stream):
             if index == 0 and first_stylized is not None:
                 image = np.asarray(first_stylized, np.float32)
-                painted_content = frame
-            elif hold and prev_s is not None and painted_content is not None and repeats(frame, painted_content):
-                image = prev_s
+            elif hold and prev_s is not None and prev_c is not None and repeats(frame, prev_c):
+                # The chain goes on from the painting and the content it was painted for.
+                out.append(prev_s)
+                after_hold = True
                 if on_held is not None:
                     on_held(index)
+                continue
             else:
+                # After repeats, the flow ahead starts from the last repeat, not from the frame painted.
                 result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c,
-                                              motion)
+                                              None if after_hold else motion)
                 image = result.image
-                painted_content = frame
+                after_hold = False
                 if callback is not None:
                     callback(index, result)
             out.append(image)
-            # After a repeat, the chain goes on from the painting it repeats, carried by the flow
-            # from the repeat itself (the flows ahead are computed between consecutive frames).
             prev_s, prev_c = image, frame
     finally:
         stream.close()
