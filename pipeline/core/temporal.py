@@ -219,8 +219,9 @@ def with_motion(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Moti
 # Measured on three real clips read at 512 px: consecutive frames of real motion differ by at least
 # 0.098 of the spread (a slow static shot; 0.14 and 0.22 on handheld and a pan), so darkened to a
 # tenth none is held; repeats made by ffmpeg as H.264 crf 18-28, MPEG-4 or VP9 are held in 60-100%
-# of pairs (a 176x144 phone clip upscaled: 2-62%; those are painted as before). Compared with the
-# last frame painted, not the one before, so a slow change cannot slip through a frame at a time.
+# of pairs (a 176x144 phone clip upscaled: 2-62% as H.264 or MPEG-4; the rest are painted as
+# before). Compared with the last frame painted, not the one before, so a slow change cannot slip
+# through a frame at a time.
 HOLD_SIDE = 48
 HOLD_LEVELS = 3.0
 HOLD_CONTRAST = 0.06
