@@ -163,6 +163,9 @@ class VideoConfig:
     # A frame that repeats the last one painted (animation on twos, a frame rate conversion's
     # duplicates, a freeze) takes its painting: a still picture stays still, and is painted once.
     hold_frames: bool = _f()
+    # "keep": black bars (letterbox, pillarbox) stay black and only the picture inside is painted;
+    # "paint": the whole frame is painted, bars included.
+    bars: str = _f(choices=("keep", "paint"))
     cut_threshold: float = _f(lo=0.0, hi=1.0)
     min_shot_frames: int = _f(lo=1)
     segment_frames: int = _f(lo=0)  # 0 = automatic split of long shots across workers

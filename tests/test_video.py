@@ -426,6 +426,16 @@ def test_a_letterboxed_clip_is_painted_inside_its_bars_and_delivered_with_them_b
     for frame in read_frames(out / "film.mp4", 96):
         assert frame[:6].max() < 12 and frame[-6:].max() < 12  # the bars came back black
         assert frame[9:45].mean() > 40  # and the picture between them painted
+    # Asked to, the whole frame is painted, bars and all.
+    settings = tmp_path / "paint-bars.toml"
+    settings.write_text('[video]\nbars = "paint"\n')
+    whole = tmp_path / "whole"
+    result = run("video", clip, "--style", style_png, "-o", whole, "--size", 96, "-n", 20, "--later-iterations", 2,
+                 "--config", settings, "--save-frames", "-q")
+    assert result.exit_code == 0, result.output
+    assert Image.open(next(frames_dir(whole, "film.mp4").rglob("*.png"))).size == (96, 54)
+    bars = [float(frame[:6].mean()) for frame in read_frames(whole / "film.mp4", 96)]
+    assert min(bars) > 20, bars  # painted over
 
 
 def test_frames_kept_from_a_run_that_judged_the_bars_otherwise_are_painted_again(tmp_path, style_png):

@@ -198,7 +198,7 @@ def grid_files(source: Path, styles: Sequence[Path], strengths: Sequence[float],
         raise InputError(source, "file not found")
     if source.suffix.lower() in VIDEO_EXTENSIONS:
         probe(source)
-        first = next(iter(read_frames(source, size, picture_only=True)), None)
+        first = next(iter(read_frames(source, size, picture_only=config.video.bars == "keep")), None)
         if first is None:
             raise InputError(source, "no frame could be decoded")
         content = np.asarray(first, np.float32)

@@ -96,7 +96,7 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
             continue
         try:
             state = prepare_video(item, ledger, cfg, digest, worker_count,
-                                  picture_only=not any(opts.style_masks or []))
+                                  picture_only=cfg.video.bars == "keep" and not any(opts.style_masks or []))
         except NstError as exc:
             fail_item(item, getattr(exc, "reason", None) or exc.message)
             continue
