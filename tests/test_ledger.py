@@ -190,7 +190,7 @@ def test_a_repeat_both_chains_held_is_delivered_still_inside_their_cross_fade(tm
     assert repeats == [5, 10]
     assert out[5] == out[4] == pytest.approx(4 * 2 / 3 + 124 / 3)  # held, not re-weighted (it would be 84)
     assert out[10] == out[9] == 249.0
-    assert out[6] == pytest.approx(126.0)  # and the frame after it is blended as before
+    assert out[6] == pytest.approx(126.0)  # and the frame after it is blended
 
 
 def test_a_seam_cross_fade_keeps_the_contrast_of_two_differently_painted_textures() -> None:

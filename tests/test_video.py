@@ -489,8 +489,12 @@ def test_a_clip_on_twos_is_delivered_with_each_drawing_held_still(tmp_path, styl
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=12", "-vf", "fps=24", "-frames:v", "12", *H264,
            "-qp", "0", str(clip))
     out = tmp_path / "out"
+    # Two frames a worker call: each call after the first starts just after a held repeat, so the
+    # chain goes on from the frame painted before it, read back from the source.
+    settings = tmp_path / "chunks.toml"
+    settings.write_text("[video]\nchunk_frames = 2\n")
     result = run("video", clip, "--style", style_png, "-o", out, "--size", 48, "-n", 3, "--later-iterations", 3,
-                 "--save-frames")
+                 "--config", settings, "--save-frames")
     assert result.exit_code == 0, result.output
     assert "6 repeated frame(s) held" in result.output
     painted = [cv2.imread(str(p)).astype(np.float32) for p in sorted(frames_dir(out, "twos.mp4").rglob("*.png"))]
@@ -502,6 +506,7 @@ def test_a_clip_on_twos_is_delivered_with_each_drawing_held_still(tmp_path, styl
     def step(frames: list[np.ndarray], i: int) -> float:
         return float(np.abs(frames[i] - frames[i - 1]).mean())
 
-    # In the delivered file a repeat is a still (codec noise), a new picture is not.
-    still = max(step(delivered, i) for i in range(1, 12, 2))
-    assert still < 0.5 and min(step(delivered, i) for i in range(2, 12, 2)) > 4 * still
+    # In the delivered file a repeat is a still (the encoder may still touch one up), a new picture is not.
+    stills = [step(delivered, i) for i in range(1, 12, 2)]
+    changes = [step(delivered, i) for i in range(2, 12, 2)]
+    assert sum(s < 0.05 for s in stills) >= 4 and max(stills) < min(changes), (stills, changes)

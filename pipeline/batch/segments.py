@@ -143,20 +143,18 @@ def write_segment_frames(out_dir: Path, item_id: str, spec: SegmentSpec, pngs: S
     return folder
 
 
-def segment_png(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> bytes:
-    return (segment_dir(out_dir, item_id, spec.idx) / f"{index:06d}.png").read_bytes()
-
-
 def read_segment_frame(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> np.ndarray:
-    return decode_png(segment_png(out_dir, item_id, spec, index))
+    path = segment_dir(out_dir, item_id, spec.idx) / f"{index:06d}.png"
+    return decode_png(path.read_bytes())
 
 
 def painted_anchor(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> int:
     """The frame whose painting frame ``index`` of the segment's chain carries: itself, or, when it
-    was held as a repeat (the same PNG), the frame painted before it in chain order."""
+    was held as a repeat (the same pixels), the frame painted before it in chain order."""
     step = 1 if spec.reverse else -1
-    data = segment_png(out_dir, item_id, spec, index)
-    while spec.start <= index + step < spec.stop and segment_png(out_dir, item_id, spec, index + step) == data:
+    frame = read_segment_frame(out_dir, item_id, spec, index)
+    while (spec.start <= index + step < spec.stop
+           and np.array_equal(read_segment_frame(out_dir, item_id, spec, index + step), frame)):
         index += step
     return index
 
@@ -213,22 +211,23 @@ def assembled_frames(out_dir: Path, item_id: str, specs: Sequence[SegmentSpec],
                      repeats: list[int] | None = None) -> Iterator[np.ndarray]:
     """Final frames in order, one per source frame; shared frames blended, read lazily from disk.
 
-    A frame that every chain covering it held as a repeat of the frame before (the same PNG) is
+    A frame that every chain covering it held as a repeat of the frame before (the same pixels) is
     delivered as that frame, also where two chains are cross-faded (their weights differ from one
     frame to the next); ``repeats`` collects the indices of such frames."""
-    before: dict[int, bytes] = {}  # segment -> PNG of the frame before
+    before: dict[int, np.ndarray] = {}  # segment -> its frame before
     delivered: np.ndarray | None = None
     for index in range(frame_count(specs)):
         parts = frame_weights(index, specs)
-        pngs = {spec.idx: segment_png(out_dir, item_id, spec, index) for spec, _ in parts}
-        if delivered is not None and all(before.get(idx) == data for idx, data in pngs.items()):
+        painted = {spec.idx: read_segment_frame(out_dir, item_id, spec, index) for spec, _ in parts}
+        if delivered is not None and all(idx in before and np.array_equal(before[idx], frame)
+                                         for idx, frame in painted.items()):
             if repeats is not None:
                 repeats.append(index)
         elif len(parts) == 1:
-            delivered = decode_png(pngs[parts[0][0].idx])
+            delivered = painted[parts[0][0].idx]
         else:
-            delivered = blend_shared([(decode_png(pngs[spec.idx]), w) for spec, w in parts])
-        before = pngs
+            delivered = blend_shared([(painted[spec.idx], w) for spec, w in parts])
+        before = painted
         yield delivered
 
 

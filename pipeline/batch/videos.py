@@ -222,7 +222,8 @@ def finish_video(state: VideoState, out_dir: Path, cfg: Config) -> None:
     encode_video(frames, state.item.output, state.fps,
                  state.item.source if state.has_audio else None, crf=cfg.video.crf, codec=cfg.video.codec,
                  source=state.item.source)
-    state.held = len(repeats)
+    # Counted only when held: frames painted apart from identical sources come out identical too.
+    state.held = len(repeats) if cfg.video.hold_frames and cfg.video.temporal != "off" else 0
 
 
 def content_levels(item: Item, count: int, picture_only: bool = True) -> np.ndarray:

@@ -194,8 +194,8 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
     ``first_stylized`` (a key frame computed by ``key_frame``), that is frame 0's result. Otherwise
     frame 0 is fresh and settled through ``frames[1:]``.
 
-    With ``video.hold_frames``, a frame that repeats the last one painted (``temporal.repeats``)
-    takes its painting unchanged; ``on_held`` is told its index.
+    With ``video.hold_frames`` (not in mode "off"), a frame that repeats the last one painted
+    (``temporal.repeats``) takes its painting unchanged; ``on_held`` is told its index.
     """
     if mode not in MODES:
         raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")

@@ -218,10 +218,10 @@ def with_motion(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Moti
 # standard deviation of its grey levels), since motion changes a dark or flat picture by less.
 # Measured on three real clips read at 512 px: consecutive frames of real motion differ by at least
 # 0.098 of the spread (a slow static shot; 0.14 and 0.22 on handheld and a pan), so darkened to a
-# tenth none is held; repeats made by ffmpeg as H.264 crf 18-28, MPEG-4 or VP9 are held in 60-100%
-# of pairs (a 176x144 phone clip upscaled: 2-62% as H.264 or MPEG-4; the rest are painted as
-# before). Compared with the last frame painted, not the one before, so a slow change cannot slip
-# through a frame at a time.
+# tenth none is held; of repeats made by ffmpeg (a 12 fps source shown at 24 fps) and encoded as
+# H.264 crf 18-28, MPEG-4 or VP9, 60-100% of pairs are held (a phone clip shown at 193x144: 2-62% as
+# H.264 or MPEG-4; the rest are painted like any other frame). Compared with the last frame
+# painted, not the one before, so a slow change cannot slip through a frame at a time.
 HOLD_SIDE = 48
 HOLD_LEVELS = 3.0
 HOLD_CONTRAST = 0.06
