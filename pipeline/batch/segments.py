@@ -148,13 +148,21 @@ def read_segment_frame(out_dir: Path, item_id: str, spec: SegmentSpec, index: in
     return decode_png(path.read_bytes())
 
 
+# A long freeze (a title card, a slideshow) is one run of repeats: each chunk walks back over at
+# most this many frames. Stopped short, it starts from a repeat, within a repeat's noise of the frame
+# painted, instead of that frame.
+ANCHOR_WALK = 256
+
+
 def painted_anchor(out_dir: Path, item_id: str, spec: SegmentSpec, index: int) -> int:
     """The frame whose painting frame ``index`` of the segment's chain carries: itself, or, when it
     was held as a repeat (the same pixels), the frame painted before it in chain order."""
     step = 1 if spec.reverse else -1
     frame = read_segment_frame(out_dir, item_id, spec, index)
-    while (spec.start <= index + step < spec.stop
-           and np.array_equal(read_segment_frame(out_dir, item_id, spec, index + step), frame)):
+    for _ in range(ANCHOR_WALK):
+        if not (spec.start <= index + step < spec.stop
+                and np.array_equal(read_segment_frame(out_dir, item_id, spec, index + step), frame)):
+            break
         index += step
     return index
 
