@@ -355,7 +355,7 @@ def test_decisions_for_a_file_of_the_same_name_and_on_a_ledger_from_before_sourc
     assert trusted.action == "skip"
 
 
-def test_a_chunk_after_held_repeats_continues_from_the_frame_painted_before_them(tmp_path: Path) -> None:
+def test_a_chunk_after_held_repeats_continues_from_the_frame_painted_before_them(tmp_path: Path, monkeypatch) -> None:
     """A chain's next chunk starts from its last frame; when that frame was held (the same PNG as the
     frame before it in chain order), the content it carries is that of the frame painted."""
     from pipeline.batch.ledger import SegmentSpec
@@ -368,3 +368,8 @@ def test_a_chunk_after_held_repeats_continues_from_the_frame_painted_before_them
     assert [painted_anchor(tmp_path, "clip.mp4", forward, i) for i in range(6)] == [0, 1, 1, 1, 4, 4]
     # a backward chain runs from its last frame down: frame 6 repeats frame 7, frame 10 repeats 11
     assert [painted_anchor(tmp_path, "clip.mp4", backward, i) for i in range(6, 12)] == [7, 7, 8, 10, 10, 11]
+    # A long freeze is walked back over a bounded number of frames.
+    from pipeline.batch import segments
+
+    monkeypatch.setattr(segments, "ANCHOR_WALK", 1)
+    assert painted_anchor(tmp_path, "clip.mp4", forward, 3) == 2
