@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.core.stylizer import Stylizer, color_mode
-from pipeline.core.temporal import KeyStep, Motion, carry, follow_light, motion_between, repeats, with_motion
+from pipeline.core.temporal import KeyStep, Motion, carry, follow_light, motion_between, with_motion
 from pipeline.core.types import StylizeResult, TemporalTarget
 from pipeline.errors import NstError
 
@@ -206,30 +206,26 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
     out: list[np.ndarray] = []
     prev_s, prev_c = previous_stylized, previous_content
     hold = config.video.hold_frames and mode != "off"  # "off" paints each frame apart, repeats alike
-    after_hold = False
-    # Flows and masks of the frames ahead are computed on a thread while this one optimises.
+    # Flows and masks of the frames ahead, and which of them repeat the frame painted before them,
+    # are worked out on a thread while this one optimises.
     chain = [] if previous_content is None else [previous_content]
-    stream = prefetched(with_motion([*chain, *frames]) if mode == "flow" else
-                        ((np.asarray(f, np.float32), None) for f in [*chain, *frames]), ahead=4)
+    stream = prefetched(with_motion([*chain, *frames], hold=hold, flow=mode == "flow"), ahead=4)
     try:
         if chain:
             next(stream)
-        for index, (frame, motion) in enumerate(stream):
+        for index, (frame, motion, held) in enumerate(stream):
             if index == 0 and first_stylized is not None:
                 image = np.asarray(first_stylized, np.float32)
-            elif hold and prev_s is not None and prev_c is not None and repeats(frame, prev_c):
+            elif held and prev_s is not None:
                 # The chain goes on from the painting and the content it was painted for.
                 out.append(prev_s)
-                after_hold = True
                 if on_held is not None:
                     on_held(index)
                 continue
             else:
-                # After repeats, the flow ahead starts from the last repeat, not from the frame painted.
                 result, _plan = stylize_frame(stylizer, frame, styles, style_weights, config, mode, prev_s, prev_c,
-                                              None if after_hold else motion)
+                                              motion)
                 image = result.image
-                after_hold = False
                 if callback is not None:
                     callback(index, result)
             out.append(image)

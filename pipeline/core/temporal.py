@@ -197,17 +197,27 @@ def motion_between(previous: np.ndarray, frame: np.ndarray) -> Motion:
     return Motion(backward, reliability_mask(backward, forward))
 
 
-def with_motion(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Motion | None]]:
-    """(frame, motion from the frame before it) for consecutive frames; None for the first.
+def with_motion(frames: Iterable[np.ndarray], hold: bool = False,
+                flow: bool = True) -> Iterator[tuple[np.ndarray, Motion | None, bool]]:
+    """(frame, motion from the last frame painted before it, whether it is held) for consecutive
+    frames, the first always painted, with no motion. With ``hold``, a frame that ``repeats`` the
+    last frame painted is held (no motion), and the next frame's motion starts from the frame
+    painted. Without ``flow``, no motion is computed.
 
     Run it in a background thread (OpenCV releases the GIL) and the optimisation of frame t
     never waits for the flow of frame t+1.
     """
-    previous = None
+    painted = None
     for frame in frames:
         frame = np.asarray(frame, np.float32)
-        yield frame, (None if previous is None else motion_between(previous, frame))
-        previous = frame
+        if painted is None:
+            yield frame, None, False
+        elif hold and repeats(frame, painted):
+            yield frame, None, True
+            continue
+        else:
+            yield frame, (motion_between(painted, frame) if flow else None), False
+        painted = frame
 
 
 # A frame that repeats the one before (animation drawn on twos or threes, the duplicates of a frame
