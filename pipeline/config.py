@@ -166,6 +166,9 @@ class VideoConfig:
     # "keep": black bars (letterbox, pillarbox) stay black and only the picture inside is painted;
     # "paint": the whole frame is painted, bars included.
     bars: str = _f(choices=("keep", "paint"))
+    # A dissolve (a cross-fade between two shots) is found and painted as one: the next shot starts
+    # fresh at its end and is faded in over it, instead of taking over the first shot's strokes.
+    dissolves: bool = _f()
     cut_threshold: float = _f(lo=0.0, hi=1.0)
     min_shot_frames: int = _f(lo=1)
     segment_frames: int = _f(lo=0)  # 0 = automatic split of long shots across workers

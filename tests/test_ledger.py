@@ -150,6 +150,48 @@ def test_segments_cover_every_frame_and_never_cross_a_cut() -> None:
                                                             (12, 17, True), (16, 20, False)]
 
 
+def test_a_dissolve_starts_the_next_shot_fresh_and_fades_its_backward_chain_in_over_it() -> None:
+    """Over a dissolve (frames 10-15) the shot before runs on, the next shot's chain runs back from
+    its first frame (16), and the delivered frames fade from the one to the other as the footage does."""
+    from pipeline.batch.segments import frame_weights, segment_key, settle_stop, shot_keys
+
+    def weights_of_next_shot(specs: list, frames: range) -> list[float]:
+        return [round(sum(w for s, w in frame_weights(i, specs) if s.shot_start == 16), 3) for i in frames]
+
+    specs = plan_segments(40, [0], segment_frames=0, overlap=3, dissolves=[(10, 15)])
+    assert [(s.start, s.stop, s.shot_start, s.reverse) for s in specs] == [(0, 16, 0, False), (10, 17, 16, True),
+                                                                          (16, 40, 16, False)]
+    assert weights_of_next_shot(specs, range(9, 18)) == [0.0, *(round(k / 7, 3) for k in range(1, 7)), 1.0, 1.0]
+    assert [segment_key(s) for s in specs] == [0, 16, 16] and shot_keys(specs[1], specs) == [16]
+    assert settle_stop(16, specs, 1) == 18  # the shared key frame is settled alike by both
+    # split over workers, the next shot's first piece runs backward anyway: it is lengthened
+    specs = plan_segments(40, [0], segment_frames=12, overlap=3, dissolves=[(10, 15)])
+    assert [(s.start, s.stop, s.shot_start, s.reverse) for s in specs] == [(0, 16, 0, False), (10, 29, 16, True),
+                                                                          (28, 40, 16, False)]
+    assert weights_of_next_shot(specs, range(9, 18)) == [0.0, *(round(k / 7, 3) for k in range(1, 7)), 1.0, 1.0]
+    # a dissolve with a cut inside is left to the cut; one reaching past the video's ends is ignored
+    assert plan_segments(40, [0, 12], 0, 3, dissolves=[(10, 15)]) == plan_segments(40, [0, 12], 0, 3)
+    assert plan_segments(40, [0], 0, 3, dissolves=[(0, 5), (30, 39)]) == plan_segments(40, [0], 0, 3)
+    # the shot before split into pieces: the dissolve's chain starts after its last key frame
+    specs = plan_segments(40, [0], segment_frames=6, overlap=2, dissolves=[(3, 15)])
+    assert [(s.start, s.stop, s.reverse) for s in specs[2:4]] == [(11, 16, False), (12, 23, True)]
+    for total, cuts, length, overlap, dissolves in [
+            (40, [0], 0, 3, [(10, 15)]), (40, [0], 12, 3, [(10, 15)]), (40, [0], 6, 2, [(3, 15)]),
+            (60, [0, 30], 5, 2, [(8, 12), (13, 20), (31, 33), (40, 58)]), (30, [0], 1, 2, [(5, 9), (9, 11)]),
+            (50, [0, 20], 7, 4, [(15, 25), (21, 22), (44, 47)])]:
+        specs = plan_segments(total, cuts, length, overlap, dissolves)
+        for index in range(total):
+            covering = frame_weights(index, specs)  # raises unless one or two chains cover the frame
+            assert sum(w for _, w in covering) == pytest.approx(1.0)
+            if len({s.shot_start for s, _ in covering}) == 2:  # two shots meet only inside a dissolve
+                later = max((s for s, _ in covering), key=lambda s: s.shot_start)
+                assert later.reverse and index < later.shot_start
+                assert any(first <= index <= last for first, last in dissolves)
+        for spec in specs:
+            if not spec.reverse:
+                assert spec.start >= spec.shot_start  # only a backward chain runs into the dissolve before its shot
+
+
 def test_key_frames_of_a_segment_and_the_frames_that_settle_them() -> None:
     from pipeline.batch.segments import segment_key, settle_stop, shot_keys
 

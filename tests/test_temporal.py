@@ -4,6 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import shared_image
 
 from pipeline import config as config_mod
 from pipeline.core.metrics import style_content_distances, warping_error
@@ -123,6 +124,71 @@ def test_a_cut_is_detected_at_the_right_index_and_short_flashes_are_merged():
     cuts = detect_cuts(flash, threshold=0.15, min_shot=4)
     assert cuts[:2] == [0, 10] and 12 not in cuts and 13 not in cuts
     assert detect_cuts([], 0.15, 4) == []
+
+
+def lavfi_clip(path, graph: str, frames: int, *inputs: str) -> list[np.ndarray]:
+    """A clip made by ffmpeg (``inputs``: lavfi sources or other input arguments, ``graph``: a
+    filter graph ending in [v]), H.264 as an editor exports it, read back as cut detection sees it."""
+    import subprocess
+
+    from pipeline.media.frames import ffmpeg_exe, read_frames
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *inputs,
+                    "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), "-c:v", "libx264", "-crf", "18",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    return list(read_frames(path, 160, glance=True))
+
+
+def dissolves_in(frames: list[np.ndarray]) -> list[tuple[int, int]]:
+    from pipeline.media.cuts import find_dissolves
+
+    return find_dissolves(frames, 25, detect_cuts(frames, 0.15, 4))
+
+
+def test_a_dissolve_is_found_with_its_span_and_motion_fades_and_cuts_are_not(tmp_path):
+    two = ["-f", "lavfi", "-i", "testsrc=size=160x90:rate=25", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25"]
+    # 8 frames of cross-fade from frame 12 (pure first shot): the second shows from 13, the first until 19
+    dissolve = lavfi_clip(tmp_path / "dissolve.mp4", "[0:v][1:v]xfade=transition=fade:duration=0.32:offset=0.48[v]",
+                          40, *two)
+    (first, last), = dissolves_in(dissolve)
+    assert abs(first - 13) <= 1 and abs(last - 19) <= 1, (first, last)
+    # a moving pattern, a fade through black (out, cut, in), a brightness ramp, a hard cut: no dissolve
+    assert dissolves_in(lavfi_clip(tmp_path / "moving.mp4", "[0:v]null[v]", 40, *two[:4])) == []
+    through_black = ("[0:v]fade=t=out:start_frame=8:nb_frames=10[a];[1:v]fade=t=in:start_frame=0:nb_frames=10[b];"
+                     "[a][b]concat=n=2[v]")
+    assert dissolves_in(lavfi_clip(tmp_path / "black.mp4", through_black, 40,
+                                   "-t", "0.8", *two[:4], "-t", "1", *two[4:])) == []
+    assert dissolves_in(lavfi_clip(tmp_path / "ramp.mp4", "[0:v]eq=brightness=0.012*n:eval=frame[v]", 40,
+                                   *two[4:])) == []
+    cut = lavfi_clip(tmp_path / "cut.mp4", "[0:v][1:v]concat=n=2[v]", 40, "-t", "0.8", *two[:4], "-t", "1", *two[4:])
+    assert detect_cuts(cut, 0.15, 4) == [0, 20] and dissolves_in(cut) == []
+
+
+def test_a_slideshow_dissolve_between_photographs_is_found_and_a_cut_between_them_is_not(tmp_path):
+    photos = []
+    for name in ("tubingen.jpg", "golden_gate.jpg"):
+        photos += ["-loop", "1", "-framerate", "25", "-t", "2", "-i", str(shared_image(name))]
+    # each photo slowly zoomed into (a slideshow's Ken Burns effect), 50 frames
+    zoom = ("scale=640:360:force_original_aspect_ratio=increase,crop=640:360,zoompan=z='1+0.006*on':"
+            "x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s=160x90:fps=25,setsar=1,format=yuv420p")
+    # 12 frames of dissolve from frame 28 (the first photo alone): the second shows from 29, the first until 39
+    frames = lavfi_clip(tmp_path / "dissolve.mp4", f"[0:v]{zoom}[a];[1:v]{zoom}[b];[a][b]xfade=transition=fade:"
+                        f"duration=0.48:offset=1.12[v]", 78, *photos)
+    (first, last), = dissolves_in(frames)
+    assert abs(first - 29) <= 2 and abs(last - 39) <= 2, (first, last)
+    frames = lavfi_clip(tmp_path / "cut.mp4", f"[0:v]{zoom}[a];[1:v]{zoom}[b];[a][b]concat=n=2[v]", 100, *photos)
+    assert detect_cuts(frames, 0.15, 4) == [0, 50] and dissolves_in(frames) == []
+
+
+def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
+    from pipeline.media.cuts import END_PAD, DissolveFinder
+
+    frames = lavfi_clip(tmp_path / "long.mp4", "[0:v]null[v]", 150, "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25")
+    finder = DissolveFinder(25)
+    for frame in frames:
+        finder.push(frame)
+    assert len(finder.gray) <= 2 * finder.reach + END_PAD + 1
+    assert finder.spans() == [] and len(finder.scores) == 150
 
 
 # ---------------------------------------------------------------- metrics

@@ -510,3 +510,29 @@ def test_a_clip_on_twos_is_delivered_with_each_drawing_held_still(tmp_path, styl
     stills = [step(delivered, i) for i in range(1, 12, 2)]
     changes = [step(delivered, i) for i in range(2, 12, 2)]
     assert sum(s < 0.05 for s in stills) >= 4 and max(stills) < min(changes), (stills, changes)
+
+
+def test_after_a_dissolve_the_next_shot_is_painted_as_it_is_alone(tmp_path, style_png):
+    """Carried through a dissolve, the first shot's strokes stay in the next shot (70-80 grey levels
+    from that shot painted alone, here, with ``dissolves = false``); found, the next shot starts
+    fresh at the dissolve's end and is faded in over it."""
+    clip = tmp_path / "dissolve.mp4"
+    # 8 frames of cross-fade from frame 12: the first shot shows until frame 19, the next alone from 20
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=0.8", "-f", "lavfi", "-i",
+           "testsrc2=size=96x64:rate=25:duration=1", "-filter_complex",
+           "[0:v][1:v]xfade=transition=fade:duration=0.32:offset=0.48,format=yuv420p[v]", "-map", "[v]",
+           "-frames:v", "32", *H264, "-qp", "0", str(clip))
+    after = tmp_path / "after.mp4"  # the same pixels from frame 20 (lossless, the same 4:2:0 planes)
+    ffmpeg("-i", str(clip), "-vf", "trim=start_frame=20,setpts=PTS-STARTPTS", *H264, "-qp", "0", str(after))
+    delivered, said = {}, {}
+    for source in (clip, after):
+        out = tmp_path / source.stem
+        result = run("video", source, "--style", style_png, "-o", out, "--size", 48, "-n", 3,
+                     "--later-iterations", 3)
+        assert result.exit_code == 0, result.output
+        delivered[source.stem] = list(read_frames(out / source.name, 48))
+        said[source.stem] = " ".join(result.output.split())
+    assert "1 dissolve(s) painted as such" in said["dissolve"] and "dissolve(s)" not in said["after"]
+    assert len(delivered["dissolve"]) == 32 and len(delivered["after"]) == 12
+    apart = [float(np.abs(a - b).mean()) for a, b in zip(delivered["dissolve"][20:], delivered["after"], strict=True)]
+    assert max(apart) < 8.0, apart

@@ -38,14 +38,22 @@ def auto_segment_frames(total_frames: int, workers: int, overlap: int) -> int:
 
 
 def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames: int,
-                  overlap: int) -> list[SegmentSpec]:
+                  overlap: int, dissolves: Sequence[tuple[int, int]] = ()) -> list[SegmentSpec]:
     """Segments covering every frame, never across a cut; see the module docstring for the layout.
 
     Piece j of P in a shot runs backward when P - j is even, so the last piece always runs forward
     and an odd piece count starts with a forward piece from the shot's first frame.
+
+    ``dissolves``: (first, last) frames of cross-fades between two shots. The next shot starts
+    after the dissolve, fresh, and a backward chain from its first frame runs over the dissolve (its
+    first piece, lengthened, or a piece of its own sharing that key frame), cross-faded with the
+    chain of the shot before, which runs on to the dissolve's end. A dissolve with a cut inside is
+    left to the cut.
     """
-    starts = sorted({s for s in shot_starts if 0 <= s < total_frames} | {0})
-    bounds = starts + [total_frames]
+    cuts = {s for s in shot_starts if 0 <= s < total_frames} | {0}
+    leads = {last + 1: first for first, last in dissolves
+             if 0 < first <= last < total_frames - 1 and not any(first < c <= last for c in cuts)}
+    bounds = sorted(cuts | set(leads)) + [total_frames]
     specs: list[SegmentSpec] = []
     for shot_start, shot_stop in itertools.pairwise(bounds):
         length = shot_stop - shot_start
@@ -55,13 +63,23 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
         cores = [shot_start + round(i * length / pieces) for i in range(pieces + 1)]
         # The cross-fade must stay inside the backward piece it runs into.
         shot_overlap = max(0, min(overlap, length // pieces - 1))
+        # Over a dissolve, after the frame where the previous shot's last chain starts (a key frame
+        # another piece shares): every frame is in at most two chains.
+        lead = max(leads[shot_start], specs[-1].start + 1) if shot_start in leads else shot_start
+        if lead < shot_start and pieces % 2 == 1:  # the shot starts forward: a backward piece of its own
+            specs.append(SegmentSpec(len(specs), lead, shot_start + 1, shot_start, reverse=True))
         for j, (a, b) in enumerate(itertools.pairwise(cores)):
             if (pieces - j) % 2 == 0:  # backward from b, the key frame it shares with the next piece
-                specs.append(SegmentSpec(len(specs), a, b + 1, shot_start, reverse=True))
+                specs.append(SegmentSpec(len(specs), lead if j == 0 else a, b + 1, shot_start, reverse=True))
             else:
                 stop = min(shot_stop, b + shot_overlap) if j + 1 < pieces else b
                 specs.append(SegmentSpec(len(specs), a, stop, shot_start))
     return specs
+
+
+def dissolve_count(specs: Sequence[SegmentSpec]) -> int:
+    """Dissolves in the plan: the shots whose chain runs back over the dissolve before them."""
+    return len({s.shot_start for s in specs if s.start < s.shot_start})
 
 
 def segment_key(spec: SegmentSpec) -> int:

@@ -22,6 +22,7 @@ from pipeline.batch.segments import (
     auto_segment_frames,
     chain_previous,
     chunk_range,
+    dissolve_count,
     frame_count,
     frames_dir,
     painted_anchor,
@@ -64,7 +65,7 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
                   picture_only: bool = True) -> VideoState:
     """Probes the video and plans its segments once (cut detection); a resumed run reuses the plan.
     ``picture_only``: paint the picture inside the video's black bars alone."""
-    from pipeline.media.cuts import CutDetector
+    from pipeline.media.cuts import CutDetector, DissolveFinder
     from pipeline.media.frames import frame_layout, lit_bars, probe, read_frames
 
     info = probe(item.source)
@@ -75,14 +76,19 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
     lit = 0
     if not specs:
         detector = CutDetector(cfg.video.cut_threshold, cfg.video.min_shot_frames)
+        # Frames painted apart ("off") have no chain to carry one shot's strokes into the next.
+        dissolves = DissolveFinder(info.fps) if cfg.video.dissolves and cfg.video.temporal != "off" else None
         starts, count, damage = [], 0, []
         for index, frame in enumerate(read_frames(item.source, GLANCE_SIDE, problems=damage, glance=True)):
             if layout is not None:
                 lit += lit_bars(frame, layout)
                 x, y, w, h = layout.box
                 frame = frame[y:y + h, x:x + w]  # cuts are judged on the picture
-            if detector.push(frame):
+            cut = detector.push(frame)
+            if cut:
                 starts.append(index)
+            if dissolves is not None:
+                dissolves.push(frame, cut)
             count += 1
         if count == 0:
             raise InputError(item.source, "no frame could be decoded")
@@ -100,9 +106,11 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
             log.info("%s: the decoder reports damaged data: %s", item.source, damage[0])
         overlap = cfg.video.segment_overlap
         length = cfg.video.segment_frames or auto_segment_frames(count, workers, overlap)
-        specs = plan_segments(count, starts, length, overlap)
+        spans = dissolves.spans() if dissolves is not None else []
+        specs = plan_segments(count, starts, length, overlap, spans)
         ledger.set_segments(item.id, specs, digest)
-        log.info("%s: %d frames, %d shot(s), %d segment(s)", item.id, count, len(starts), len(specs))
+        log.info("%s: %d frames, %d shot(s), %d dissolve(s) %s, %d segment(s)", item.id, count, len(starts),
+                 dissolve_count(specs), spans, len(specs))
     elif layout is not None:  # resumed: judged again, as the frames kept were painted
         lit = sum(lit_bars(frame, layout) for frame in read_frames(item.source, GLANCE_SIDE, glance=True))
     if lit:
@@ -413,7 +421,9 @@ class VideoEncodes:
             if self.on_done is not None:
                 self.on_done(state)
             held = f"{state.held} repeated frame(s) held, " if state.held else ""
-            say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {held}"
+            dissolves = dissolve_count(state.specs)
+            faded = f"{dissolves} dissolve(s) painted as such, " if dissolves else ""
+            say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {faded}{held}"
                                   f"{state.seconds:.1f} s of work)")
 
     def close(self) -> None:
