@@ -11,8 +11,8 @@ first whole frame. The delivered MP4s are read back as OpenCV decodes them. Prin
   - the dissolve as found (first and last frame) against the one made;
   - over the frames after the dissolve: the content and style distances (VGG-19 evaluator) of
     each delivery, and how far (mean grey levels) each is from the shot painted alone;
-  - the warping error over the whole clip (flicker; the dissolve's frames included) and the
-    seconds of each run.
+  - the warping error (flicker) over the frames after the dissolve and over the dissolve (from the
+    frame before it to the one after), and the seconds of each run.
 
 Also printed: the dissolves found in the three whole clips as shot (they have none).
 """
@@ -141,11 +141,13 @@ def main() -> None:
                 style_d, content_d = np.mean([style_content_distances(frames[i], content[i], style, extractor)
                                               for i in picks], axis=0)
                 apart = np.mean([np.abs(frames[i] - alone[i - first_after]).mean() for i in picks])
-                flicker = (f"warping error {warping_error(content, frames, [0]):.5f}  {seconds:.0f} s"
-                           if seconds is not None else "")
+                after_error = warping_error(content[first_after:], frames[first_after:])
+                flicker = f"warping error after {after_error:.5f}"
+                if seconds is not None:  # over the dissolve: from the last frame before it to the first after
+                    over = warping_error(content[made[0] - 1:first_after + 1], frames[made[0] - 1:first_after + 1])
+                    flicker += f", over the dissolve {over:.5f}  {seconds:.0f} s"
                 print(f"  {run_label:14s} after: content {content_d:.3f}  style {style_d:.4f}  "
                       f"{apart:5.1f} grey levels from alone   {flicker}")
-
 
 if __name__ == "__main__":
     main()
