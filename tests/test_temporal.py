@@ -189,6 +189,11 @@ def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
         finder.push(frame)
     assert len(finder.gray) <= 2 * finder.reach + END_PAD + 1
     assert finder.spans() == [] and len(finder.scores) == 150
+    # frames too small to judge (DIS flow refuses under 12 px) are passed over, for VGG's size check to report
+    tiny = DissolveFinder(25)
+    for frame in frames[:60]:
+        tiny.push(cv2.resize(frame, (10, 8), interpolation=cv2.INTER_AREA))
+    assert tiny.spans() == []
 
 
 # ---------------------------------------------------------------- metrics

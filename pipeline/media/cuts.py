@@ -79,6 +79,7 @@ MAX_GAP = 3  # frames: frames above the threshold this close belong to one disso
 MIN_HITS = 2  # frames above the threshold per dissolve: one alone is noise
 RAMP_MAX_RMS = 0.2  # the mixing weight's misfit to a ramp (a sanity check: a pan ramps too)
 END_PAD = 8  # frames beyond the ends found, within the shot: the ramp fit sees pure A and pure B
+DISSOLVE_LEAST_SIDE = 32  # px: smaller frames are not judged (a tile of 8 px; DIS flow needs 12)
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -178,7 +179,7 @@ class DissolveFinder:
 
     def _score(self, m: int) -> None:
         best = (0.0, 0)
-        for h in self.half_windows:
+        for h in self.half_windows if min(self.gray[m].shape) >= DISSOLVE_LEAST_SIDE else ():
             if m - h < 0 or m + h >= self.count or any(m - h < c <= m + h for c in self.cuts):
                 continue
             best = max(best, (_mix_gain(self.gray[m], self._onto(m - h, m), self._onto(m + h, m)), h))
