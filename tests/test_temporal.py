@@ -189,6 +189,15 @@ def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
         finder.push(frame)
     assert len(finder.gray) <= 2 * finder.reach + END_PAD + 1
     assert finder.spans() == [] and len(finder.scores) == 150
+    # back-to-back mixes (a slideshow that never holds a picture): still a bounded window, not every frame
+    rng = np.random.default_rng(3)
+    pictures = [cv2.resize(rng.uniform(0, 255, (23, 40, 3)).astype(np.float32), (160, 90)) for _ in range(14)]
+    mixing, kept = DissolveFinder(25), 0
+    for t in range(240):
+        k, r = divmod(t, 20)
+        mixing.push((1 - r / 20) * pictures[k] + r / 20 * pictures[k + 1])
+        kept = max(kept, len(mixing.gray))
+    assert kept <= 5 * mixing.reach + 2 * END_PAD, kept  # a group of 3 reaches, its windows and pads
     # frames too small to judge (DIS flow refuses under 12 px) are passed over, for VGG's size check to report
     tiny = DissolveFinder(25)
     for frame in frames[:60]:

@@ -77,9 +77,13 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
     return specs
 
 
+def dissolve_starts(specs: Sequence[SegmentSpec]) -> set[int]:
+    """Shots that begin after a dissolve: their chain runs back over it."""
+    return {s.shot_start for s in specs if s.start < s.shot_start}
+
+
 def dissolve_count(specs: Sequence[SegmentSpec]) -> int:
-    """Dissolves in the plan: the shots whose chain runs back over the dissolve before them."""
-    return len({s.shot_start for s in specs if s.start < s.shot_start})
+    return len(dissolve_starts(specs))
 
 
 def segment_key(spec: SegmentSpec) -> int:

@@ -23,6 +23,7 @@ from pipeline.batch.segments import (
     chain_previous,
     chunk_range,
     dissolve_count,
+    dissolve_starts,
     frame_count,
     frames_dir,
     painted_anchor,
@@ -253,7 +254,8 @@ def faded_frames(frames: Iterable[np.ndarray], state: VideoState) -> Iterator[np
     from pipeline.core.temporal import fade_gains, follow_fade
 
     levels = content_levels(state.item, frame_count(state.specs), state.picture_only)
-    gains = fade_gains(levels, {s.shot_start for s in state.specs})
+    # A dissolve is no fade: its frames belong to neither shot's light alone, so only cuts bound the shots here.
+    gains = fade_gains(levels, {s.shot_start for s in state.specs} - dissolve_starts(state.specs))
     followed = int((gains < 1.0).any(axis=1).sum())
     if followed:
         log.info("%s: %d frame(s) of fades taken towards black or white", state.item.id, followed)
