@@ -173,9 +173,13 @@ def test_a_dissolve_starts_the_next_shot_fresh_and_fades_its_backward_chain_in_o
     # a dissolve with a cut inside is left to the cut; one reaching past the video's ends is ignored
     assert plan_segments(40, [0, 12], 0, 3, dissolves=[(10, 15)]) == plan_segments(40, [0, 12], 0, 3)
     assert plan_segments(40, [0], 0, 3, dissolves=[(0, 5), (30, 39)]) == plan_segments(40, [0], 0, 3)
-    # the shot before split into pieces: the dissolve's chain starts after its last key frame
-    specs = plan_segments(40, [0], segment_frames=6, overlap=2, dissolves=[(3, 15)])
-    assert [(s.start, s.stop, s.reverse) for s in specs[2:4]] == [(11, 16, False), (12, 23, True)]
+    # the shot before split into pieces over its frames before the dissolve: its last piece takes
+    # the whole dissolve, so the next shot's chain fades in over all of it, however short the pieces
+    specs = plan_segments(50, [0], segment_frames=12, overlap=3, dissolves=[(30, 45)])
+    assert [(s.start, s.stop, s.reverse) for s in specs[:3]] == [(0, 16, True), (15, 46, False), (30, 47, True)]
+    specs = plan_segments(40, [0], segment_frames=1, overlap=0, dissolves=[(10, 15)])
+    assert [(s.start, s.stop, s.shot_start) for s in specs if s.start <= 15 < s.stop] == [(9, 16, 0), (10, 18, 16)]
+    assert weights_of_next_shot(specs, range(9, 17)) == [0.0, *(round(k / 7, 3) for k in range(1, 7)), 1.0]
     for total, cuts, length, overlap, dissolves in [
             (40, [0], 0, 3, [(10, 15)]), (40, [0], 12, 3, [(10, 15)]), (40, [0], 6, 2, [(3, 15)]),
             (60, [0, 30], 5, 2, [(8, 12), (13, 20), (31, 33), (40, 58)]), (30, [0], 1, 2, [(5, 9), (9, 11)]),

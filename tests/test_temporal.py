@@ -11,7 +11,7 @@ from pipeline.core.metrics import style_content_distances, warping_error
 from pipeline.core.stylizer import Stylizer
 from pipeline.core.temporal import compute_flow, reliability_mask, warp
 from pipeline.core.types import Targets, TemporalTarget
-from pipeline.media.cuts import detect_cuts
+from pipeline.media.cuts import DissolveFinder, detect_cuts
 
 
 def texture(h: int, w: int, seed: int = 0, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
@@ -152,6 +152,11 @@ def test_a_dissolve_is_found_with_its_span_and_motion_fades_and_cuts_are_not(tmp
                           40, *two)
     (first, last), = dissolves_in(dissolve)
     assert abs(first - 13) <= 1 and abs(last - 19) <= 1, (first, last)
+    one, pooled = DissolveFinder(25, threads=1), DissolveFinder(25, threads=3)  # frames scored over threads
+    for frame in dissolve:
+        one.push(frame)
+        pooled.push(frame)
+    assert one.spans() == pooled.spans() == [(first, last)] and one.scores == pooled.scores
     # a moving pattern, a fade through black (out, cut, in), a brightness ramp, a hard cut: no dissolve
     assert dissolves_in(lavfi_clip(tmp_path / "moving.mp4", "[0:v]null[v]", 40, *two[:4])) == []
     through_black = ("[0:v]fade=t=out:start_frame=8:nb_frames=10[a];[1:v]fade=t=in:start_frame=0:nb_frames=10[b];"
@@ -181,13 +186,13 @@ def test_a_slideshow_dissolve_between_photographs_is_found_and_a_cut_between_the
 
 
 def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
-    from pipeline.media.cuts import END_PAD, DissolveFinder
+    from pipeline.media.cuts import DISSOLVE_BATCH, END_PAD
 
     frames = lavfi_clip(tmp_path / "long.mp4", "[0:v]null[v]", 150, "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25")
     finder = DissolveFinder(25)
     for frame in frames:
         finder.push(frame)
-    assert len(finder.gray) <= 2 * finder.reach + END_PAD + 1
+    assert len(finder.gray) <= 2 * finder.reach + END_PAD + DISSOLVE_BATCH
     assert finder.spans() == [] and len(finder.scores) == 150
     # back-to-back mixes (a slideshow that never holds a picture): still a bounded window, not every frame
     rng = np.random.default_rng(3)
@@ -197,7 +202,7 @@ def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
         k, r = divmod(t, 20)
         mixing.push((1 - r / 20) * pictures[k] + r / 20 * pictures[k + 1])
         kept = max(kept, len(mixing.gray))
-    assert kept <= 5 * mixing.reach + 2 * END_PAD, kept  # a group of 3 reaches, its windows and pads
+    assert kept <= 5 * mixing.reach + 2 * END_PAD + DISSOLVE_BATCH, kept  # a group of 3 reaches, its windows, pads
     # frames too small to judge (DIS flow refuses under 12 px) are passed over, for VGG's size check to report
     tiny = DissolveFinder(25)
     for frame in frames[:60]:

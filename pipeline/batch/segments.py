@@ -56,7 +56,9 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
     bounds = sorted(cuts | set(leads)) + [total_frames]
     specs: list[SegmentSpec] = []
     for shot_start, shot_stop in itertools.pairwise(bounds):
-        length = shot_stop - shot_start
+        # Before a dissolve into the next shot the pieces share the frames up to the dissolve; its
+        # frames go to the last piece, so the next shot's chain fades in over all of them.
+        length = max(1, leads.get(shot_stop, shot_stop) - shot_start)
         pieces = max(1, round(length / segment_frames)) if segment_frames > 0 else 1
         pieces = min(pieces, length)
         # Equal pieces, so a shot of 50 with length 24 becomes 25+25, not 24+24+2.
@@ -64,7 +66,8 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
         # The cross-fade must stay inside the backward piece it runs into.
         shot_overlap = max(0, min(overlap, length // pieces - 1))
         # Over a dissolve, after the frame where the previous shot's last chain starts (a key frame
-        # another piece shares): every frame is in at most two chains.
+        # another piece shares): every frame is in at most two chains. That frame is before the
+        # dissolve unless the dissolve starts the previous shot.
         lead = max(leads[shot_start], specs[-1].start + 1) if shot_start in leads else shot_start
         if lead < shot_start and pieces % 2 == 1:  # the shot starts forward: a backward piece of its own
             specs.append(SegmentSpec(len(specs), lead, shot_start + 1, shot_start, reverse=True))
@@ -72,7 +75,7 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
             if (pieces - j) % 2 == 0:  # backward from b, the key frame it shares with the next piece
                 specs.append(SegmentSpec(len(specs), lead if j == 0 else a, b + 1, shot_start, reverse=True))
             else:
-                stop = min(shot_stop, b + shot_overlap) if j + 1 < pieces else b
+                stop = min(shot_stop, b + shot_overlap) if j + 1 < pieces else shot_stop
                 specs.append(SegmentSpec(len(specs), a, stop, shot_start))
     return specs
 

@@ -1,7 +1,10 @@
 """Shot-cut detection on decoded frames (a content detector in the manner of PySceneDetect's)."""
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -80,6 +83,8 @@ MIN_HITS = 2  # frames above the threshold per dissolve: one alone is noise
 RAMP_MAX_RMS = 0.2  # the mixing weight's misfit to a ramp (a sanity check: a pan ramps too)
 END_PAD = 8  # frames beyond the ends found, within the shot: the ramp fit sees pure A and pure B
 DISSOLVE_LEAST_SIDE = 32  # px: smaller frames are not judged (a tile of 8 px; DIS flow needs 12)
+DISSOLVE_BATCH = 16  # frames scored at once, spread over at most DISSOLVE_THREADS threads
+DISSOLVE_THREADS = 4
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -129,10 +134,11 @@ def _ramp(alpha: np.ndarray) -> tuple[int, int, float]:
 class DissolveFinder:
     """Streaming dissolve detector on small frames (longest side 160 px, as cut detection sees
     them): ``push`` each frame in order with whether it starts a shot, then ``spans``. Keeps only
-    the frames its windows still need (58 at 25 fps; up to about 140 inside a long run of mixing).
-    About 15 ms a frame on one core."""
+    the frames its windows and the batch being scored still need (74 at 25 fps; up to about 160
+    inside a long run of mixing). About 15 ms a frame on one core; ``threads`` (default: up to 4,
+    as the machine has cores) score a batch of frames at once, and the result does not depend on them."""
 
-    def __init__(self, fps: float = 25.0) -> None:
+    def __init__(self, fps: float = 25.0, threads: int | None = None) -> None:
         scale = max(1.0, float(fps) / 25.0)  # windows of the same duration at higher frame rates
         self.half_windows = sorted({round(h * scale) for h in HALF_WINDOWS})
         self.reach = self.half_windows[-1]
@@ -143,9 +149,11 @@ class DissolveFinder:
         self.count = self.scored = 0
         self.groups: list[list[int]] = []  # frames above the threshold, not yet turned into a span
         self.found: list[tuple[int, int]] = []
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self._dis.setFinestScale(1)  # half resolution: ~1 ms a flow at 160x90, enough to carry a tile
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        # Frames are scored DISSOLVE_BATCH at a time over threads (DIS flow and remap release the
+        # GIL; one flow engine per thread): the glance pass waits on this before painting starts.
+        self.threads = threads or min(DISSOLVE_THREADS, os.cpu_count() or 1)
+        self._engines = threading.local()
 
     def push(self, frame: np.ndarray, starts_shot: bool = False) -> None:
         index, self.count = self.count, self.count + 1
@@ -153,8 +161,11 @@ class DissolveFinder:
             self.cuts.append(index)
         self.gray[index] = _gray(_small(frame))
         self.u8[index] = np.clip(np.rint(self.gray[index]), 0, 255).astype(np.uint8)
-        while self.scored + self.reach < self.count:  # every window of that frame has arrived
-            self._score(self.scored)
+        if self._grid is None:
+            h, w = self.gray[index].shape
+            self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        if self.count - self.reach - self.scored >= DISSOLVE_BATCH:  # every window of these frames has arrived
+            self._score_until(self.count - self.reach)
         self._settle(final=False)
         # a group's span reaches END_PAD frames before its windows, and a group may start at any later frame
         keep = min(g[0] for g in self.groups[:1] or [[self.scored]]) - self.reach - END_PAD
@@ -163,27 +174,43 @@ class DissolveFinder:
 
     def spans(self) -> list[tuple[int, int]]:
         """(first frame showing the next shot, last frame showing the one before) of each dissolve."""
-        while self.scored < self.count:
-            self._score(self.scored)
+        self._score_until(self.count)
         self._settle(final=True)
         return list(self.found)
 
     def _onto(self, src: int, dst: int) -> np.ndarray:
         """Frame ``src`` carried onto frame ``dst``'s grid along the flow between them."""
-        if self._grid is None:
-            h, w = self.gray[dst].shape
-            self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        flow = self._dis.calc(self.u8[dst], self.u8[src], None)
+        engine = getattr(self._engines, "dis", None)
+        if engine is None:
+            engine = self._engines.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+            engine.setFinestScale(1)  # half resolution: ~1 ms a flow at 160x90, enough to carry a tile
+        flow = engine.calc(self.u8[dst], self.u8[src], None)
         xs, ys = self._grid
         return cv2.remap(self.gray[src], xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
 
-    def _score(self, m: int) -> None:
+    def _best(self, m: int) -> tuple[float, int]:
+        """Frame m's score (the best median tile gain over its windows) and that window's half width."""
         best = (0.0, 0)
         for h in self.half_windows if min(self.gray[m].shape) >= DISSOLVE_LEAST_SIDE else ():
             if m - h < 0 or m + h >= self.count or any(m - h < c <= m + h for c in self.cuts):
                 continue
             best = max(best, (_mix_gain(self.gray[m], self._onto(m - h, m), self._onto(m + h, m)), h))
+        return best
+
+    def _score_until(self, stop: int) -> None:
+        frames = range(self.scored, stop)
+        if self.threads > 1 and len(frames) > 1:
+            # a pool per batch: nothing to shut down when a decode fails half way (thread starts are
+            # microseconds against a batch's ~0.2 s)
+            with ThreadPoolExecutor(min(self.threads, len(frames)), thread_name_prefix="dissolves") as pool:
+                scores = list(pool.map(self._best, frames))
+        else:
+            scores = [self._best(m) for m in frames]
+        for m, best in zip(frames, scores, strict=True):
+            self._record(m, best)
+
+    def _record(self, m: int, best: tuple[float, int]) -> None:
         self.scores[m] = best
         self.scored = m + 1
         if best[0] > DISSOLVE_THRESHOLD:
