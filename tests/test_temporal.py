@@ -1,6 +1,8 @@
 """Flow, warping, reliability masks, cut detection, the temporal loss and the fixed metrics."""
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -203,6 +205,8 @@ def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
         mixing.push((1 - r / 20) * pictures[k] + r / 20 * pictures[k + 1])
         kept = max(kept, len(mixing.gray))
     assert kept <= 5 * mixing.reach + 2 * END_PAD + DISSOLVE_BATCH, kept  # a group of 3 reaches, its windows, pads
+    spans = mixing.spans()
+    assert spans and all(a[1] < b[0] for a, b in itertools.pairwise(spans)), spans  # no chain starts inside another's
     # frames too small to judge (DIS flow refuses under 12 px) are passed over, for VGG's size check to report
     tiny = DissolveFinder(25)
     for frame in frames[:60]:

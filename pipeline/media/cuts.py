@@ -238,8 +238,11 @@ class DissolveFinder:
             e2 = min([last_end, self.count - 1] + [c - 1 for c in self.cuts if c > group[-1]])
             alpha = np.array([0.0] + [self._weight(t, e1, e2) for t in range(e1 + 1, e2)] + [1.0])
             t0, t1, rms = _ramp(alpha)
-            if rms <= RAMP_MAX_RMS:
-                self.found.append((e1 + t0 + 1, e1 + t1 - 1))
+            first, last = e1 + t0 + 1, e1 + t1 - 1
+            # one picture mixing into the next and on into a third (a slideshow that never holds
+            # still) can fit overlapping ramps: the first stands, a chain cannot start inside it
+            if rms <= RAMP_MAX_RMS and not (self.found and first <= self.found[-1][1]):
+                self.found.append((first, last))
 
     def _weight(self, t: int, e1: int, e2: int) -> float:
         """The share of end ``e2`` in frame ``t`` (a whole-frame fit on both ends carried onto it)."""
