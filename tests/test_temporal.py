@@ -165,7 +165,7 @@ def test_a_dissolve_is_found_with_its_span_and_motion_fades_and_cuts_are_not(tmp
                      "[a][b]concat=n=2[v]")
     assert dissolves_in(lavfi_clip(tmp_path / "black.mp4", through_black, 40,
                                    "-t", "0.8", *two[:4], "-t", "1", *two[4:])) == []
-    assert dissolves_in(lavfi_clip(tmp_path / "ramp.mp4", "[0:v]eq=brightness=0.012*n:eval=frame[v]", 40,
+    assert dissolves_in(lavfi_clip(tmp_path / "ramp.mp4", "[0:v]eq=brightness=0.008*n:eval=frame[v]", 40,
                                    *two[4:])) == []
     cut = lavfi_clip(tmp_path / "cut.mp4", "[0:v][1:v]concat=n=2[v]", 40, "-t", "0.8", *two[:4], "-t", "1", *two[4:])
     assert detect_cuts(cut, 0.15, 4) == [0, 20] and dissolves_in(cut) == []
