@@ -153,12 +153,7 @@ def test_a_dissolve_is_found_with_its_span_and_motion_fades_and_cuts_are_not(tmp
     dissolve = lavfi_clip(tmp_path / "dissolve.mp4", "[0:v][1:v]xfade=transition=fade:duration=0.32:offset=0.48[v]",
                           40, *two)
     (first, last), = dissolves_in(dissolve)
-    assert abs(first - 13) <= 1 and abs(last - 19) <= 1, (first, last)
-    one, pooled = DissolveFinder(25, threads=1), DissolveFinder(25, threads=3)  # frames scored over threads
-    for frame in dissolve:
-        one.push(frame)
-        pooled.push(frame)
-    assert one.spans() == pooled.spans() == [(first, last)] and one.scores == pooled.scores
+    assert abs(first - 13) <= 2 and abs(last - 19) <= 2, (first, last)
     # a moving pattern, a fade through black (out, cut, in), a brightness ramp, a hard cut: no dissolve
     assert dissolves_in(lavfi_clip(tmp_path / "moving.mp4", "[0:v]null[v]", 40, *two[:4])) == []
     through_black = ("[0:v]fade=t=out:start_frame=8:nb_frames=10[a];[1:v]fade=t=in:start_frame=0:nb_frames=10[b];"
@@ -169,6 +164,34 @@ def test_a_dissolve_is_found_with_its_span_and_motion_fades_and_cuts_are_not(tmp
                                    *two[4:])) == []
     cut = lavfi_clip(tmp_path / "cut.mp4", "[0:v][1:v]concat=n=2[v]", 40, "-t", "0.8", *two[:4], "-t", "1", *two[4:])
     assert detect_cuts(cut, 0.15, 4) == [0, 20] and dissolves_in(cut) == []
+    # Scored in batches over threads while frames arrive and old ones go: the same as on one thread.
+    frames = dissolve + cut + dissolve  # 120 frames, two cuts
+    starts = set(detect_cuts(frames, 0.15, 4))
+    one, pooled = DissolveFinder(25, threads=1), DissolveFinder(25, threads=3)
+    for index, frame in enumerate(frames):
+        one.push(frame, index in starts)
+        pooled.push(frame, index in starts)
+    assert one.scores == pooled.scores and one.spans() == pooled.spans() == [(first, last), (first + 80, last + 80)]
+
+
+def test_a_stray_pair_of_frames_before_a_dissolve_does_not_cut_it_short():
+    """Two frames scoring as a mix shortly before a dissolve (motion that fooled the test) fit a
+    ramp that reaches the next shot only at its window's end, inside the dissolve; taken as a
+    dissolve, it would start the next shot's chain there and drop the real one as overlapping."""
+    rng = np.random.default_rng(0)
+    first_shot, next_shot = (cv2.resize(rng.uniform(0, 255, (23, 40, 3)).astype(np.float32), (160, 90))
+                             for _ in range(2))
+
+    class Scored(DissolveFinder):  # scores given, weights and ramps measured on the frames
+        def _best(self, m: int) -> tuple[float, int]:
+            return (0.2, 3) if 61 <= m <= 89 else (0.07, 12) if m in (48, 49) else (0.0, 0)
+
+    finder = Scored(25, threads=1)
+    for t in range(150):  # the dissolve: frames 61-89
+        mix = np.clip((t - 60) / 30, 0, 1)
+        finder.push((1 - mix) * first_shot + mix * next_shot)
+    (first, last), = finder.spans()
+    assert abs(first - 61) <= 2 and abs(last - 89) <= 2, (first, last)
 
 
 def test_a_slideshow_dissolve_between_photographs_is_found_and_a_cut_between_them_is_not(tmp_path):

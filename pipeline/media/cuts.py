@@ -1,4 +1,5 @@
-"""Shot-cut detection on decoded frames (a content detector in the manner of PySceneDetect's)."""
+"""Shot-cut detection on decoded frames (a content detector in the manner of PySceneDetect's), and
+dissolve detection (cross-fades between shots) on the same frames."""
 from __future__ import annotations
 
 import os
@@ -234,14 +235,19 @@ class DissolveFinder:
             if len(group) < MIN_HITS:
                 continue
             # the ends: before any of the next shot, after all of the one before, inside the shot
-            e1 = max([min(m - self.scores[m][1] for m in group) - END_PAD, 0] + [c for c in self.cuts if c <= group[0]])
+            first_end = min(m - self.scores[m][1] for m in group) - END_PAD
+            e1 = max([first_end, 0] + [c for c in self.cuts if c <= group[0]])
             e2 = min([last_end, self.count - 1] + [c - 1 for c in self.cuts if c > group[-1]])
             alpha = np.array([0.0] + [self._weight(t, e1, e2) for t in range(e1 + 1, e2)] + [1.0])
             t0, t1, rms = _ramp(alpha)
             first, last = e1 + t0 + 1, e1 + t1 - 1
+            # A dissolve's windows reach past it, so a ramp that reaches the next shot only at the
+            # fit's end (where the weight is set, not measured) saw no frame of it alone: the group
+            # is a stray pair of frames before a dissolve, or the start of one, and would cut it short.
+            unseen = t1 == len(alpha) - 1 and e2 == last_end
             # one picture mixing into the next and on into a third (a slideshow that never holds
             # still) can fit overlapping ramps: the first stands, a chain cannot start inside it
-            if rms <= RAMP_MAX_RMS and not (self.found and first <= self.found[-1][1]):
+            if rms <= RAMP_MAX_RMS and not unseen and not (self.found and first <= self.found[-1][1]):
                 self.found.append((first, last))
 
     def _weight(self, t: int, e1: int, e2: int) -> float:
