@@ -7,7 +7,8 @@ and propagate away from it, one towards the shot's start and one towards its end
 chains meet at one frame computed alike instead of at a seam between independent solutions. With
 two workers a shot has no seam at all. Where a forward piece meets the backward piece of the next
 key frame, the forward piece runs ``overlap`` frames further and the result cross-fades linearly
-from one chain to the other over those frames.
+from one chain to the other over those frames. A dissolve between two shots is joined the same way:
+the first shot's chain runs on through it, and the next shot's runs back over it from its first frame.
 """
 from __future__ import annotations
 
