@@ -210,6 +210,20 @@ def test_a_slideshow_dissolve_between_photographs_is_found_and_a_cut_between_the
     assert detect_cuts(frames, 0.15, 4) == [0, 50] and dissolves_in(frames) == []
 
 
+def test_fog_drifting_over_a_still_scene_is_no_dissolve():
+    """Every frame is a mix of the scene and a moving veil, to the end of the clip: frames score as
+    mixes all along, but no ramp ever reaches a frame of a next picture alone."""
+    from pipeline.media.cuts import DISSOLVE_THRESHOLD
+
+    scene = texture(90, 160, seed=8)
+    veil = cv2.resize(np.random.default_rng(1).uniform(0, 255, (12, 40)).astype(np.float32), (400, 90))
+    finder = DissolveFinder(25)
+    for t in range(60):
+        finder.push(np.clip(0.6 * scene + 0.4 * veil[:, 2 * t:2 * t + 160, None], 0, 255))
+    assert finder.spans() == []
+    assert sum(score > DISSOLVE_THRESHOLD for score, _ in finder.scores.values()) > 30
+
+
 def test_the_dissolve_finder_keeps_only_the_frames_its_windows_need(tmp_path):
     from pipeline.media.cuts import DISSOLVE_BATCH, END_PAD
 

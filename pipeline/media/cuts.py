@@ -241,10 +241,12 @@ class DissolveFinder:
             alpha = np.array([0.0] + [self._weight(t, e1, e2) for t in range(e1 + 1, e2)] + [1.0])
             t0, t1, rms = _ramp(alpha)
             first, last = e1 + t0 + 1, e1 + t1 - 1
-            # A dissolve's windows reach past it, so a ramp that reaches the next shot only at the
-            # fit's end (where the weight is set, not measured) saw no frame of it alone: the group
-            # is a stray pair of frames before a dissolve, or the start of one, and would cut it short.
-            unseen = t1 == len(alpha) - 1 and e2 == last_end
+            # The fit's last weight is set, not measured. A ramp that reaches the next shot only there
+            # saw no frame of it alone: a stray pair of frames before a dissolve (or its start, which
+            # would cut it short), or a mix that goes on to a cut or the video's end (fog or smoke
+            # drifting over a scene). (At the fit's start a dark or slow dissolve's ramp may begin at
+            # once and still be one: 2 of the 20 measured did.)
+            unseen = t1 == len(alpha) - 1
             # one picture mixing into the next and on into a third (a slideshow that never holds
             # still) can fit overlapping ramps: the first stands, a chain cannot start inside it
             if rms <= RAMP_MAX_RMS and not unseen and not (self.found and first <= self.found[-1][1]):
