@@ -109,6 +109,27 @@ def test_with_the_contents_colours_kept_the_chain_follows_a_fade_as_frames_paint
         [round(lightness(f)) for f in chained], [round(lightness(f)) for f in apart])
 
 
+def test_a_dissolve_between_shots_of_different_light_is_no_fade():
+    """Dissolved into a brighter shot, a dark shot's frames are below the pair's median; into a darker
+    shot, the dissolve's frames sink towards it: neither is a fade. A fade in the next shot still is."""
+    from pipeline.batch.segments import plan_segments, planned_dissolves
+
+    def levels(first: float, second: float) -> np.ndarray:  # 16 frames, a dissolve over 16-25, 15 frames
+        return np.concatenate([np.full(16, first), np.linspace(first, second, 12)[1:-1], np.full(15, second)])
+
+    specs = plan_segments(41, [0], 0, 3, dissolves=[(16, 25)])
+    assert planned_dissolves(specs) == [(16, 26)]
+    starts = {s.shot_start for s in specs}
+    for first, second in ((50.0, 140.0), (150.0, 40.0)):
+        assert np.array_equal(fade_gains(levels(first, second), starts, planned_dissolves(specs)), np.ones((41, 2)))
+    # the light of the two shots apart and of the dissolve alike would take these frames for fades
+    assert (fade_gains(levels(50.0, 140.0), [0]) < 1).any() and (fade_gains(levels(150.0, 40.0), [0, 26]) < 1).any()
+    fading = levels(50.0, 140.0)
+    fading[34:] = np.linspace(140, 0, 7)
+    to_black = fade_gains(fading, starts, planned_dissolves(specs))[:, 0]
+    assert to_black[-1] == 0.0 and np.all(to_black[:34] == 1.0)
+
+
 def test_fade_gains_follow_fades_and_dips_and_leave_ordinary_light_alone():
     rng = np.random.default_rng(0)
     steady = 110 + rng.uniform(-15, 15, 40)  # exposure drift and passing shadows: +-14%

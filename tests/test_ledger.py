@@ -153,7 +153,7 @@ def test_segments_cover_every_frame_and_never_cross_a_cut() -> None:
 def test_a_dissolve_starts_the_next_shot_fresh_and_fades_its_backward_chain_in_over_it() -> None:
     """Over a dissolve (frames 10-15) the shot before runs on, the next shot's chain runs back from
     its first frame (16), and the delivered frames fade from the one to the other as the footage does."""
-    from pipeline.batch.segments import dissolve_starts, frame_weights, segment_key, settle_stop, shot_keys
+    from pipeline.batch.segments import frame_weights, planned_dissolves, segment_key, settle_stop, shot_keys
 
     def weights_of_next_shot(specs: list, frames: range) -> list[float]:
         return [round(sum(w for s, w in frame_weights(i, specs) if s.shot_start == 16), 3) for i in frames]
@@ -164,7 +164,7 @@ def test_a_dissolve_starts_the_next_shot_fresh_and_fades_its_backward_chain_in_o
     assert weights_of_next_shot(specs, range(9, 18)) == [0.0, *(round(k / 7, 3) for k in range(1, 7)), 1.0, 1.0]
     assert [segment_key(s) for s in specs] == [0, 16, 16] and shot_keys(specs[1], specs) == [16]
     assert settle_stop(16, specs, 1) == 18  # the shared key frame is settled alike by both
-    assert dissolve_starts(specs) == {16}  # not a cut: the fade rule sees one shot's light through it
+    assert planned_dissolves(specs) == [(10, 16)]  # its frames are no shot's light alone (the fade rule)
     # split over workers, the next shot's first piece runs backward anyway: it is lengthened
     specs = plan_segments(40, [0], segment_frames=12, overlap=3, dissolves=[(10, 15)])
     assert [(s.start, s.stop, s.shot_start, s.reverse) for s in specs] == [(0, 16, 0, False), (10, 29, 16, True),

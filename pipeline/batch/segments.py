@@ -81,13 +81,9 @@ def plan_segments(total_frames: int, shot_starts: Sequence[int], segment_frames:
     return specs
 
 
-def dissolve_starts(specs: Sequence[SegmentSpec]) -> set[int]:
-    """Shots that begin after a dissolve: their chain runs back over it."""
-    return {s.shot_start for s in specs if s.start < s.shot_start}
-
-
-def dissolve_count(specs: Sequence[SegmentSpec]) -> int:
-    return len(dissolve_starts(specs))
+def planned_dissolves(specs: Sequence[SegmentSpec]) -> list[tuple[int, int]]:
+    """Frames [first, stop) over which a shot's chain runs back into the shot before: its dissolves."""
+    return sorted({(s.start, s.shot_start) for s in specs if s.start < s.shot_start})
 
 
 def segment_key(spec: SegmentSpec) -> int:

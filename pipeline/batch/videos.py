@@ -22,12 +22,11 @@ from pipeline.batch.segments import (
     auto_segment_frames,
     chain_previous,
     chunk_range,
-    dissolve_count,
-    dissolve_starts,
     frame_count,
     frames_dir,
     painted_anchor,
     plan_segments,
+    planned_dissolves,
     read_segment_frame,
     settle_stop,
     shot_keys,
@@ -111,7 +110,7 @@ def prepare_video(item: Item, ledger: Ledger, cfg: Config, digest: str, workers:
         specs = plan_segments(count, starts, length, overlap, spans)
         ledger.set_segments(item.id, specs, digest)
         log.info("%s: %d frames, %d shot(s), %d dissolve(s) %s, %d segment(s)", item.id, count, len(starts),
-                 dissolve_count(specs), spans, len(specs))
+                 len(planned_dissolves(specs)), spans, len(specs))
     elif layout is not None:  # resumed: judged again, as the frames kept were painted
         lit = sum(lit_bars(frame, layout) for frame in read_frames(item.source, GLANCE_SIDE, glance=True))
     if lit:
@@ -254,8 +253,7 @@ def faded_frames(frames: Iterable[np.ndarray], state: VideoState) -> Iterator[np
     from pipeline.core.temporal import fade_gains, follow_fade
 
     levels = content_levels(state.item, frame_count(state.specs), state.picture_only)
-    # A dissolve is no fade: its frames belong to neither shot's light alone, so only cuts bound the shots here.
-    gains = fade_gains(levels, {s.shot_start for s in state.specs} - dissolve_starts(state.specs))
+    gains = fade_gains(levels, {s.shot_start for s in state.specs}, planned_dissolves(state.specs))
     followed = int((gains < 1.0).any(axis=1).sum())
     if followed:
         log.info("%s: %d frame(s) of fades taken towards black or white", state.item.id, followed)
@@ -423,7 +421,7 @@ class VideoEncodes:
             if self.on_done is not None:
                 self.on_done(state)
             held = f"{state.held} repeated frame(s) held, " if state.held else ""
-            dissolves = dissolve_count(state.specs)
+            dissolves = len(planned_dissolves(state.specs))
             faded = f"{dissolves} dissolve(s) painted as such, " if dissolves else ""
             say(self.opts.quiet, f"wrote {state.item.output} ({len(state.specs)} segment(s), {faded}{held}"
                                   f"{state.seconds:.1f} s of work)")

@@ -122,16 +122,21 @@ WHITE_FROM = 200.0
 WHITE_SPLIT_FRAMES = 4  # at most this many frames in such a split-off shot
 
 
-def fade_gains(levels: Sequence[float], shot_starts: Iterable[int]) -> np.ndarray:
+def fade_gains(levels: Sequence[float], shot_starts: Iterable[int],
+               dissolves: Iterable[tuple[int, int]] = ()) -> np.ndarray:
     """Per frame, the factors (towards black, towards white) in [0, 1] from the content's mean grey
-    level per frame ([0, 255]; NaN where unknown: factor 1) and the frames where shots start."""
+    level per frame ([0, 255]; NaN where unknown: factor 1) and the frames where shots start.
+
+    ``dissolves``: frames [first, stop) that mix two shots. They are left as painted (a dissolve
+    into a darker shot is no fade), and the shots on either side keep their own usual light."""
     levels = np.asarray(levels, np.float64)
     gains = np.ones((len(levels), 2))
-    bounds = sorted({0, len(levels), *(s for s in shot_starts if 0 < s < len(levels))})
+    mixes = {a: b for a, b in dissolves if 0 <= a < b <= len(levels)}
+    bounds = sorted({0, len(levels), *(s for s in shot_starts if 0 < s < len(levels)), *mixes, *mixes.values()})
     fading_up: tuple[float, float] | None = None  # (usual light, last level) of a shot that ended rising to white
     for a, b in itertools.pairwise(bounds):
         shot = levels[a:b]
-        if np.isnan(shot).all():
+        if mixes.get(a) == b or np.isnan(shot).all():
             fading_up = None
             continue
         usual = float(np.nanmedian(shot))
