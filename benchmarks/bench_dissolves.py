@@ -22,7 +22,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import IMAGES, sample_clip
+from common import IMAGES, nst_video, sample_clip
 
 from pipeline import config as config_mod
 from pipeline.core.metrics import CONTENT_LAYER, STYLE_LAYERS, style_content_distances, warping_error
@@ -84,12 +83,7 @@ def trimmed(clip: Path, start: int, dest: Path) -> Path:
 
 
 def paint(clip: Path, style: Path, out: Path, size: int, dissolves: bool) -> tuple[list[np.ndarray], float]:
-    config = out.parent / f"{out.name}.toml"
-    config.write_text(f"[video]\ndissolves = {'true' if dissolves else 'false'}\n")
-    began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(style), "-o", str(out),
-                    "--size", str(size), "--config", str(config), "-q"], check=True, cwd=ROOT)
-    seconds = time.perf_counter() - began
+    seconds, _ = nst_video(clip, style, out, size, {"dissolves": dissolves})
     return list(read_frames(out / clip.name, size)), seconds
 
 

@@ -22,7 +22,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import clip_and_style, sample_clip
+from common import clip_and_style, nst_video, sample_clip
 
 from pipeline import config as config_mod
 from pipeline.core.temporal import fade_gains
@@ -60,12 +59,7 @@ def faded_clip(clip: Path, start: int, frames: int, colour: str, dest: Path) -> 
 
 
 def paint(clip: Path, style: Path, out: Path, size: int, follow: bool) -> tuple[list[float], float]:
-    config = out.parent / f"{out.name}.toml"
-    config.write_text(f"[video]\nfollow_fades = {'true' if follow else 'false'}\n")
-    began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(style), "-o", str(out),
-                    "--size", str(size), "--config", str(config), "-q"], check=True, cwd=ROOT)
-    seconds = time.perf_counter() - began
+    seconds, _ = nst_video(clip, style, out, size, {"follow_fades": follow})
     return [light(f) for f in read_frames(out / clip.name, size)], seconds
 
 

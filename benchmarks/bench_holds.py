@@ -24,7 +24,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import clip_and_style, sample_clip
+from common import clip_and_style, nst_video, sample_clip
 
 from pipeline.core.metrics import pair_warping_error
 from pipeline.core.temporal import hold_view, repeats
@@ -54,14 +53,8 @@ def on_twos(clip: Path, start: int, drawings: int, crf: int, dest: Path) -> Path
 
 
 def paint(clip: Path, style: Path, out: Path, size: int, hold: bool) -> tuple[list[np.ndarray], float, int]:
-    config = out.parent / f"{out.name}.toml"
-    config.write_text(f"[video]\nhold_frames = {'true' if hold else 'false'}\n")
-    began = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(style), "-o",
-                          str(out), "--size", str(size), "--config", str(config)], check=True, cwd=ROOT,
-                         capture_output=True, text=True)
-    seconds = time.perf_counter() - began
-    held = re.search(r"(\d+) repeated frame\(s\) held", run.stderr)  # the console line, on stderr
+    seconds, said = nst_video(clip, style, out, size, {"hold_frames": hold}, quiet=False)
+    held = re.search(r"(\d+) repeated frame\(s\) held", said)  # the console line, on stderr
     return list(read_frames(out / clip.name, size)), seconds, int(held.group(1)) if held else 0
 
 

@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: images, sample clips, a matmul reference, analytic FLOP counts,
-a pastiche (PyTorch) runner in its own virtual environment, child-process peak memory, and a
-decoder that shows a video as players do.
+a pastiche (PyTorch) runner in its own virtual environment, child-process peak memory, a
+decoder that shows a video as players do, and `nst video` run as users run it.
 
 Nothing here is imported by the library; benchmarks print, the library never does.
 """
@@ -214,6 +214,19 @@ def decode_interpolated(path: Path, hw: tuple[int, int]) -> list[np.ndarray]:
     decoded = np.frombuffer(proc.stdout, np.uint8)
     height, width = h + h % 2, w + w % 2  # encode_video pads odd sides
     return [f[:h, :w].astype(np.float32) for f in decoded.reshape(-1, height, width, 3)]
+
+
+def nst_video(clip: Path, style: Path, out: Path, size: int, video: dict[str, bool],
+              quiet: bool = True) -> tuple[float, str]:
+    """``nst video`` as users run it, with its defaults but for the ``[video]`` switches given:
+    (seconds, its console output; empty with ``quiet``, which leaves errors on the terminal)."""
+    config = out.parent / f"{out.name}.toml"
+    config.write_text("[video]\n" + "".join(f"{key} = {'true' if on else 'false'}\n" for key, on in video.items()))
+    began = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(style), "-o",
+                          str(out), "--size", str(size), "--config", str(config), *(["-q"] if quiet else [])],
+                         check=True, cwd=ROOT, capture_output=not quiet, text=True)
+    return time.perf_counter() - began, run.stderr or ""
 
 
 def clip_and_style(label: str, clip_name: str, style_name: str) -> tuple[Path, Path] | None:
