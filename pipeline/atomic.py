@@ -4,6 +4,7 @@ A reader (or a rerun after a crash) sees the old file or the whole new one, neve
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,12 +18,43 @@ def current_umask() -> int:
     return mask
 
 
+# Bytes in one path component on ext4, XFS, btrfs and ZFS (APFS and NTFS count 255 characters, never
+# fewer than 255 bytes of UTF-8). A name the file system took can still be too long once a temp
+# file's marks or an output's suffix are added to it.
+NAME_MAX = 255
+
+
+def fit_name(name: str, limit: int = NAME_MAX) -> str:
+    """``name`` if it takes at most ``limit`` bytes, else its stem cut short (whole characters) and
+    marked with a print of the whole name, so that two long names sharing a beginning stay apart;
+    the extension is kept."""
+    if len(os.fsencode(name)) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > 16:
+        stem, ext = name, ""
+    tail = f"~{hashlib.sha1(os.fsencode(name)).hexdigest()[:8]}" + (f".{ext}" if ext else "")
+    room = limit - len(os.fsencode(tail))
+    cut = stem
+    while cut and len(os.fsencode(cut)) > room:
+        cut = cut[:-max(1, (len(os.fsencode(cut)) - room) // 4)]
+    return cut + tail
+
+
+def temp_prefix(name: str, added: int) -> str:
+    """The start of a hidden temp name beside the file ``name`` (".name."), short enough that the
+    ``added`` bytes that follow it keep the whole within NAME_MAX."""
+    return f".{fit_name(name, NAME_MAX - 2 - added)}."
+
+
 @contextmanager
 def atomic_target(path: Path, suffix: str = ".part") -> Iterator[Path]:
     """Yields a temp path beside ``path``; when the block succeeds it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    # mkstemp puts 8 random characters between prefix and suffix
+    prefix = temp_prefix(path.name, 8 + len(os.fsencode(suffix)))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:

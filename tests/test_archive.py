@@ -18,6 +18,7 @@ from test_images import exif_bytes, left_red_right_blue, swapped_rgb_profile, wr
 from test_video import moving_clip
 
 from pipeline import config as config_mod
+from pipeline.atomic import NAME_MAX, fit_name
 from pipeline.batch.discover import Item, discover
 from pipeline.batch.driver import decide
 from pipeline.batch.imagejob import ImageJob, stylize_file
@@ -25,6 +26,7 @@ from pipeline.core.stylizer import Stylizer
 from pipeline.errors import InputError, NstError
 
 ODD_DIR = "Ünïcödé 写真/it's a \"quoted\" dir"
+LONG = "写" * 83  # 249 bytes: with ".JPG" a name the file system takes, beyond it once marked as a temp file
 
 # id -> (output name relative to out/, output size, output mode); every good file of the archive.
 GOOD = {
@@ -43,6 +45,8 @@ GOOD = {
     "Photos/raw/img_0102.HEIC": ("Photos/raw/img_0102.jpg", (48, 36), "RGB"),
     "Photos/dups/photo.JPG": ("Photos/dups/photo.jpg", (48, 36), "RGB"),
     "Photos/dups/photo.jpeg": ("Photos/dups/photo-jpeg.jpg", (48, 36), "RGB"),
+    f"Photos/dups/{LONG}.JPG": (f"Photos/dups/{LONG}.jpg", (48, 36), "RGB"),
+    f"Photos/dups/{LONG}.jpeg": (f"Photos/dups/{fit_name(LONG + '-jpeg.jpg')}", (48, 36), "RGB"),
     "Photos/bad/truncated.jpg": ("Photos/bad/truncated.jpg", None, None),  # passes discover, fails to decode
     "Photos/raw/IMG_0100.JPG": ("Photos/raw/IMG_0100.jpg", (48, 36), "RGB"),  # its RAW twin is passed over
     "Photos/raw/IMG_0101.DNG": ("Photos/raw/IMG_0101.jpg", (32, 48), "RGB"),  # a lone RAW, turned upright
@@ -52,6 +56,8 @@ RAW_TWINS = ("Photos/raw/IMG_0100.CR2", "Photos/raw/img_0102.nef")  # beside IMG
 LIVE_CLIPS = ("Photos/phone/IMG_1234.MOV",)  # a Live Photo's 3 s clip beside its HEIC
 IGNORED = ("Photos/bad/.DS_Store", "Photos/2019 Summer/IMG_0001 rotated.AAE", "Photos/2019 Summer/._cmyk.jpg",
            "Photos/phone/IMG_1234.heic.json", "Photos/scans/Thumbs.db", "Photos/misc/GOPR0001.LRV")
+# thumbnails a NAS keeps of every photo, a trash, a desktop's thumbnail cache: each holds a picture
+HIDDEN_FOLDERS = ("Photos/@eaDir", "Photos/#recycle", "Photos/2019 Summer/.thumbnails", "Photos/web/.Trash-1000")
 REFUSED = {  # path relative to the archive's parent -> words the reason must contain
     "Photos/bad/bomb.png": "exceeds the limit",
     "Photos/bad/notes.txt": "not a photo or video",
@@ -101,6 +107,11 @@ def make_messy_archive(parent: Path) -> Path:
     write_dng(root / "raw/IMG_0103.DNG", gradient(96, 64))
     rgb.save(root / "dups/photo.JPG", format="JPEG")
     rgb.save(root / "dups/photo.jpeg", format="JPEG")
+    rgb.save(root / f"dups/{LONG}.JPG", format="JPEG")
+    rgb.save(root / f"dups/{LONG}.jpeg", format="JPEG")
+    for folder in HIDDEN_FOLDERS:
+        (root.parent / folder / "IMG_0001.JPG").mkdir(parents=True)  # as Synology files them
+        rgb.save(root.parent / folder / "IMG_0001.JPG" / "SYNOPHOTO_THUMB_XL.jpg", format="JPEG")
     noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "bad/truncated.jpg", quality=95)
     whole = (root / "bad/truncated.jpg").read_bytes()
@@ -153,6 +164,11 @@ def test_discover_messy_archive(archive, tmp_path):
     # RAW+JPEG pairs from cameras are one shot: the RAW is passed over, counted, not painted twice.
     assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.raw_twins) == sorted(RAW_TWINS)
     assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.live_clips) == sorted(LIVE_CLIPS)
+    # Thumbnail, trash and hidden folders are not walked, and counted; named on the command line, they are.
+    assert sorted(p.relative_to(archive.parent).as_posix() for p in plan.hidden_folders) == sorted(HIDDEN_FOLDERS)
+    named = discover([archive.parent / HIDDEN_FOLDERS[0]], out)
+    assert [item.source.name for item in named.items] == ["SYNOPHOTO_THUMB_XL.jpg"] and not named.hidden_folders
+    assert all(len(os.fsencode(item.output.name)) <= NAME_MAX for item in plan.items)
     given = discover([archive.parent / IGNORED[1]], out)  # named on the command line: refused, with the reason
     assert not given.items and not given.ignored and "not a photo or video" in given.refused[0].reason
     for rel, words in REFUSED.items():
@@ -412,5 +428,26 @@ def test_killed_run_resumes_without_redoing_or_losing_work(archive, tmp_path):
     assert {i for i, s in states.items() if s == "skipped"} == set(finished_first)
     assert summary["counts"]["refused"] == len(REFUSED) and summary["counts"]["failed"] == 1
     assert summary["passed_over"] == {"sidecar_or_system": len(IGNORED), "raw_beside_a_picture": len(RAW_TWINS),
-                                      "live_photo_clips": len(LIVE_CLIPS)}
+                                      "live_photo_clips": len(LIVE_CLIPS),
+                                      "hidden_or_system_folders": len(HIDDEN_FOLDERS)}
     assert snapshot(archive.parent) == before
+
+
+def test_names_near_the_file_systems_limit(tmp_path):
+    from pipeline.batch.files import write_atomic
+    from pipeline.batch.segments import frames_dir
+
+    assert fit_name("IMG_0001.jpg") == "IMG_0001.jpg"
+    first, second = fit_name("é" * 200 + "a.jpg"), fit_name("é" * 200 + "b.jpg")
+    assert first != second and first.endswith(".jpg") and first.startswith("é" * 100)
+    assert all(len(os.fsencode(name)) <= NAME_MAX for name in (first, second, fit_name("x" * 400)))
+    # the driver's own writes: a temp name marked with the process id beside a 254-byte name
+    target = tmp_path / ("ü" * 125 + ".jpg")
+    write_atomic(target, b"painted")
+    assert target.read_bytes() == b"painted" and os.listdir(tmp_path) == [target.name]
+    # a video's frames wait in a folder named after its whole path, which a deep archive makes long
+    deep = "/".join(["Holiday photos from the summer of 2019"] * 8) + "/clip.mp4"
+    folder = frames_dir(tmp_path, deep)
+    folder.mkdir(parents=True)
+    assert frames_dir(tmp_path, deep) == folder and frames_dir(tmp_path, deep + "x") != folder
+    assert frames_dir(tmp_path, "a/b.mp4").name == "a__b.mp4"  # as before: runs under way resume

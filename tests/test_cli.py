@@ -134,3 +134,49 @@ def test_presets_command_lists_presets():
     assert result.exit_code == 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) >= 2 and all(len(line.split(None, 1)) == 2 for line in lines)
+
+
+def test_each_command_paints_its_own_kind_of_file(files, tmp_path):
+    """nst image paints photos and nst video one video: a video named to nst image, a photo or a
+    folder named to nst video, is refused in one line; a video met in a folder nst image walks is
+    passed over and counted. nst run paints both."""
+    import json
+
+    from test_video import moving_clip
+
+    clip = moving_clip(files["photo"].parent / "clip.mp4", 3, "48x32", "10", audio=False,
+                       codec=["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+    walked = runner.invoke(app, ["image", str(files["photo"].parent), "-s", str(files["style"]),
+                                 "-o", str(files["out"]), *FAST])
+    assert walked.exit_code == 0, walked.output
+    assert (files["out"] / "in" / "photo.png").is_file() and not list(files["out"].rglob("clip*"))
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert summary["passed_over"]["other_kind"] == 1
+    for command, target, words in (("image", clip, "a video: nst image paints photos"),
+                                   ("video", files["photo"], "a photo: nst video paints videos"),
+                                   ("video", files["photo"].parent, "a folder: nst video paints one video")):
+        result = runner.invoke(app, [command, str(target), "-s", str(files["style"]),
+                                     "-o", str(tmp_path / f"out-{command}"), *FAST])
+        assert result.exit_code == 1, result.output
+        lines = error_lines(result)
+        assert len(lines) == 1 and str(target) in lines[0] and words in lines[0], result.output
+    assert not (tmp_path / "out-image").exists() and not (tmp_path / "out-video").exists()
+
+
+def test_an_animated_gif_is_a_photo_to_nst_image_and_a_video_to_nst_video(files, tmp_path):
+    from pipeline.media.frames import frame_timing
+
+    frames = [Image.fromarray(np.roll(np.asarray(Image.open(files["photo"]).convert("RGB")), 4 * i, axis=1))
+              for i in range(5)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[100, 100, 300, 100, 200], loop=0)
+    as_photo = runner.invoke(app, ["image", str(gif), "-s", str(files["style"]), "-o", str(tmp_path / "photo"),
+                                   *FAST])
+    assert as_photo.exit_code == 3, as_photo.output  # done, with a warning the user must see
+    assert "warning" in as_photo.output and "only the first frame is painted" in as_photo.output
+    assert (tmp_path / "photo" / "anim.png").is_file()
+    as_video = runner.invoke(app, ["video", str(gif), "-s", str(files["style"]), "-o", str(tmp_path / "video"),
+                                   "--later-iterations", "1", *FAST])
+    assert as_video.exit_code == 0, as_video.output
+    timing = frame_timing(tmp_path / "video" / "anim.mp4")
+    assert [float(t) for t in timing.seconds()] == pytest.approx([0, 0.1, 0.2, 0.5, 0.6], abs=0.002)

@@ -99,3 +99,20 @@ def test_the_default_file_is_plain_high_profile_4_2_0(tmp_path):
     assert field(trace, "profile_idc") == 100  # High: what every H.264 player decodes
     assert field(trace, "chroma_format_idc") == 1  # 4:2:0
     assert field(trace, "bit_depth_luma_minus8") == 0
+
+
+def test_a_name_as_long_as_the_file_system_allows_is_written_with_its_tracks(tmp_path):
+    """The temp files beside the output (the video alone, then the muxed file) are named after it:
+    at 250 bytes, marks added to the whole name made them longer than a file name may be."""
+    import os
+
+    from test_video import moving_clip
+
+    source = moving_clip(tmp_path / "source.mp4", 6, "64x48", "10", audio=True,
+                         codec=["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+    out = tmp_path / "out" / ("動" * 82 + ".mp4")  # 250 bytes
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(6)]
+    encode_video(frames, out, Fraction(10), source, source=source)
+    assert len(list(read_frames(out, 64))) == 6
+    assert "Audio: aac" in media.ffmpeg_info(out)
+    assert os.listdir(out.parent) == [out.name]  # no temp file left beside it

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.atomic import fit_name
 from pipeline.errors import InputError
 from pipeline.media.frames import VIDEO_EXTENSIONS, VideoInfo
 from pipeline.media.images import FORMAT_SUFFIX, IMAGE_EXTENSIONS, RAW_EXTENSIONS, output_format, probe_image
@@ -48,6 +49,8 @@ class Plan:
     reals: dict[str, str] = field(default_factory=dict)  # item id -> the source's real path, links resolved
     raw_twins: list[Path] = field(default_factory=list)  # RAW files met in folders beside a picture of the same name
     live_clips: list[Path] = field(default_factory=list)  # Live Photo clips met in folders beside their picture
+    hidden_folders: list[Path] = field(default_factory=list)  # hidden, thumbnail and trash folders not walked
+    other_kind: list[Item] = field(default_factory=list)  # met in folders, of a kind the command does not paint
 
 
 # Files that cameras, phones, photo tools and operating systems leave beside the media: met while
@@ -61,6 +64,20 @@ SIDECAR_SUFFIXES = frozenset({
 })
 SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".picasa.ini", "picasa.ini",
                           "zbthumbnail.info", ".directory"})
+
+
+# Folders that NAS boxes, desktops and operating systems keep inside photo folders: thumbnails of
+# every photo (Synology's @eaDir holds several per picture, QNAP's .@__thumb, the desktop's
+# .thumbnails), deleted files (#recycle, @Recycle, .Trash-1000, $RECYCLE.BIN) and index data.
+# Walked, they would paint each photo several times over, and deleted ones. Hidden folders
+# (".name") are left alone as well. A folder named on the command line is always walked.
+SYSTEM_FOLDERS = frozenset({"@eadir", "#recycle", "#snapshot", "@recycle", "@recently-snapshot", "$recycle.bin",
+                            "system volume information", "lost+found", "@tmp", "@sharebin"})
+
+
+def hidden_folder(name: str) -> bool:
+    """A folder of thumbnails, deleted files or system data, or a hidden one: not walked."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
 def ignorable(name: str) -> bool:
@@ -214,8 +231,10 @@ def check_no_overlap(inputs: Sequence[Path], out_dir: Path) -> None:
                                    f"output folder outside the inputs")
 
 
-def _walk(root: Path, out_real: Path, refused: list[Refusal]) -> list[tuple[Path, str, str]]:
-    """(file, relative posix path, real path) under root, sorted, following directory links once each.
+def _walk(root: Path, out_real: Path, refused: list[Refusal],
+          hidden: list[Path]) -> list[tuple[Path, str, str]]:
+    """(file, relative posix path, real path) under root, sorted, following directory links once each;
+    ``hidden_folder`` folders are added to ``hidden`` and not entered.
 
     A folder's real path is resolved once and a file's is that plus its name unless the file is a
     link itself: resolving every file (a system call per path component) was most of the walk."""
@@ -230,6 +249,9 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal]) -> list[tuple[Path
         kept = []
         for name in sorted(dirnames):
             full = Path(dirpath) / name
+            if hidden_folder(name):
+                hidden.append(full)
+                continue
             real = os.path.realpath(full)
             if real in visited:
                 refused.append(Refusal(full, "symbolic link loop: this folder was already walked"))
@@ -268,7 +290,7 @@ def _with_suffix(item_id: str, suffix: str) -> str:
     tenth of planning an archive."""
     head, _, name = item_id.rpartition("/")
     dot = name.rfind(".")
-    name = name[:dot] + suffix if 0 < dot < len(name) - 1 else name + suffix
+    name = fit_name(name[:dot] + suffix if 0 < dot < len(name) - 1 else name + suffix)
     return f"{head}/{name}" if head else name
 
 
@@ -297,15 +319,54 @@ def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt:
     for item_id, kind, source, output in planned:
         if item_id not in winners:
             ext = source.suffix.lstrip(".") or "file"
-            candidate = output.with_name(f"{output.stem}-{ext}{output.suffix}")
+            candidate = output.with_name(fit_name(f"{output.stem}-{ext}{output.suffix}"))
             n = 2
             while str(candidate).casefold() in taken:
-                candidate = output.with_name(f"{output.stem}-{ext}-{n}{output.suffix}")
+                candidate = output.with_name(fit_name(f"{output.stem}-{ext}-{n}{output.suffix}"))
                 n += 1
             taken[str(candidate).casefold()] = item_id
             output = candidate
         items.append(Item(item_id, kind, source, output))
     return items
+
+
+OTHER_COMMAND = {"image": "a photo: nst video paints videos (nst run paints both)",
+                 "video": "a video: nst image paints photos (nst video or nst run paint videos)"}
+
+
+# The animations nst video paints frame by frame. Animated WebP and PNG decode in ffmpeg but not in
+# OpenCV's, which probes a video's size and frame count here: they are painted as photos.
+ANIMATION_EXTENSIONS = frozenset({".gif"})
+
+
+def animated(path: Path) -> bool:
+    """A picture file with more than one frame."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def keep_kinds(plan: Plan, kinds: frozenset[str], named: Sequence[Path], video_suffix: str = VIDEO_SUFFIX) -> None:
+    """Leaves in ``plan`` only the items of ``kinds``: the others are refused when named on the
+    command line and passed over (counted) when met in a folder. For a command that paints only
+    videos, an animated GIF is one: every frame is painted, delivered as a video."""
+    given = {os.path.abspath(p) for p in named}
+    kept = []
+    for item in plan.items:
+        if (item.kind == "image" and "image" not in kinds and "video" in kinds
+                and item.source.suffix.lower() in ANIMATION_EXTENSIONS and animated(item.source)):
+            kept.append(Item(item.id, "video", item.source, item.output.with_suffix(video_suffix)))
+        elif item.kind in kinds:
+            kept.append(item)
+        elif os.path.abspath(item.source) in given:
+            plan.refused.append(Refusal(item.source, OTHER_COMMAND[item.kind]))
+        else:
+            plan.other_kind.append(item)
+    plan.items = kept
 
 
 def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
@@ -328,7 +389,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             walked_roots.add(os.path.realpath(root))
             prefix = _root_name(root)
             files = []
-            for path, rel, real in _walk(root, out_real, plan.refused):
+            for path, rel, real in _walk(root, out_real, plan.refused, plan.hidden_folders):
                 if ignorable(path.name):
                     plan.ignored.append(path)
                 else:
@@ -399,6 +460,6 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
         else:
             plan.items.append(item)
     log.info("%d items, %d refused, %d sidecar or system files ignored, %d RAW files and %d Live Photo clips "
-             "beside a picture passed over", len(plan.items), len(plan.refused), len(plan.ignored), len(plan.raw_twins),
-             len(plan.live_clips))
+             "beside a picture passed over, %d hidden or system folders not walked", len(plan.items),
+             len(plan.refused), len(plan.ignored), len(plan.raw_twins), len(plan.live_clips), len(plan.hidden_folders))
     return plan

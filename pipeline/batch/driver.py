@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.batch.discover import Item, Plan, Refusal, discover
+from pipeline.batch.discover import Item, Plan, Refusal, discover, keep_kinds
 from pipeline.batch.estimate import Estimate, estimate
 from pipeline.batch.imagejob import check_style_weights, load_styles
 from pipeline.batch.ledger import DONE, DriverLock, Ledger, LedgerError, db_path
@@ -43,6 +43,10 @@ def ignored_note(plan: Plan) -> str:
     notes = [f"{len(plan.ignored)} sidecar or system files"] if plan.ignored else []
     notes += [f"{len(plan.raw_twins)} RAW files beside a picture of the same name"] if plan.raw_twins else []
     notes += [f"{len(plan.live_clips)} Live Photo clips beside their picture"] if plan.live_clips else []
+    notes += [f"{len(plan.hidden_folders)} hidden, thumbnail or trash folders"] if plan.hidden_folders else []
+    for kind, noun in (("image", "photos"), ("video", "videos")):
+        count = sum(item.kind == kind for item in plan.other_kind)
+        notes += [f"{count} {noun} (nst run paints photos and videos)"] if count else []
     return f", {', '.join(notes)} passed over" if notes else ""
 
 
@@ -64,6 +68,7 @@ def run(opts: RunOptions) -> RunResult:
     digest = config_hash(cfg, opts.styles, weights, masks)
     plan = discover(opts.inputs, out_dir, cfg.image.format, max_pixels=cfg.image.max_pixels,
                     video_suffix=CODEC_SUFFIX[cfg.video.codec])
+    keep_kinds(plan, opts.kinds, opts.inputs, CODEC_SUFFIX[cfg.video.codec])
     result = RunResult(config_hash=digest, refused=len(plan.refused))
     started = time.time()
     if not plan.items and plan.refused and not opts.dry_run:
@@ -258,7 +263,8 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
     result.warnings = sum(bool(r.get("warning")) for r in records if r["state"] in ("done", "skipped"))
     _, result.report = write_report(out_dir, records, settings, started, time.time(), passed_over={
         "sidecar_or_system": len(plan.ignored), "raw_beside_a_picture": len(plan.raw_twins),
-        "live_photo_clips": len(plan.live_clips)})
+        "live_photo_clips": len(plan.live_clips), "hidden_or_system_folders": len(plan.hidden_folders),
+        **({"other_kind": len(plan.other_kind)} if plan.other_kind else {})})
     say(opts.quiet, f"{result.done} done, {result.skipped} skipped, {result.failed} failed, "
                     f"{result.refused} refused" + (f", {result.warnings} with warnings" if result.warnings else "")
                     + f"; report: {result.report}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.atomic import current_umask
+from pipeline.atomic import current_umask, temp_prefix
 
 _MODE = 0o666 & ~current_umask()  # what a new file gets (the driver does not change its umask)
 
@@ -18,7 +18,8 @@ _MODE = 0o666 & ~current_umask()  # what a new file gets (the driver does not ch
 def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
     """``path`` appears whole or not at all; with ``sync`` its bytes are on disk before the rename
     (so a record the ledger makes afterwards never outlives them across a power cut)."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.part")
+    tail = f"{os.getpid()}.part"
+    tmp = os.path.join(os.path.dirname(path), temp_prefix(os.path.basename(path), len(tail)) + tail)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _MODE)
     except FileNotFoundError:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.atomic import write_bytes_atomic
+from pipeline.atomic import fit_name, write_bytes_atomic
 from pipeline.config import Config
 from pipeline.core.arrays import MIN_SIDE, fit_longest, resize
 from pipeline.core.types import Iterate
@@ -96,7 +96,7 @@ def stylize_file(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray]
 
 def intermediate_path(output: Path, iteration: int) -> Path:
     """photo.jpg -> photo.iter00050.jpg: beside the output, sorting in iteration order."""
-    return output.with_name(f"{output.stem}.iter{iteration:05d}{output.suffix}")
+    return output.with_name(fit_name(f"{output.stem}.iter{iteration:05d}{output.suffix}"))
 
 
 def stylize_to_bytes(stylizer: Stylizer, job: ImageJob, styles: Sequence[np.ndarray],

@@ -70,6 +70,7 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
             finished(copy, "done", res.thumb, duplicate_of=item.id, seconds=0.0, thumb=pack)
             if res.note:
                 notes[copy.id] = res.note
+                ledger.set_warning(copy.id, res.note)
             emit("duplicate", {"item": copy.id, "of": item.id})
             say(opts.quiet, f"wrote {copy.output} (identical to {item.id}: copied)")
 
@@ -171,6 +172,9 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                      thumb=pack)
             if res.note:
                 notes[item.id] = res.note  # e.g. "first frame of an animated GIF", for the report
+                # the painting leaves part of the file out: a warning the exit code reflects
+                ledger.set_warning(item.id, res.note)
+                console.print(f"[yellow]warning[/yellow] {item.source}: {res.note}", highlight=False)
             say(opts.quiet, f"wrote {item.output} ({res.seconds:.1f} s on {who.name} @ {who.node})")
             write_copies(item, res, pack)
             return

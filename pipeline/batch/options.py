@@ -32,6 +32,7 @@ class RunOptions:
     on_event: Event | None = None  # "submit" / "result" / "failure" notifications (tests, tools)
     executor: str = "ray"  # "ray" (nst run: local runtime or a cluster) | "local" (in this process, one worker)
     style_masks: Sequence[Path | None] | None = None  # one per style (None: the whole image)
+    kinds: frozenset[str] = frozenset({"image", "video"})  # what the command paints ("image", "video")
 
 
 @dataclass

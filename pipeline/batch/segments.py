@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.atomic import write_bytes_atomic
+from pipeline.atomic import fit_name, write_bytes_atomic
 from pipeline.batch.ledger import SegmentSpec, state_dir
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def settle_stop(key: int, specs: Sequence[SegmentSpec], settle_frames: int) -> i
 def frames_dir(out_dir: Path, item_id: str) -> Path:
     """Where a video's finished segment frames wait for the final encode."""
     safe = item_id.replace(os.sep, "__").replace("/", "__")
-    return state_dir(out_dir) / "frames" / safe
+    return state_dir(out_dir) / "frames" / fit_name(safe)  # a deep folder's path can outgrow one name
 
 
 def segment_dir(out_dir: Path, item_id: str, idx: int) -> Path:

@@ -370,7 +370,7 @@ def chunk_task(state: VideoState, spec: SegmentSpec, done: int, cfg: Config, out
             anchor = painted_anchor(out_dir, item.id, spec, previous_index)
         except (OSError, ValueError) as exc:
             raise NstError(f"{item.source}: frame {previous_index} of segment {spec.idx} is missing or damaged "
-                           f"in {frames_dir(out_dir, item.id)} ({exc}); rerun with --force to redo the video") from exc
+                           f"in {frames_dir(out_dir, item.id)} ({exc}); rerun with --overwrite to redo the video") from exc
         content = (frames[previous_index - first] if anchor == previous_index else
                    read_range(state, anchor, anchor + 1, cfg.image.size, times=source_times(state, anchor))[0])
         previous = (np.clip(np.rint(stylized), 0, 255).astype(np.uint8), content)
@@ -412,7 +412,7 @@ class VideoEncodes:
                 continue
             except (OSError, ValueError) as exc:  # e.g. a segment frame missing or damaged on disk
                 self.fail_item(state.item, f"cannot assemble the video from its segment frames ({exc}); "
-                                           f"rerun with --force to redo it")
+                                           f"rerun with --overwrite to redo it")
                 continue
             self.ledger.mark_done(state.item.id, None, None, state.seconds)
             self.ledger.flush()  # committed before its frames go: a rerun must not need them

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from pipeline import config as config_mod
-from pipeline.errors import NstError
+from pipeline.errors import InputError, NstError
 
 try:  # Typer >= 0.17 vendors its own copy of click and only handles that copy's exceptions
     from typer._click.exceptions import ClickException
@@ -155,7 +155,8 @@ def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize."
                        keep_resolution=keep_resolution, max_memory=max_memory, jit=jit, strength=strength,
                        save_every=save_every)
     result = run(RunOptions(inputs=photos, styles=style, out_dir=output, config=cfg, style_weights=style_weight,
-                            overwrite=overwrite, quiet=quiet, executor="local", style_masks=style_masks(style_mask)))
+                            overwrite=overwrite, quiet=quiet, executor="local", style_masks=style_masks(style_mask),
+                            kinds=frozenset({"image"})))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -238,13 +239,21 @@ def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any conta
     video_overrides = {k: v for k, v in video_overrides.items() if v is not None}
     if video_overrides:
         cfg = cfg.replace(**video_overrides)
+    if clip.is_dir():
+        raise InputError(clip, "a folder: nst video paints one video (nst run paints folders)")
+    from pipeline.batch.discover import ANIMATION_EXTENSIONS, OTHER_COMMAND, animated
+    from pipeline.media.images import IMAGE_EXTENSIONS
+
+    suffix = clip.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS and not (suffix in ANIMATION_EXTENSIONS and animated(clip)):
+        raise InputError(clip, OTHER_COMMAND["image"])  # before a preview's excerpt is cut from it
     excerpt = None
     if start is not None or duration is not None:
         excerpt = video_excerpt(clip, output, seconds(start or "0", "--start"),
                                 None if duration is None else seconds(duration, "--duration"))
     result = run(RunOptions(inputs=[excerpt or clip], styles=style, out_dir=output, config=cfg,
                             style_weights=style_weight, overwrite=overwrite, quiet=quiet, executor="local",
-                            style_masks=style_masks(style_mask)))
+                            style_masks=style_masks(style_mask), kinds=frozenset({"video"})))
     if excerpt is not None and result.exit_code in (0, 3):  # done: the excerpt has served
         shutil.rmtree(excerpt.parent, ignore_errors=True)
     if result.exit_code:
@@ -279,6 +288,7 @@ def video_excerpt(clip: Path, output: Path, start: float, duration: float | None
     afresh; its file after the clip and the range, which names the output."""
     import hashlib
 
+    from pipeline.atomic import fit_name
     from pipeline.batch.ledger import state_dir
     from pipeline.media.frames import cut_excerpt
 
@@ -291,7 +301,7 @@ def video_excerpt(clip: Path, output: Path, start: float, duration: float | None
     label = _seconds_label(start) + "-" + ("end" if duration is None else _seconds_label(start + duration))
     key = f"{clip.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{start!r}|{duration!r}"
     folder = state_dir(output) / "excerpts" / hashlib.sha256(key.encode()).hexdigest()[:16]
-    excerpt = folder / f"{clip.stem}.{label}.mkv"
+    excerpt = folder / fit_name(f"{clip.stem}.{label}.mkv")
     return excerpt if excerpt.is_file() else cut_excerpt(clip, excerpt, start, duration)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.atomic import atomic_target
+from pipeline.atomic import atomic_target, temp_prefix
 from pipeline.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -1480,7 +1480,8 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
             if tracks_from is None:
                 target = out_tmp
             else:
-                fd, name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=f".video{suffix}")
+                fd, name = tempfile.mkstemp(dir=out_path.parent, suffix=f".video{suffix}",
+                                            prefix=temp_prefix(out_path.name, 8 + len(f".video{suffix}")))
                 os.close(fd)
                 video_tmp = target = Path(name)
             count = _encode_frames(frames, target, out_path, container, codec, fps,
