@@ -17,6 +17,11 @@ class NstError(Exception):
         return self.message
 
 
+class TransientError(Exception):
+    """A failure that is no property of the input or the settings (a helper process killed from
+    outside, for instance): another attempt may well succeed."""
+
+
 class ConfigError(NstError):
     """A config key is unknown, or a value is out of range."""
 

@@ -4,6 +4,7 @@ rerun redoes only what was lost."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +118,49 @@ def test_frames_that_cannot_be_kept_fail_the_video_naming_their_folder_and_the_r
     second = nst("video", clip, *common)
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(list(read_frames(out / "clip.mp4", 320))) == 6
+
+
+def _children_running(name: str) -> list[int]:
+    """Pids of this process's children whose command line holds ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and name.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("seek", [False, True])
+def test_a_decoder_killed_from_outside_is_no_fault_of_the_file_and_is_tried_again(tmp_path, seek):
+    """ffmpeg killed mid-video (the out-of-memory killer, a stray signal) ended the frames early,
+    and that was reported as frames of the file that do not decode."""
+    from test_video import moving_clip
+
+    from pipeline.batch.protocol import Task, begin
+    from pipeline.errors import TransientError
+    from pipeline.media.frames import DecoderStopped, frame_times, read_frames
+
+    clip = moving_clip(tmp_path / "clip.mp4", 300, "96x64", "25", audio=False,
+                       codec=["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25"])
+    times = frame_times(clip) if seek else None
+    frames = read_frames(clip, 96, start=150 if seek else 0, times=times)
+    next(frames)
+    (decoder,) = _children_running("rawvideo")
+    os.kill(decoder, signal.SIGKILL)
+    with pytest.raises(DecoderStopped, match=r"clip.mp4: ffmpeg decoding it was stopped by SIGKILL after \d+ frames"):
+        for _ in frames:
+            pass
+    # the executors' first step tries such a task again rather than failing the video
+    failed, retried = [], []
+
+    def request():
+        raise DecoderStopped(clip, signal.SIGKILL, 3)
+
+    assert begin(Task(("chunk",), request, "clip"), lambda t, r: failed.append(r),
+                 lambda t, r: retried.append(r)) is None
+    assert not failed and "SIGKILL" in retried[0] and issubclass(DecoderStopped, TransientError)

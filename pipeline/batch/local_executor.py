@@ -64,7 +64,8 @@ class InProcessPool:
         self.queue = deque(tasks)
         while self.queue:
             task = self.queue.popleft()
-            request = protocol.begin(task, on_failure)
+            request = protocol.begin(task, on_failure, lambda again, reason: protocol.retry_or_fail(
+                again, reason, self.queue, max_attempts, on_retry, on_failure))
             if request is None:
                 continue
             on_submit(task, self.slot)

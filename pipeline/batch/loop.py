@@ -15,7 +15,7 @@ from pipeline.batch.report import LiveReport
 from pipeline.batch.segments import frames_dir, write_segment_frames
 from pipeline.batch.thumbs import thumb_key
 from pipeline.batch.videos import VideoEncodes, VideoState, chunk_task, disk_warning, prepare_video
-from pipeline.errors import InputError, NstError
+from pipeline.errors import InputError, NstError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
                                   picture_only=cfg.video.bars == "keep" and not any(opts.style_masks or []))
         except NstError as exc:
             fail_item(item, getattr(exc, "reason", None) or exc.message)
+            continue
+        except TransientError as exc:  # its decoder killed from outside while cuts were looked for
+            fail_item(item, f"{exc}; rerun to go on")
             continue
         videos[item.id] = state
         if len(state.done) == len(state.specs):  # every segment survived the last run: only encode
@@ -224,6 +227,10 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
         item: Item = task.extra["item"]
         if "spec" in task.extra:
             ledger.mark_segment_pending(item.id, task.extra["spec"].idx, reason)
+            state = videos.get(item.id)
+            cursor = state.cursors.pop(task.extra["spec"].idx, None) if state is not None else None
+            if cursor is not None:  # its decoder may be the one that failed: the next attempt opens its own
+                cursor.close()
         else:
             ledger.mark_pending(item.id, reason)
         say(opts.quiet, f"[yellow]retrying[/yellow] {task.label}: {reason}")

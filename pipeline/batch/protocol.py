@@ -96,16 +96,20 @@ class Task:
 
 
 # The steps every executor takes the same way around a worker call.
-def begin(task: Task, on_failure: Callable[[Task, str], None]) -> Request | None:
-    """Counts an attempt and builds the task's request; an input the driver cannot read fails the task."""
-    from pipeline.errors import NstError
+def begin(task: Task, on_failure: Callable[[Task, str], None],
+          retry: Callable[[Task, str], None]) -> Request | None:
+    """Counts an attempt and builds the task's request; an input the driver cannot read fails the
+    task, and a transient failure (its decoder killed from outside) is tried again."""
+    from pipeline.errors import NstError, TransientError
 
     task.attempts += 1
     try:
         return task.request()
     except NstError as exc:
         on_failure(task, getattr(exc, "reason", None) or exc.message)
-        return None
+    except TransientError as exc:
+        retry(task, str(exc))
+    return None
 
 
 def error_line(exc: BaseException) -> str:

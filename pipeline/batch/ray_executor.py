@@ -286,7 +286,7 @@ class WorkerPool:
                 batch: list[tuple[Task, Request]] = []
                 while queue and len(batch) < group.size and (not batch or queue[0].groupable):
                     task = queue.popleft()
-                    request = protocol.begin(task, on_failure)
+                    request = protocol.begin(task, on_failure, retry_or_fail)
                     if request is not None:
                         on_submit(task, slot)
                         batch.append((task, request))

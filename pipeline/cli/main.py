@@ -39,17 +39,17 @@ class _Group(TyperGroup):
             sys.exit(exc.exit_code)
 
 
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=_Group, add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="nst: paint videos and photo archives in the style of an artwork (Gatys et al.).")
-eval_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Quality metrics.")
+eval_app = typer.Typer(cls=_Group, rich_markup_mode=None, no_args_is_help=True, help="Quality metrics.")
 app.add_typer(eval_app, name="eval")
 log = logging.getLogger("nst")
 STATE = {"debug": False}
 
 # ---------------------------------------------------------------- shared options
-StyleOpt = Annotated[list[Path], typer.Option("--style", "-s", help="Style image; repeat to blend several.")]
+StyleOpt = Annotated[list[Path], typer.Option("--style", "-s", metavar="PATH", help="Style image; repeat to blend several.")]
 StyleWeightOpt = Annotated[list[float] | None, typer.Option(
-    "--style-weight", help="Blend weight per --style, in the same order.")]
+    "--style-weight", metavar="W", help="Blend weight per --style, in the same order.")]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A TOML config merged over the defaults.")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", help="A preset from `nst presets`.")]
@@ -64,7 +64,7 @@ ColorsOpt = Annotated[str | None, typer.Option(
     "--preserve-colors", help="Keep the content's colours: off | luminance (luminance-only transfer) | histogram "
                               "(the style's colours matched to the content's before the optimisation).")]
 MaskOpt = Annotated[list[str] | None, typer.Option(
-    "--style-mask", help="Where each --style applies (same order; white = applies, 'none' = everywhere); "
+    "--style-mask", metavar="PATH", help="Where each --style applies (same order; white = applies, 'none' = everywhere); "
                          "the rest is left to the content.")]
 StrengthOpt = Annotated[float | None, typer.Option(
     "--strength", help="Style strength: scales the style weight against the configured one (e.g. 0.3, 3).")]
@@ -135,7 +135,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")
 
 # ---------------------------------------------------------------- commands
 @app.command()
-def image(photos: Annotated[list[Path], typer.Argument(help="Photos to stylize.")],
+def image(photos: Annotated[list[Path], typer.Argument(metavar="PHOTO", help="Photos (or folders of photos) to stylize.")],
           style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
           config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None, iterations: ItersOpt = None,
           optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
@@ -197,7 +197,7 @@ def presets() -> None:
 
 
 @app.command()
-def video(clip: Annotated[Path, typer.Argument(help="Video to stylize (any container ffmpeg reads).")],
+def video(clip: Annotated[Path, typer.Argument(metavar="CLIP", help="Video to stylize (any container ffmpeg reads, or an animated GIF).")],
           style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
           config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None,
           iterations: Annotated[int | None, typer.Option(
@@ -350,7 +350,7 @@ AddressOpt = Annotated[str | None, typer.Option(
 
 
 @app.command("run")
-def run_command(inputs: Annotated[list[Path], typer.Argument(help="Photos, videos or folders (walked recursively).")],
+def run_command(inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Photos, videos or folders (walked recursively).")],
                 style: StyleOpt, output: OutOpt = Path("output"), style_weight: StyleWeightOpt = None,
                 config: ConfigOpt = None, preset: PresetOpt = None, size: SizeOpt = None,
                 iterations: ItersOpt = None, optimizer: OptimizerOpt = None,

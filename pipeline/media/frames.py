@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from pipeline.atomic import atomic_target, temp_prefix
-from pipeline.errors import VideoError
+from pipeline.errors import TransientError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,19 @@ class FramesLost(VideoDecodeError):
 
 class VideoEncodeError(VideoError):
     """Encoding or muxing failed."""
+
+
+class DecoderStopped(TransientError):
+    """The ffmpeg decoding a video was killed from outside (the out-of-memory killer, a signal
+    meant for another process): no fault of the file, and another attempt may well succeed."""
+
+    def __init__(self, path: Path | str, signal_number: int, frames: int) -> None:
+        try:
+            name = signal.Signals(signal_number).name
+        except ValueError:
+            name = f"signal {signal_number}"
+        super().__init__(f"{path}: ffmpeg decoding it was stopped by {name} after {frames} frames "
+                         f"(not a fault of the file)")
 
 
 @dataclass(frozen=True)
@@ -782,11 +795,13 @@ def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: 
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages)
         assert proc.stdout is not None
         try:
-            yielded = False
+            yielded = 0
             while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
                 yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
-                yielded = True
+                yielded += 1
             failed = proc.wait() != 0
+            if proc.returncode < 0:  # killed from outside: the frames that did not come say nothing of the file
+                raise DecoderStopped(path, -proc.returncode, yielded)
             if problems is not None or (failed and not yielded):
                 messages.seek(0)
                 lines = [line.strip() for line in messages.read().decode(errors="replace").splitlines()
@@ -892,7 +907,7 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
     listener = threading.Thread(target=listen, args=(proc.stderr,), name="seek-times", daemon=True)
     listener.start()
     try:
-        first = True
+        first, yielded = True, 0
         while len(data := proc.stdout.read(w * h * 3)) == w * h * 3:
             if not found.is_set():
                 try:
@@ -908,6 +923,9 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
                     continue
                 found.set()
             yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
+            yielded += 1
+        if proc.wait() < 0:  # killed from outside, as in _pictures_through
+            raise DecoderStopped(path, -proc.returncode, yielded)
     finally:
         proc.kill()
         proc.wait()
