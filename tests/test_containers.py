@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.media.frames import (
     CODEC_SUFFIX,
@@ -177,6 +178,20 @@ def test_an_mp4_without_its_index_gets_its_own_one_line_message(tmp_path):
     with pytest.raises(VideoOpenFailure, match="not a video") as other:
         probe(text)
     assert not isinstance(other.value, VideoIndexMissing)
+
+
+def test_a_picture_or_an_audio_file_with_a_cover_named_as_a_video_is_called_what_it_is(tmp_path):
+    picture = tmp_path / "holiday.mp4"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(picture, format="JPEG")
+    with pytest.raises(VideoOpenFailure, match=r"holiday.mp4: a single picture \(JPEG\) with a video's extension"):
+        probe(picture)
+    cover = tmp_path / "cover.jpg"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(cover)
+    song = tmp_path / "song.mp4"  # as music tools write it: AAC and the album's cover as an attached picture
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-i", str(cover), "-map", "0", "-map", "1", "-c:a", "aac",
+           "-c:v", "mjpeg", "-disposition:v", "attached_pic", str(song))
+    with pytest.raises(VideoOpenFailure, match="song.mp4: an audio file with a cover picture, not a video"):
+        probe(song)
 
 
 def test_a_truncated_clip_reports_how_many_frames_were_lost(tmp_path):

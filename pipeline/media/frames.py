@@ -294,6 +294,14 @@ def probe(path: Path | str) -> VideoInfo:
     if path.stat().st_size == 0:
         raise VideoOpenFailure(path, "empty file (0 bytes)")
     info = ffmpeg_info(path)
+    pictures_only = list(_STREAM_VIDEO.finditer(info))
+    if pictures_only and all("(attached pic)" in m.group("rest") for m in pictures_only):
+        raise VideoOpenFailure(path, "an audio file with a cover picture, not a video")
+    demuxer = _INPUT_FORMAT.search(info)
+    if demuxer is not None and (demuxer.group("format").endswith("_pipe") or demuxer.group("format") == "image2"):
+        kind = demuxer.group("format").removesuffix("_pipe").upper()
+        raise VideoOpenFailure(path, f"a single picture ({kind}) with a video's extension, not a video; "
+                                     f"rename it to paint it as a photo")
     if not _STREAM_VIDEO.search(info):
         problem = mp4_index_problem(path)
         if problem:
