@@ -163,20 +163,24 @@ def test_each_command_paints_its_own_kind_of_file(files, tmp_path):
     assert not (tmp_path / "out-image").exists() and not (tmp_path / "out-video").exists()
 
 
-def test_an_animated_gif_is_a_photo_to_nst_image_and_a_video_to_nst_video(files, tmp_path):
-    from pipeline.media.frames import frame_timing
+@pytest.mark.parametrize("suffix", [".gif", ".webp", ".png"])
+def test_an_animation_is_a_photo_to_nst_image_and_a_video_to_nst_video(files, tmp_path, suffix):
+    from pipeline.media.frames import frame_timing, read_frames
 
-    frames = [Image.fromarray(np.roll(np.asarray(Image.open(files["photo"]).convert("RGB")), 4 * i, axis=1))
+    frames = [Image.fromarray(np.roll(np.asarray(Image.open(files["photo"]).convert("RGB")), 12 * i, axis=1))
               for i in range(5)]
-    gif = tmp_path / "anim.gif"
+    gif = tmp_path / f"anim{suffix}"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[100, 100, 300, 100, 200], loop=0)
     as_photo = runner.invoke(app, ["image", str(gif), "-s", str(files["style"]), "-o", str(tmp_path / "photo"),
                                    *FAST])
     assert as_photo.exit_code == 3, as_photo.output  # done, with a warning the user must see
     assert "warning" in as_photo.output and "only the first frame is painted" in as_photo.output
-    assert (tmp_path / "photo" / "anim.png").is_file()
+    assert len(list((tmp_path / "photo").glob("anim.*"))) == 1
     as_video = runner.invoke(app, ["video", str(gif), "-s", str(files["style"]), "-o", str(tmp_path / "video"),
                                    "--later-iterations", "1", *FAST])
     assert as_video.exit_code == 0, as_video.output
     timing = frame_timing(tmp_path / "video" / "anim.mp4")
     assert [float(t) for t in timing.seconds()] == pytest.approx([0, 0.1, 0.2, 0.5, 0.6], abs=0.002)
+    # the picture moves as the animation does: not its first frame shown five times
+    painted = [f.astype(np.float32) for f in read_frames(tmp_path / "video" / "anim.mp4", 48)]
+    assert all(np.abs(b - a).mean() > 8 for a, b in zip(painted, painted[1:]))

@@ -334,9 +334,8 @@ OTHER_COMMAND = {"image": "a photo: nst video paints videos (nst run paints both
                  "video": "a video: nst image paints photos (nst video or nst run paint videos)"}
 
 
-# The animations nst video paints frame by frame. Animated WebP and PNG decode in ffmpeg but not in
-# OpenCV's, which probes a video's size and frame count here: they are painted as photos.
-ANIMATION_EXTENSIONS = frozenset({".gif"})
+# The picture files nst video paints frame by frame when they hold more than one frame.
+ANIMATION_EXTENSIONS = frozenset({".gif", ".webp", ".png", ".apng"})
 
 
 def animated(path: Path) -> bool:
@@ -353,7 +352,7 @@ def animated(path: Path) -> bool:
 def keep_kinds(plan: Plan, kinds: frozenset[str], named: Sequence[Path], video_suffix: str = VIDEO_SUFFIX) -> None:
     """Leaves in ``plan`` only the items of ``kinds``: the others are refused when named on the
     command line and passed over (counted) when met in a folder. For a command that paints only
-    videos, an animated GIF is one: every frame is painted, delivered as a video."""
+    videos, an animated GIF, WebP or PNG is one: every frame is painted, delivered as a video."""
     given = {os.path.abspath(p) for p in named}
     kept = []
     for item in plan.items:

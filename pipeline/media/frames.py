@@ -302,6 +302,8 @@ def probe(path: Path | str) -> VideoInfo:
         kind = demuxer.group("format").removesuffix("_pipe").upper()
         raise VideoOpenFailure(path, f"a single picture ({kind}) with a video's extension, not a video; "
                                      f"rename it to paint it as a photo")
+    if demuxer is not None and demuxer.group("format") in _ANIMATION_DEMUXERS:
+        return _probe_animation(path, info)
     if not _STREAM_VIDEO.search(info):
         problem = mp4_index_problem(path)
         if problem:
@@ -338,6 +340,24 @@ def probe(path: Path | str) -> VideoInfo:
         count = max(1, round(count * float(fps) / measured))  # OpenCV estimated it from duration x its own rate
     return VideoInfo(path, count, fps, width, height, bool(_STREAM_AUDIO.search(info)), parse_streams(info),
                      frame_count_exact=exact)
+
+
+# Animations that ffmpeg decodes and OpenCV's own FFmpeg does not open (animated WebP) or cannot
+# count (APNG states no duration): their size comes from the first frame and their count from
+# decoding them, which costs little at the sizes animations have.
+_ANIMATION_DEMUXERS = frozenset({"webp_anim", "apng"})
+
+
+def _probe_animation(path: Path, info: str) -> VideoInfo:
+    pictures = picture_format(path)
+    if pictures is None:
+        raise VideoDecodeError(path, "no frame of the animation decodes")
+    fps = recover_rate(_parse_rate(info), None)
+    if fps is None or fps <= 0:
+        raise FrameRateUnavailable(path, "unknown or zero frame rate")
+    timing = frame_timing(path, expected=0)
+    return VideoInfo(path, timing.decoded, fps, *pictures.display_size, bool(_STREAM_AUDIO.search(info)),
+                     parse_streams(info), frame_count_exact=True)
 
 
 def _frames_indexed(path: Path, info: str) -> bool:

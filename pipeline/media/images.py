@@ -75,8 +75,8 @@ class LoadedImage:
     def note(self) -> str:
         """What the user should know about how this file was read ("" when nothing)."""
         if self.frames > 1 and self.source_format in ("GIF", "WEBP", "PNG"):  # not MPO's stereo/preview frames
-            return (f"animated {self.source_format} with {self.frames} frames: only the first frame is painted"
-                    + (" (nst video paints every frame)" if self.source_format == "GIF" else ""))
+            return (f"animated {self.source_format} with {self.frames} frames: only the first frame is painted "
+                    f"(nst video paints every frame)")
         return ""
 
 
