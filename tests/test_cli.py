@@ -1,6 +1,8 @@
 """The CLI through typer.testing.CliRunner: success paths and one-line errors."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -183,4 +185,4 @@ def test_an_animation_is_a_photo_to_nst_image_and_a_video_to_nst_video(files, tm
     assert [float(t) for t in timing.seconds()] == pytest.approx([0, 0.1, 0.2, 0.5, 0.6], abs=0.002)
     # the picture moves as the animation does: not its first frame shown five times
     painted = [f.astype(np.float32) for f in read_frames(tmp_path / "video" / "anim.mp4", 48)]
-    assert all(np.abs(b - a).mean() > 8 for a, b in zip(painted, painted[1:]))
+    assert all(np.abs(b - a).mean() > 8 for a, b in itertools.pairwise(painted))

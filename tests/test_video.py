@@ -384,6 +384,13 @@ def test_a_preview_stylizes_only_the_part_asked_for_and_leaves_the_full_run_alon
     source = list(read_frames(clip, 64))
     distances = [float(np.abs(excerpt - source[k]).mean()) for k in (9, 10, 11)]
     assert distances[1] < 0.25 * min(distances[0], distances[2])
+    # from between two frames, the part starts with the frame on screen then (frame 10 until 0.44 s)
+    between = next(read_frames(cut_excerpt(clip, tmp_path / "between.mkv", 0.43, 0.4), 64))
+    distances = [float(np.abs(between - source[k]).mean()) for k in (9, 10, 11)]
+    assert distances[1] < 0.25 * min(distances[0], distances[2])
+    tail = run("video", clip, *common, "--start", "1.8", "--duration", "5")  # runs to the end: named so
+    assert tail.exit_code == 0, tail.output
+    assert probe(tmp_path / "out" / "walk.1.8s-end.mp4").frame_count == 5
     late = run("video", clip, *common, "--start", "3")
     assert late.exit_code == 1 and "after the clip's end (2.00 s)" in late.output
     bad = run("video", clip, *common, "--duration", "1:xx")

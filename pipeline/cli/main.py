@@ -290,7 +290,7 @@ def video_excerpt(clip: Path, output: Path, start: float, duration: float | None
 
     from pipeline.atomic import fit_name
     from pipeline.batch.ledger import state_dir
-    from pipeline.media.frames import cut_excerpt
+    from pipeline.media.frames import cut_excerpt, listed_seconds
 
     if duration is not None and duration <= 0:
         raise NstError(f"--duration {duration:g}: expected a length above 0 seconds")
@@ -298,7 +298,9 @@ def video_excerpt(clip: Path, output: Path, start: float, duration: float | None
         stat = clip.stat()
     except OSError as exc:
         raise NstError(f"{clip}: {exc.strerror or exc}") from exc
-    label = _seconds_label(start) + "-" + ("end" if duration is None else _seconds_label(start + duration))
+    length = listed_seconds(clip)
+    running_on = duration is None or (length is not None and start + duration >= length)
+    label = _seconds_label(start) + "-" + ("end" if running_on else _seconds_label(start + duration))
     key = f"{clip.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{start!r}|{duration!r}"
     folder = state_dir(output) / "excerpts" / hashlib.sha256(key.encode()).hexdigest()[:16]
     excerpt = folder / fit_name(f"{clip.stem}.{label}.mkv")

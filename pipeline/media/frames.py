@@ -1613,9 +1613,33 @@ def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timi
 
 
 # ---------------------------------------------------------------------------- reading results back
+def listed_seconds(path: Path | str) -> float | None:
+    """The length the container states, in seconds (None when it states none)."""
+    return _listed_seconds(ffmpeg_info(Path(path)))
+
+
 def _listed_seconds(info: str) -> float | None:
     match = _DURATION.search(info)
     return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else None
+
+
+def _frame_shown_at(source: Path, start: float) -> float:
+    """When the frame on screen at ``start`` seconds (from the file's start) begins: the last frame
+    stamped at or before it, read off the frames around it (``start`` when none is found)."""
+    sought = max(0.0, start - 2)
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate",
+                           "-ss", f"{sought:.6f}", "-i", str(source), "-map", "0:V:0",
+                           "-t", "3", "-fps_mode", "passthrough", "-enc_time_base", "demux",
+                           "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
+                          capture_output=True, text=True, errors="replace", check=False)
+    tb = _TIME_BASE.search(proc.stdout)
+    if tb is None:
+        return start
+    unit = int(tb.group(1)) / int(tb.group(2))
+    # stamps come out counted from the time sought, which -ss counts from the file's start
+    shown = [sought + int(m.group("pts")) * unit for m in _FRAME_LINE.finditer(proc.stdout)]
+    before = [t for t in shown if t <= start + 1e-6]
+    return max(0.0, max(before) - 1e-6) if before else start
 
 
 def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | None) -> Path:
@@ -1638,9 +1662,12 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
         raise VideoError(source, f"the excerpt starts at {start:g} s, after the clip's end ({length:.2f} s)")
     w, h = pictures.display_size
     shown = [*_shown_filters(pictures), f"scale={w + w % 2}:{h + h % 2}", "setsar=1"]
-    args = ["-ss", f"{start:.6f}", "-i", str(source)]
+    # From the frame on screen at ``start``: ffmpeg keeps the frames stamped at or after the time
+    # sought, so a start between two frames lost the one shown then.
+    seek = _frame_shown_at(source, start) if start > 0 else 0.0
+    args = ["-ss", f"{seek:.6f}", "-i", str(source)]
     if duration is not None:
-        args += ["-t", f"{duration:.6f}"]
+        args += ["-t", f"{start + duration - seek:.6f}"]
     args += ["-map", "0:V:0", "-vf", ",".join(shown), "-fps_mode", "passthrough", "-c:v", "libx264",
              "-preset", "veryfast", "-crf", "6"]
     for k, stream in enumerate(info.audio_streams):
