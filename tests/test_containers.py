@@ -558,3 +558,20 @@ def test_black_bars_are_found_where_every_sampled_frame_has_them_in_pairs(tmp_pa
     assert bars_of([framed(40, 42), framed(45, 44)]) == Bars(0, 41, 0, 43)
     assert bars_of([framed(40, 42, width=100), framed(45, 44, width=100)]) is None
     assert bars_of([framed(40, 42, filled=250), framed(45, 44, width=100)]) == Bars(0, 41, 0, 43)
+
+
+def test_a_part_of_a_stream_whose_seek_finds_no_key_frame_is_cut_by_decoding_through(tmp_path):
+    """An MPEG-TS is not indexed: a seek lands on a byte position, and with its only key frame at
+    the start (a 4 s clip, key frames every 10 s) nothing after it decodes; the part was refused as
+    'no frame is shown' although the file plays."""
+    from pipeline.media.frames import cut_excerpt
+
+    clip = tmp_path / "broadcast.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f", "lavfi", "-i", "sine", "-t", "4",
+           "-c:v", "libx264", "-g", "250", "-c:a", "aac", "-output_ts_offset", "11.4", str(clip))
+    part = cut_excerpt(clip, tmp_path / "part.mkv", 1.03, 0.2)  # frames 25-29: 1.00 s (on screen at 1.03) on
+    frames, source = list(read_frames(part, 64)), list(read_frames(clip, 64))
+    assert len(frames) == 5
+    for offset, frame in enumerate(frames):
+        distances = [float(np.abs(frame.astype(np.float32) - source[k]).mean()) for k in range(20, 35)]
+        assert int(np.argmin(distances)) + 20 == 25 + offset

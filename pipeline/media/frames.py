@@ -1623,34 +1623,37 @@ def _listed_seconds(info: str) -> float | None:
     return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else None
 
 
-def _frame_shown_at(source: Path, start: float) -> float:
+def _frame_shown_at(source: Path, start: float, through: bool = False) -> float | None:
     """When the frame on screen at ``start`` seconds (from the file's start) begins: the last frame
-    stamped at or before it, read off the frames around it (``start`` when none is found)."""
+    stamped at or before it, read off the frames around it (None when none decodes there). With
+    ``through``, decoded from the file's start rather than after a seek."""
     sought = max(0.0, start - 2)
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate",
-                           "-ss", f"{sought:.6f}", "-i", str(source), "-map", "0:V:0",
-                           "-t", "3", "-fps_mode", "passthrough", "-enc_time_base", "demux",
+    where = ["-i", str(source), "-ss", f"{sought:.6f}"] if through else ["-ss", f"{sought:.6f}", "-i", str(source)]
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate", *where,
+                           "-map", "0:V:0", "-t", "3", "-fps_mode", "passthrough", "-enc_time_base", "demux",
                            "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
                           capture_output=True, text=True, errors="replace", check=False)
     tb = _TIME_BASE.search(proc.stdout)
     if tb is None:
-        return start
+        return None
     unit = int(tb.group(1)) / int(tb.group(2))
     # stamps come out counted from the time sought, which -ss counts from the file's start
     shown = [sought + int(m.group("pts")) * unit for m in _FRAME_LINE.finditer(proc.stdout)]
     before = [t for t in shown if t <= start + 1e-6]
-    return max(0.0, max(before) - 1e-6) if before else start
+    return max(0.0, max(before) - 1e-6) if before else start if shown else None
 
 
 def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | None) -> Path:
     """The part of a video from ``start`` seconds on, ``duration`` seconds long (to its end when
     None), as a Matroska file that plays as the source is shown.
 
-    Its frames are re-encoded from exactly ``start`` (near-losslessly: H.264 4:4:4 at crf 6),
-    deinterlaced, in SDR colours and square pixels at the displayed size, with their own times
-    (a variable frame rate kept); every audio track is cut to the sample (FLAC, or 24-bit PCM above
-    eight channels) and every subtitle track and attachment (subtitle fonts) kept. Written
-    atomically; raises VideoError when the file is no video or nothing of it lies in the range.
+    Its frames are re-encoded from exactly the frame on screen at ``start`` (near-losslessly: H.264
+    4:4:4 at crf 6), deinterlaced, in SDR colours and square pixels at the displayed size, with
+    their own times (a variable frame rate kept); every audio track is cut to the sample (FLAC, or
+    24-bit PCM above eight channels) and every subtitle track and attachment (subtitle fonts) kept.
+    Written atomically; raises VideoError when the file is no video or nothing of it lies in the
+    range. A file whose seek lands where nothing decodes (an MPEG-TS with key frames far apart) is
+    decoded from its start instead.
     """
     source, dest = Path(source), Path(dest)
     info = probe(source)
@@ -1662,31 +1665,35 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
         raise VideoError(source, f"the excerpt starts at {start:g} s, after the clip's end ({length:.2f} s)")
     w, h = pictures.display_size
     shown = [*_shown_filters(pictures), f"scale={w + w % 2}:{h + h % 2}", "setsar=1"]
-    # From the frame on screen at ``start``: ffmpeg keeps the frames stamped at or after the time
-    # sought, so a start between two frames lost the one shown then.
-    seek = _frame_shown_at(source, start) if start > 0 else 0.0
-    args = ["-ss", f"{seek:.6f}", "-i", str(source)]
-    if duration is not None:
-        args += ["-t", f"{start + duration - seek:.6f}"]
-    args += ["-map", "0:V:0", "-vf", ",".join(shown), "-fps_mode", "passthrough", "-c:v", "libx264",
-             "-preset", "veryfast", "-crf", "6"]
-    for k, stream in enumerate(info.audio_streams):
-        codec = "flac" if (stream.channels or 2) <= 8 else "pcm_s24le"
-        args += ["-map", f"0:{stream.index}", f"-c:a:{k}", codec]
-    for k, stream in enumerate(info.subtitle_streams):
-        args += ["-map", f"0:{stream.index}", f"-c:s:{k}", "srt" if stream.codec == "mov_text" else "copy"]
-    args += ["-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1", "-f", "matroska"]
-    with atomic_target(dest) as tmp:
-        _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
-    try:  # a range past the last frame (the audio may run on) leaves a file with no frame
-        first = next(read_frames(dest, 16), None)
-    except VideoError:
-        first = None
-    if first is None:
+    for through in (False, True):
+        # From the frame on screen at ``start``: ffmpeg keeps the frames stamped at or after the
+        # time sought, so a start between two frames lost the one shown then.
+        seek = (_frame_shown_at(source, start, through) if start > 0 else 0.0)
+        if seek is None:
+            continue
+        span = ["-ss", f"{seek:.6f}"] + (["-t", f"{start + duration - seek:.6f}"] if duration is not None else [])
+        args = ["-i", str(source), *span] if through else [*span[:2], "-i", str(source), *span[2:]]
+        args += ["-map", "0:V:0", "-vf", ",".join(shown), "-fps_mode", "passthrough", "-c:v", "libx264",
+                 "-preset", "veryfast", "-crf", "6"]
+        for k, stream in enumerate(info.audio_streams):
+            codec = "flac" if (stream.channels or 2) <= 8 else "pcm_s24le"
+            args += ["-map", f"0:{stream.index}", f"-c:a:{k}", codec]
+        for k, stream in enumerate(info.subtitle_streams):
+            args += ["-map", f"0:{stream.index}", f"-c:s:{k}", "srt" if stream.codec == "mov_text" else "copy"]
+        args += ["-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1", "-f", "matroska"]
+        with atomic_target(dest) as tmp:
+            _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
+        try:  # a range past the last frame (the audio may run on) leaves a file with no frame
+            first = next(read_frames(dest, 16), None)
+        except VideoError:
+            first = None
+        if first is not None:
+            return dest
         dest.unlink(missing_ok=True)
-        raise VideoError(source, f"no frame is shown between {start:g} s and "
-                                 f"{'its end' if duration is None else f'{start + duration:g} s'}")
-    return dest
+        if start == 0:
+            break
+    raise VideoError(source, f"no frame is shown between {start:g} s and "
+                             f"{'its end' if duration is None else f'{start + duration:g} s'}")
 
 
 def decoded_seconds(path: Path, stream: str = "a") -> float | None:
