@@ -64,6 +64,7 @@ def test_grid_renders_one_cell_per_style_and_strength(tmp_path, photo, painting)
     a, b = write_png(tmp_path / "a.png", painting), write_png(tmp_path / "b.png", painting[:, ::-1, ::-1])
     out = tmp_path / "g"
     result = runner.invoke(app, ["grid", str(src), "-s", str(a), "-s", str(b), "--strength", "0.3,3",
-                                 "--size", "48", "-n", "4", "-o", str(out), "-q"])
+                                 "--size", "48", "-n", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "p.sheet.png").is_file() and "<img" in (out / "p.sheet.html").read_text()
+    assert "a  x0.3" in result.output and "b  x3" in result.output  # each cell named as it is done

@@ -543,3 +543,27 @@ def test_after_a_dissolve_the_next_shot_is_painted_as_it_is_alone(tmp_path, styl
     assert len(delivered["dissolve"]) == 32 and len(delivered["after"]) == 12
     apart = [float(np.abs(a - b).mean()) for a, b in zip(delivered["dissolve"][20:], delivered["after"], strict=True)]
     assert max(apart) < 8.0, apart
+
+
+def test_a_second_video_whose_output_has_the_same_name_does_not_take_over_the_first(tmp_path, style_png):
+    """clip.mp4 and clip.mov painted into one folder in runs of their own both want clip.mp4: the
+    second was skipped as a file 'not from an nst run here', and with --overwrite it replaced the
+    first one's painting, which its next run then took for done."""
+    (tmp_path / "in").mkdir()
+    first = moving_clip(tmp_path / "in" / "clip.mp4", 4, "64x48", "10", audio=False, codec=H264)
+    second = tmp_path / "in" / "clip.mov"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48:r=10", "-frames:v", "4", *H264, str(second))
+    common = ("--style", style_png, "-o", tmp_path / "out", "--size", 48, "-n", 2, "--later-iterations", 1, "-q")
+    assert run("video", first, *common).exit_code == 0
+    painted = (tmp_path / "out" / "clip.mp4").read_bytes()
+    for extra in ((), ("--overwrite",)):
+        result = run("video", second, *common, *extra)
+        assert result.exit_code == 1, result.output
+        assert "holds the painting of" in result.output and str(first) in result.output
+        assert (tmp_path / "out" / "clip.mp4").read_bytes() == painted
+    short = tmp_path / "short.toml"
+    short.write_text("[video]\nfirst_frame_iterations = 2\nlater_frame_iterations = 1\n")
+    both = run("run", first.parent, "--style", style_png, "-o", tmp_path / "out", "--size", 48, "--config", short,
+               "--workers", "1", "-q")  # in one run they are named apart
+    assert both.exit_code == 0, both.output
+    assert (tmp_path / "out" / "in" / "clip-mov.mp4").is_file()

@@ -207,7 +207,7 @@ def grid_files(source: Path, styles: Sequence[Path], strengths: Sequence[float],
     named = [(Path(p).stem, load_image(Path(p), config.image.max_pixels).rgb.astype(np.float32)) for p in styles]
     stylizer = Stylizer(config)
     sheet = contact_sheet(content, named, strengths, stylizer, size=size, iterations=iterations,
-                          on_cell=None if quiet else (lambda cell: print(f"  {cell.label()}", flush=True)))
+                          on_cell=None if quiet else (lambda cell: print(f"  {cell.label}", flush=True)))
     out_dir = Path(out_dir)
     png = save_image(sheet.sheet.astype(np.float32), out_dir / f"{source.stem}.sheet.png", "png")
     page = write_sheet_html(out_dir / f"{source.stem}.sheet.html", sheet, title=f"{source.name}: style x strength")

@@ -137,14 +137,23 @@ def decide(plan: Plan, ledger: Ledger | None, digest: str, overwrite: bool) -> l
     decisions = []
     rows = ledger.rows() if ledger is not None else {}  # one query, not one per item
     state = os.path.realpath(state_dir(ledger.out_dir)) if ledger is not None else None
+    owners = {r["output"]: r for r in rows.values()}  # output path -> the item that made it
     for item in plan.items:
         row = rows.get(item.id)
+        owner = owners.get(str(item.output))
         relation, identity = "same", None
         if row is not None and not overwrite:
             # a ledger from before sources were recorded has no such column
             recorded = row["source_identity"] if "source_identity" in row.keys() else None  # noqa: SIM118 - a Row's "in" looks at values
             relation, identity = source_relation(recorded, item.source, plan.reals.get(item.id), state)
-        if overwrite:
+        if owner is not None and owner["id"] != item.id and _kept_work(ledger, owner, item.output):
+            # clip.mov painted after clip.mp4 into one folder, in runs of their own: both want
+            # clip.mp4. Taken over, the first one's painting would pass for done in its next run.
+            made = "holds the painting of" if owner["state"] == DONE else "keeps the frames painted from"
+            decisions.append(Decision(item, "refuse", f"{item.output} {made} {owner['source']}, another file whose "
+                                                      f"output has this name (use another --output, or paint both "
+                                                      f"in one run, which names them apart)"))
+        elif overwrite:
             decisions.append(Decision(item, "do", "--overwrite"))
         elif relation == "other" and _kept_work(ledger, row, item.output):
             # Two files of one name in one output folder (two camera cards' DCIM, say): the second
