@@ -183,6 +183,7 @@ def test_an_animation_is_a_photo_to_nst_image_and_a_video_to_nst_video(files, tm
     assert as_video.exit_code == 0, as_video.output
     timing = frame_timing(tmp_path / "video" / "anim.mp4")
     assert [float(t) for t in timing.seconds()] == pytest.approx([0, 0.1, 0.2, 0.5, 0.6], abs=0.002)
+    assert float(timing.last_duration * timing.time_base) == pytest.approx(0.2, abs=0.002)  # the end held too
     # the picture moves as the animation does: not its first frame shown five times
     painted = [f.astype(np.float32) for f in read_frames(tmp_path / "video" / "anim.mp4", 48)]
     assert all(np.abs(b - a).mean() > 8 for a, b in itertools.pairwise(painted))

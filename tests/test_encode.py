@@ -116,3 +116,16 @@ def test_a_name_as_long_as_the_file_system_allows_is_written_with_its_tracks(tmp
     assert len(list(read_frames(out, 64))) == 6
     assert "Audio: aac" in media.ffmpeg_info(out)
     assert os.listdir(out.parent) == [out.name]  # no temp file left beside it
+
+
+def test_temp_files_an_encode_killed_part_way_left_are_removed_by_the_next_one(tmp_path):
+    """A kill during the final encode left '.clip.mp4.XXXXXXXX.video.mp4' and '.part.mp4' beside the
+    output, each up to the size of the video, and every kill added a pair that nothing removed."""
+    out = tmp_path / "clip.mp4"
+    stale = [tmp_path / ".clip.mp4.fr_s4tzj.video.mp4", tmp_path / ".clip.mp4.s2ldhcy1.part.mp4"]
+    kept = [tmp_path / ".clip.mp4.notes.txt", tmp_path / ".other.mp4.s2ldhcy1.part.mp4", tmp_path / "clip.mov"]
+    for path in stale + kept:
+        path.write_bytes(b"\0" * 1000)
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)]
+    encode_video(frames, out, Fraction(10), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [out, *kept])

@@ -14,6 +14,7 @@ tracks, chapters and metadata. ffmpeg is always called with an argument list, ne
 from __future__ import annotations
 
 import functools
+import glob
 import itertools
 import logging
 import math
@@ -425,7 +426,10 @@ class FrameTiming:
         (a phone's "30 fps" that really runs at 29.98) add up to audio drift.
         """
         tolerance = max(self.time_base, GRID_TOLERANCE)
-        return all(abs(t - i / fps) <= tolerance for i, t in enumerate(self.seconds()))
+        # an animation's last frame often stays longer (a GIF that holds its end for 2 s)
+        last = self.last_duration * self.time_base
+        return (all(abs(t - i / fps) <= tolerance for i, t in enumerate(self.seconds()))
+                and (last == 0 or abs(last - 1 / fps) <= tolerance))
 
     def lost_frames(self, path: Path | str) -> FramesLost | None:
         """The one-line report of frames lost, when any were."""
@@ -1510,6 +1514,7 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
     """
     out_path = Path(out_path)
     container = _container(codec, out_path)
+    _remove_stale_temps(out_path)
     tracks_from = Path(source) if source is not None else (Path(audio_source) if audio_source is not None else None)
     if timing is None and source is not None:
         try:
@@ -1540,6 +1545,18 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
     finally:
         if video_tmp is not None:
             video_tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temps(out_path: Path) -> None:
+    """Deletes the temp files an encode of ``out_path`` killed part-way left beside it (each up to
+    the size of the video). One process at a time writes an output folder (its lock), so a temp
+    file of this output found here is no other encode's."""
+    suffix = out_path.suffix.lower()
+    for tail in (f".part{suffix}", f".video{suffix}"):
+        prefix = temp_prefix(out_path.name, 8 + len(tail))
+        for stale in out_path.parent.glob(glob.escape(prefix) + "*" + tail):
+            if len(stale.name) == len(prefix) + 8 + len(tail):  # mkstemp's 8 random characters between
+                stale.unlink(missing_ok=True)
 
 
 def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, container: str, codec: str,
@@ -1606,6 +1623,12 @@ def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timi
         source = ["-f", "matroska", *tags, "-i", "pipe:0", "-enc_time_base", f"{tb.numerator}/{tb.denominator}"]
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *source, "-map", "0:v:0",
             "-fps_mode", "passthrough", *_video_args(codec, crf, preset)]
+    if timing is not None and _yuv_input(codec) and len(timing.pts) > 1:
+        step = timing.pts[-1] - timing.pts[-2]
+        if timing.last_duration and abs(timing.last_duration - step) * timing.time_base > GRID_TOLERANCE:
+            # A last frame held longer (an animation's end): MP4 takes the last frame's duration from
+            # the last packet decoded, which B-frames make another frame's; without them it is its own.
+            args += ["-bf", "0"]
     if final and container in ("mp4", "mov"):
         args += ["-movflags", "+faststart"]
     args += ["-f", container, str(target)]
