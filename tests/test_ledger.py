@@ -420,3 +420,38 @@ def test_a_chunk_after_held_repeats_continues_from_the_frame_painted_before_them
 
     monkeypatch.setattr(segments, "ANCHOR_WALK", 1)
     assert painted_anchor(tmp_path, "clip.mp4", forward, 3) == 2
+
+
+def test_status_reads_a_finished_run_on_read_only_media_and_a_run_cannot_start_there(tmp_path: Path) -> None:
+    """On a read-only mount SQLite cannot make the files readers of a WAL database share: status
+    failed with 'unable to open database file'. A run there crashed on the raw OSError."""
+    import subprocess
+
+    from pipeline.batch.driver import status_lines
+    from pipeline.batch.ledger import DriverLock
+    from pipeline.errors import NstError
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    with pytest.raises(NstError, match=r"a file: cannot write to the output folder \(Not a directory\)"):
+        DriverLock(blocked).acquire()
+    media = tmp_path / "media"
+    media.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(media)], capture_output=True,
+                             check=False)
+    if mounted.returncode:
+        pytest.skip("cannot mount a file system here to make it read-only")
+    try:
+        out = media / "out #1?"  # characters a SQLite URI would take for its own
+        with Ledger(out) as ledger:
+            run_id = ledger.start_run("h1", {})
+            ledger.upsert_item("a.jpg", "image", Path("a.jpg"), out / "a.jpg", "h1")
+            ledger.mark_done("a.jpg", "w", "n", 1.0)
+            ledger.finish_run(run_id, "done")
+        subprocess.run(["mount", "-o", "remount,ro", str(media)], check=True)
+        lines, failed = status_lines(out)
+        assert failed == 0 and any("1 done" in line for line in lines), lines
+        with pytest.raises(NstError, match="cannot write to the output folder"):
+            DriverLock(out).acquire()
+    finally:
+        subprocess.run(["umount", str(media)], check=False)

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from pipeline.errors import NstError
 
@@ -139,7 +140,11 @@ class Ledger:
         if readonly:
             if not self.path.is_file():
                 raise NstError(f"{self.out_dir}: no run state here ({self.path} not found)")
-            uri = f"file:{self.path}?mode=ro"
+            uri = f"file:{quote(os.fsencode(self.path))}?mode=ro"  # a '?' or '#' in a folder's name stays a name
+            if not os.access(self.path.parent, os.W_OK):
+                # a finished run on read-only media: SQLite cannot make the files a reader of a
+                # WAL database shares, and nothing can change the file there
+                uri += "&immutable=1"
             self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
         else:
             try:
@@ -456,8 +461,12 @@ class DriverLock:
         self.handle: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # read-only media, a file where the folder should be, no permission
+            raise NstError(f"{self.path.parent.parent}: cannot write to the output folder "
+                           f"({exc.strerror or exc})") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
