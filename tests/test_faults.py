@@ -164,3 +164,28 @@ def test_a_decoder_killed_from_outside_is_no_fault_of_the_file_and_is_tried_agai
     assert begin(Task(("chunk",), request, "clip"), lambda t, r: failed.append(r),
                  lambda t, r: retried.append(r)) is None
     assert not failed and "SIGKILL" in retried[0] and issubclass(DecoderStopped, TransientError)
+
+
+def test_ctrl_c_in_a_terminal_reaches_nst_and_not_its_decoder(tmp_path):
+    """The terminal sends SIGINT to its foreground process group: a decoder in nst's group died with
+    it and cut the frames short (or ended an encode as a failure of the video) before nst could stop
+    cleanly and resumably. Run in a session of its own, so the signal reaches nothing else."""
+    from test_video import moving_clip
+
+    clip = moving_clip(tmp_path / "clip.mp4", 200, "96x64", "25", audio=False,
+                       codec=["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+    script = (
+        "import os, signal, sys\n"
+        "from pipeline.media.frames import read_frames\n"
+        "signal.signal(signal.SIGINT, lambda *_: None)  # nst's own handling, here: carry on\n"
+        "import time\n"
+        "frames = read_frames(sys.argv[1], 96)\n"
+        "next(frames)\n"
+        "time.sleep(0.5)  # ffmpeg has set up its own handling by now\n"
+        "os.killpg(os.getpgrp(), signal.SIGINT)  # Ctrl-C\n"
+        "time.sleep(0.5)  # and handled, wherever it arrived\n"
+        "print(1 + len(list(frames)))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(clip)], capture_output=True, text=True, timeout=120,
+                          start_new_session=True, cwd=Path(__file__).resolve().parents[1], check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "200"

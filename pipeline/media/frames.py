@@ -809,6 +809,9 @@ def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: 
     """RGB uint8 frames at the stored size (rotation applied), from frame ``skip`` on, decoded
     from the file's start until the decoder stops.
 
+    ffmpeg runs in a process group of its own: Ctrl-C reaches nst alone, which ends the decoder
+    here; reaching ffmpeg too, it cut the frames short as if the file had ended.
+
     Decoded by ffmpeg, not OpenCV: the OpenCV wheel's converter fails on every frame flagged
     interlaced (DV, DVD, broadcast and 1080i camcorder files) and returns black or a stale picture,
     where bwdif makes each such frame whole (one frame out per frame in, so the count and frame
@@ -824,7 +827,7 @@ def _pictures_through(path: Path, pictures: PictureFormat, skip: int, problems: 
                         [*_shown_filters(pictures), *([f"trim=start_frame={skip}"] if skip else []), scale])
     # stderr to a file, not a pipe: a badly damaged file can print more than a pipe holds.
     with tempfile.TemporaryFile() as messages:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages, process_group=0)
         assert proc.stdout is not None
         try:
             yielded = 0
@@ -919,7 +922,7 @@ def _sought_pictures(path: Path, pictures: PictureFormat, position: Fraction, wa
     command = _rgb_pipe(path, ["-nostats", "-loglevel", "info", "-noaccurate_seek", "-copyts",
                                "-ss", f"{float(position):.6f}"],
                         ["showinfo=checksum=0", *_shown_filters(pictures), scale])
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
     assert proc.stdout is not None and proc.stderr is not None
     stamps: queue.Queue[tuple[Fraction, bool] | None] = queue.Queue()
     found = threading.Event()
@@ -1632,7 +1635,9 @@ def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timi
     if final and container in ("mp4", "mov"):
         args += ["-movflags", "+faststart"]
     args += ["-f", container, str(target)]
-    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+    # Its own process group, as the decoders': Ctrl-C in a terminal goes to nst alone, which stops
+    # it and keeps the run resumable, rather than ending the encode as a failure of the video.
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, process_group=0)
 
 
 # ---------------------------------------------------------------------------- reading results back
