@@ -575,3 +575,27 @@ def test_a_part_of_a_stream_whose_seek_finds_no_key_frame_is_cut_by_decoding_thr
     for offset, frame in enumerate(frames):
         distances = [float(np.abs(frame.astype(np.float32) - source[k]).mean()) for k in range(20, 35)]
         assert int(np.argmin(distances)) + 20 == 25 + offset
+
+
+def test_a_part_keeps_only_the_subtitles_shown_in_it_at_their_times_in_it(tmp_path):
+    """With a seek, ffmpeg kept a cue that ended before the part (shown from its start) and
+    stretched the next past the part's end."""
+    from pipeline.media.frames import cut_excerpt, ffmpeg_exe
+
+    (tmp_path / "subs.srt").write_text("1\n00:00:01,000 --> 00:00:03,000\nHello one\n\n"
+                                       "2\n00:00:04,000 --> 00:00:06,000\nHello two\n\n"
+                                       "3\n00:00:07,000 --> 00:00:09,000\nHello three\n\n")
+    clip = tmp_path / "talk.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-i", str(tmp_path / "subs.srt"), "-t", "10",
+           "-map", "0:v", "-map", "1:s", "-c:v", "libx264", "-g", "10", "-c:s", "srt", "-metadata:s:s:0",
+           "language=eng", str(clip))
+
+    def cues(path: Path) -> str:
+        return subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:s:0", "-f", "srt", "-"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    part = cut_excerpt(clip, tmp_path / "part.mkv", 3.5, 2)
+    assert cues(part) == "1\n00:00:00,500 --> 00:00:02,000\nHello two"
+    assert [(s.codec, s.language) for s in probe(part).subtitle_streams] == [("subrip", "eng")]
+    late = cut_excerpt(clip, tmp_path / "late.mkv", 6.5, 3)
+    assert cues(late) == "1\n00:00:00,500 --> 00:00:02,500\nHello three"

@@ -1671,6 +1671,43 @@ def _frame_shown_at(source: Path, start: float, through: bool = False) -> float 
     return max(0.0, max(before) - 1e-6) if before else start if shown else None
 
 
+_TEXT_SUBTITLES = frozenset({"subrip", "srt", "mov_text", "ass", "ssa", "webvtt", "text"})
+_SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{3})")
+
+
+def _srt_time(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def _subtitle_part(source: Path, stream: StreamInfo, seek: float, stop: float | None, dest: Path) -> bool:
+    """The cues of a text subtitle stream shown between ``seek`` and ``stop`` seconds, clipped to
+    that span and counted from ``seek``, written to ``dest`` as SRT; False when none is (or the
+    stream does not read as text)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(source),
+                           "-map", f"0:{stream.index}", "-c:s", "srt", "-f", "srt", "-"],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
+    cues = []
+    for block in re.split(r"\n\s*\n", proc.stdout.replace("\r\n", "\n").strip()):
+        lines = block.split("\n")
+        timing = next((i for i, line in enumerate(lines) if "-->" in line), None)
+        if timing is None:
+            continue
+        ends = [_SRT_TIME.search(side) for side in lines[timing].split("-->")[:2]]
+        text = "\n".join(lines[timing + 1:]).strip()
+        if None in ends or not text:
+            continue
+        begin, end = (int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3)) + int(m.group(4)) / 1000
+                      for m in ends)
+        if end > seek and (stop is None or begin < stop):
+            cues.append((max(begin, seek) - seek, (end if stop is None else min(end, stop)) - seek, text))
+    if proc.returncode != 0 or not cues:
+        return False
+    dest.write_text("".join(f"{n}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n\n"
+                            for n, (a, b, text) in enumerate(cues, 1)), encoding="utf-8")
+    return True
+
+
 def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | None) -> Path:
     """The part of a video from ``start`` seconds on, ``duration`` seconds long (to its end when
     None), as a Matroska file that plays as the source is shown.
@@ -1699,18 +1736,40 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
         seek = (_frame_shown_at(source, start, through) if start > 0 else 0.0)
         if seek is None:
             continue
-        span = ["-ss", f"{seek:.6f}"] + (["-t", f"{start + duration - seek:.6f}"] if duration is not None else [])
-        args = ["-i", str(source), *span] if through else [*span[:2], "-i", str(source), *span[2:]]
-        args += ["-map", "0:V:0", "-vf", ",".join(shown), "-fps_mode", "passthrough", "-c:v", "libx264",
-                 "-preset", "veryfast", "-crf", "6"]
-        for k, stream in enumerate(info.audio_streams):
-            codec = "flac" if (stream.channels or 2) <= 8 else "pcm_s24le"
-            args += ["-map", f"0:{stream.index}", f"-c:a:{k}", codec]
-        for k, stream in enumerate(info.subtitle_streams):
-            args += ["-map", f"0:{stream.index}", f"-c:s:{k}", "srt" if stream.codec == "mov_text" else "copy"]
-        args += ["-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1", "-f", "matroska"]
-        with atomic_target(dest) as tmp:
-            _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
+        stop = None if duration is None else start + duration
+        span = ["-ss", f"{seek:.6f}"] + (["-t", f"{stop - seek:.6f}"] if stop is not None else [])
+        with tempfile.TemporaryDirectory(prefix="nst-subtitles-") as folder:
+            inputs = [*([] if through else span[:2]), "-i", str(source), *([] if through else span[2:])]
+            extra, subtitles = 0, []  # inputs after the source; output options of the subtitle tracks
+            for stream in info.subtitle_streams:
+                k = sum(option.startswith("-c:s:") for option in subtitles)
+                part = Path(folder) / f"{stream.index}.srt"
+                if stream.codec in _TEXT_SUBTITLES:
+                    # Taken apart here: with a seek, ffmpeg kept cues from before the part and
+                    # stretched others past it. Decoding through, the output's -ss drops cues
+                    # before it without moving the rest, so they are left out then.
+                    if through:
+                        log.warning("%s: subtitle track %d left out of the part (decoded through)", source,
+                                    stream.index)
+                        continue
+                    if not _subtitle_part(source, stream, seek, stop, part):
+                        continue  # no cue in the part
+                    extra += 1
+                    inputs += ["-i", str(part)]
+                    subtitles += ["-map", f"{extra}:0", f"-c:s:{k}", "srt"]
+                    if stream.language:
+                        subtitles += [f"-metadata:s:s:{k}", f"language={stream.language}"]
+                else:  # pictures (DVD, Blu-ray), kept as they come
+                    subtitles += ["-map", f"0:{stream.index}", f"-c:s:{k}", "copy"]
+            args = [*inputs, *(span if through else []), "-map", "0:V:0", "-vf", ",".join(shown),
+                    "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-crf", "6"]
+            for k, stream in enumerate(info.audio_streams):
+                codec = "flac" if (stream.channels or 2) <= 8 else "pcm_s24le"
+                args += ["-map", f"0:{stream.index}", f"-c:a:{k}", codec]
+            args += [*subtitles, "-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1",
+                     "-f", "matroska"]
+            with atomic_target(dest) as tmp:
+                _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
         try:  # a range past the last frame (the audio may run on) leaves a file with no frame
             first = next(read_frames(dest, 16), None)
         except VideoError:
