@@ -102,7 +102,7 @@ def run_items(opts: RunOptions, ledger: Ledger, run_id: int, digest: str, todo: 
             fail_item(item, getattr(exc, "reason", None) or exc.message)
             continue
         except TransientError as exc:  # its decoder killed from outside while cuts were looked for
-            fail_item(item, f"{exc}; rerun to go on")
+            fail_item(item, f"{getattr(exc, 'reason', None) or exc}; rerun to go on")
             continue
         videos[item.id] = state
         if len(state.done) == len(state.specs):  # every segment survived the last run: only encode

@@ -108,7 +108,7 @@ def begin(task: Task, on_failure: Callable[[Task, str], None],
     except NstError as exc:
         on_failure(task, getattr(exc, "reason", None) or exc.message)
     except TransientError as exc:
-        retry(task, str(exc))
+        retry(task, getattr(exc, "reason", None) or str(exc))
     return None
 
 

@@ -110,8 +110,8 @@ class DecoderStopped(TransientError):
             name = signal.Signals(signal_number).name
         except ValueError:
             name = f"signal {signal_number}"
-        super().__init__(f"{path}: ffmpeg decoding it was stopped by {name} after {frames} frames "
-                         f"(not a fault of the file)")
+        self.reason = f"ffmpeg decoding it was stopped by {name} after {frames} frames (not a fault of the file)"
+        super().__init__(f"{path}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -426,10 +426,10 @@ class FrameTiming:
         (a phone's "30 fps" that really runs at 29.98) add up to audio drift.
         """
         tolerance = max(self.time_base, GRID_TOLERANCE)
-        # an animation's last frame often stays longer (a GIF that holds its end for 2 s)
-        last = self.last_duration * self.time_base
+        # An animation's last frame often stays longer (a GIF that holds its end for 2 s); one
+        # shorter than the rest (a recording stopped) is left to the grid, a fraction of a frame.
         return (all(abs(t - i / fps) <= tolerance for i, t in enumerate(self.seconds()))
-                and (last == 0 or abs(last - 1 / fps) <= tolerance))
+                and self.last_duration * self.time_base <= 1 / fps + tolerance)
 
     def lost_frames(self, path: Path | str) -> FramesLost | None:
         """The one-line report of frames lost, when any were."""
@@ -1628,7 +1628,7 @@ def _start_encoder(target: Path, container: str, codec: str, fps: Fraction, timi
             "-fps_mode", "passthrough", *_video_args(codec, crf, preset)]
     if timing is not None and _yuv_input(codec) and len(timing.pts) > 1:
         step = timing.pts[-1] - timing.pts[-2]
-        if timing.last_duration and abs(timing.last_duration - step) * timing.time_base > GRID_TOLERANCE:
+        if (timing.last_duration - step) * timing.time_base > GRID_TOLERANCE:
             # A last frame held longer (an animation's end): MP4 takes the last frame's duration from
             # the last packet decoded, which B-frames make another frame's; without them it is its own.
             args += ["-bf", "0"]
