@@ -455,3 +455,38 @@ def test_status_reads_a_finished_run_on_read_only_media_and_a_run_cannot_start_t
             DriverLock(out).acquire()
     finally:
         subprocess.run(["umount", str(media)], check=False)
+
+
+def test_status_during_a_run_tells_items_a_worker_has_from_those_still_queued(tmp_path: Path) -> None:
+    """Items handed to the executor are marked running before a worker takes them up: status said
+    'running a.jpg on None @ None' for each."""
+    from pipeline.batch.driver import status_lines
+    from pipeline.batch.ledger import DriverLock
+
+    out = tmp_path / "out"
+    with Ledger(out) as ledger:
+        run_id = ledger.start_run("h1", {})
+        for name in ("a.jpg", "b.jpg"):
+            ledger.upsert_item(name, "image", Path(name), out / name, "h1")
+            ledger.mark_running(name, run_id)
+        ledger.mark_attempt("b.jpg", "worker-1", "node-1")
+        ledger.flush()
+        lock = DriverLock(out)
+        lock.acquire()  # a live driver holds the folder
+        try:
+            lines, _ = status_lines(out)
+        finally:
+            lock.release()
+    assert "  queued   a.jpg" in lines and "  running  b.jpg on worker-1 @ node-1" in lines, lines
+
+
+def test_crf_with_a_codec_it_does_not_apply_to_is_said(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    style = tmp_path / "style.png"
+    style.write_bytes(b"")
+    result = CliRunner().invoke(app, ["video", str(tmp_path / "clip.mp4"), "-s", str(style), "--codec", "ffv1",
+                                      "--crf", "20", "-o", str(tmp_path / "out")])
+    assert "warning: --crf applies to h264 and hevc; ffv1 is lossless" in result.output, result.output

@@ -51,7 +51,9 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
         lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
                      f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining; "
                      f"{frames_done} of {frames_total} segment frames done")
-    lines += [f"  running  {r['id']} on {r['worker']} @ {r['node']}" for r in running_rows]
+    # an item handed to the executor is marked running before a worker takes it up
+    lines += [f"  running  {r['id']} on {r['worker']} @ {r['node']}" if r["worker"] else f"  queued   {r['id']}"
+              for r in running_rows]
     lines += [f"  failed   {r['id']}: {r['error']}" for r in failed_rows]
     if counts[FAILED] > len(failed_rows):
         lines.append(f"  ... and {counts[FAILED] - len(failed_rows)} more failed (report.html and summary.json "

@@ -239,6 +239,10 @@ def video(clip: Annotated[Path, typer.Argument(metavar="CLIP", help="Video to st
     video_overrides = {k: v for k, v in video_overrides.items() if v is not None}
     if video_overrides:
         cfg = cfg.replace(**video_overrides)
+    if crf is not None and cfg.video.codec in ("prores", "ffv1"):
+        typer.echo(f"warning: --crf applies to h264 and hevc; {cfg.video.codec} "
+                   f"{'is lossless' if cfg.video.codec == 'ffv1' else 'is written as 4:2:2 HQ'}, whatever --crf says",
+                   err=True)
     if clip.is_dir():
         raise InputError(clip, "a folder: nst video paints one video (nst run paints folders)")
     from pipeline.batch.discover import ANIMATION_EXTENSIONS, OTHER_COMMAND, animated
