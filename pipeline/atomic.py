@@ -4,6 +4,7 @@ A reader (or a rerun after a crash) sees the old file or the whole new one, neve
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
@@ -47,16 +48,31 @@ def temp_prefix(name: str, added: int) -> str:
     return f".{fit_name(name, NAME_MAX - 2 - added)}."
 
 
+RANDOM_CHARS = 8  # what mkstemp puts between prefix and suffix
+
+
+def temp_beside(path: Path, suffix: str) -> Path:
+    """A new empty hidden file beside ``path``, ".NAME.XXXXXXXX<suffix>" (its name within NAME_MAX)."""
+    prefix = temp_prefix(path.name, RANDOM_CHARS + len(os.fsencode(suffix)))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def stale_temps(path: Path, suffix: str) -> list[Path]:
+    """The files ``temp_beside(path, suffix)`` made that are still there: a process killed before
+    it renamed or removed them left them."""
+    prefix = temp_prefix(path.name, RANDOM_CHARS + len(os.fsencode(suffix)))
+    return [p for p in path.parent.glob(glob.escape(prefix) + "*" + glob.escape(suffix))
+            if len(p.name) == len(prefix) + RANDOM_CHARS + len(suffix)]
+
+
 @contextmanager
 def atomic_target(path: Path, suffix: str = ".part") -> Iterator[Path]:
     """Yields a temp path beside ``path``; when the block succeeds it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp puts 8 random characters between prefix and suffix
-    prefix = temp_prefix(path.name, 8 + len(os.fsencode(suffix)))
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temp_beside(path, suffix)
     try:
         yield tmp
         with open(tmp, "rb") as handle:

@@ -14,7 +14,6 @@ tracks, chapters and metadata. ffmpeg is always called with an argument list, ne
 from __future__ import annotations
 
 import functools
-import glob
 import itertools
 import logging
 import math
@@ -35,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.atomic import atomic_target, temp_prefix
+from pipeline.atomic import atomic_target, stale_temps, temp_beside
 from pipeline.errors import TransientError, VideoError
 
 log = logging.getLogger(__name__)
@@ -445,19 +444,25 @@ def frame_timing(path: Path | str, expected: int | None = None) -> FrameTiming:
     path = Path(path)
     if expected is None:
         expected = probe(path).frame_count
+    tb, frames, errors = _frame_stamps(["-i", str(path)])
+    if tb is None or not frames:
+        last = (errors.strip().splitlines() or ["no frame decodes"])[-1]
+        raise VideoDecodeError(path, f"no frame decodes ({last})")
+    return FrameTiming(tb, tuple(p for p, _ in frames), max(frames[-1][1], 0), expected)
+
+
+def _frame_stamps(where: list[str]) -> tuple[Fraction | None, list[tuple[int, int]], str]:
+    """(time base, (pts, duration) of each frame, ffmpeg's complaints) of the first video stream of
+    the input ``where`` names (with its seek and length options), decoded without pixel copies."""
     # passthrough: every decoded frame, none dropped or duplicated to a rate; demux: times in the
     # stream's own time base, unrounded; wrapped_avframe: no pixel conversion or copy.
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate",
-                           "-i", str(path), "-map", "0:V:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate", *where,
+                           "-map", "0:V:0", "-fps_mode", "passthrough", "-enc_time_base", "demux",
                            "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
                           capture_output=True, text=True, errors="replace", check=False)
     tb = _TIME_BASE.search(proc.stdout)
     frames = [(int(m.group("pts")), int(m.group("duration"))) for m in _FRAME_LINE.finditer(proc.stdout)]
-    if tb is None or not frames:
-        last = (proc.stderr.strip().splitlines() or ["no frame decodes"])[-1]
-        raise VideoDecodeError(path, f"no frame decodes ({last})")
-    return FrameTiming(Fraction(int(tb.group(1)), int(tb.group(2))), tuple(p for p, _ in frames),
-                       max(frames[-1][1], 0), expected)
+    return (None if tb is None else Fraction(int(tb.group(1)), int(tb.group(2)))), frames, proc.stderr
 
 
 def frames_lost(path: Path | str, decoded: int, expected: int) -> FramesLost | None:
@@ -1534,10 +1539,7 @@ def encode_video(frames: Iterable[np.ndarray], out_path: Path, fps: Fraction, au
             if tracks_from is None:
                 target = out_tmp
             else:
-                fd, name = tempfile.mkstemp(dir=out_path.parent, suffix=f".video{suffix}",
-                                            prefix=temp_prefix(out_path.name, 8 + len(f".video{suffix}")))
-                os.close(fd)
-                video_tmp = target = Path(name)
+                video_tmp = target = temp_beside(out_path, f".video{suffix}")
             count = _encode_frames(frames, target, out_path, container, codec, fps,
                                    timing if variable else None, crf, preset, final=tracks_from is None)
             if tracks_from is not None:
@@ -1556,10 +1558,8 @@ def _remove_stale_temps(out_path: Path) -> None:
     file of this output found here is no other encode's."""
     suffix = out_path.suffix.lower()
     for tail in (f".part{suffix}", f".video{suffix}"):
-        prefix = temp_prefix(out_path.name, 8 + len(tail))
-        for stale in out_path.parent.glob(glob.escape(prefix) + "*" + tail):
-            if len(stale.name) == len(prefix) + 8 + len(tail):  # mkstemp's 8 random characters between
-                stale.unlink(missing_ok=True)
+        for stale in stale_temps(out_path, tail):
+            stale.unlink(missing_ok=True)
 
 
 def _encode_frames(frames: Iterable[np.ndarray], target: Path, out_path: Path, container: str, codec: str,
@@ -1656,17 +1656,13 @@ def _frame_shown_at(source: Path, start: float, through: bool = False) -> float 
     stamped at or before it, read off the frames around it (None when none decodes there). With
     ``through``, decoded from the file's start rather than after a seek."""
     sought = max(0.0, start - 2)
-    where = ["-i", str(source), "-ss", f"{sought:.6f}"] if through else ["-ss", f"{sought:.6f}", "-i", str(source)]
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate", *where,
-                           "-map", "0:V:0", "-t", "3", "-fps_mode", "passthrough", "-enc_time_base", "demux",
-                           "-c:v", "wrapped_avframe", "-f", "framemd5", "-"],
-                          capture_output=True, text=True, errors="replace", check=False)
-    tb = _TIME_BASE.search(proc.stdout)
+    seek = ["-ss", f"{sought:.6f}"]
+    tb, frames, _ = _frame_stamps(["-i", str(source), *seek, "-t", "3"] if through
+                                  else [*seek, "-i", str(source), "-t", "3"])
     if tb is None:
         return None
-    unit = int(tb.group(1)) / int(tb.group(2))
     # stamps come out counted from the time sought, which -ss counts from the file's start
-    shown = [sought + int(m.group("pts")) * unit for m in _FRAME_LINE.finditer(proc.stdout)]
+    shown = [sought + float(pts * tb) for pts, _ in frames]
     before = [t for t in shown if t <= start + 1e-6]
     return max(0.0, max(before) - 1e-6) if before else start if shown else None
 
@@ -1740,9 +1736,9 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
         span = ["-ss", f"{seek:.6f}"] + (["-t", f"{stop - seek:.6f}"] if stop is not None else [])
         with tempfile.TemporaryDirectory(prefix="nst-subtitles-") as folder:
             inputs = [*([] if through else span[:2]), "-i", str(source), *([] if through else span[2:])]
-            extra, subtitles = 0, []  # inputs after the source; output options of the subtitle tracks
+            subtitles: list[str] = []  # the output's subtitle tracks: their maps, codecs and languages
+            extra = k = 0  # inputs after the source; subtitle tracks so far
             for stream in info.subtitle_streams:
-                k = sum(option.startswith("-c:s:") for option in subtitles)
                 part = Path(folder) / f"{stream.index}.srt"
                 if stream.codec in _TEXT_SUBTITLES:
                     # Taken apart here: with a seek, ffmpeg kept cues from before the part and
@@ -1761,6 +1757,7 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
                         subtitles += [f"-metadata:s:s:{k}", f"language={stream.language}"]
                 else:  # pictures (DVD, Blu-ray), kept as they come
                     subtitles += ["-map", f"0:{stream.index}", f"-c:s:{k}", "copy"]
+                k += 1
             args = [*inputs, *(span if through else []), "-map", "0:V:0", "-vf", ",".join(shown),
                     "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-crf", "6"]
             for k, stream in enumerate(info.audio_streams):
