@@ -33,6 +33,7 @@ from pipeline.media.frames import (
     picture_format,
     probe,
     read_frames,
+    source_timecode,
 )
 
 NTSC = Fraction(30000, 1001)
@@ -128,6 +129,22 @@ def test_pcm_becomes_aac_mp4_audio_is_copied_and_every_audio_and_subtitle_track_
     mkv = encode_video(frames, tmp_path / "tracks.ffv1.mkv", info.fps, None, source=src, codec="ffv1")
     assert packet_hashes(mkv, "0:a:0") == packet_hashes(src, "0:a:0")
     assert "subrip" in stream_lines(mkv, "Subtitle")[0]
+
+
+def test_a_cameras_start_timecode_is_kept_in_every_container(tmp_path):
+    """Editors conform and relink by the timecode track a camera writes; it was dropped."""
+    src = tmp_path / "camera.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30000/1001", "-frames:v", "6", *H264,
+           "-timecode", "14:03:27;12", str(src))
+    frames = list(read_frames(src, 64))
+    for codec, name in (("h264", "camera.mp4"), ("prores", "camera.mov")):
+        out = encode_video(frames, tmp_path / name, NTSC, None, source=src, codec=codec)
+        assert len(stream_lines(out, "Data")) == 1, listing(out)  # the tmcd track
+        assert source_timecode(out) == "14:03:27;12", listing(out)
+    assert source_timecode(encode_video(frames, tmp_path / "camera.mkv", NTSC, None, source=src,
+                                        codec="ffv1")) == "14:03:27;12"  # a Matroska tag
+    plain = encode_video(frames, tmp_path / "plain.mp4", NTSC, None, source=vfr_clip(tmp_path / "vfr.mp4"))
+    assert source_timecode(plain) is None and not stream_lines(plain, "Data")
 
 
 def test_codec_choices_give_the_expected_codec_container_and_pixels(tmp_path):

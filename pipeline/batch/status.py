@@ -35,15 +35,19 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
         images_left = conn.execute("SELECT COUNT(*) FROM items WHERE kind = 'image' AND state IN ('pending', "
                                    "'running')").fetchone()[0]
         seg_rows = conn.execute("SELECT * FROM segments").fetchall()
+        # an image handed to the executor is marked running before a worker takes it up
+        queued = conn.execute("SELECT COUNT(*) FROM items WHERE state = 'running' AND kind = 'image' "
+                              "AND worker IS NULL").fetchone()[0] if active else 0
     lines = []
     if last is not None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
         lines.append(f"last run: started {when}, config {last['config_hash']}, "
                      f"{last['workers'] or '?'} worker(s), {'RUNNING now' if active else last['status']}")
-    running = counts["running"] if active else 0
-    stale = counts["running"] - running
+    running = counts["running"] - queued if active else 0
+    stale = counts["running"] if not active else 0
     remaining = counts[PENDING] + counts["running"]
-    lines.append(f"items: {counts[DONE]} done, {running} running, {counts[FAILED]} failed, {remaining} remaining"
+    lines.append(f"items: {counts[DONE]} done, {running} running" + (f", {queued} queued" if queued else "")
+                 + f", {counts[FAILED]} failed, {remaining} remaining"
                  + (f" ({stale} interrupted, redone on the next run)" if stale else ""))
     if sum(segs.values()):
         frames_total = sum(r["stop"] - r["start"] for r in seg_rows)
@@ -51,7 +55,6 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
         lines.append(f"video segments: {segs[DONE]} done, {segs['running'] if active else 0} running, "
                      f"{segs[FAILED]} failed, {segs[PENDING] + segs['running']} remaining; "
                      f"{frames_done} of {frames_total} segment frames done")
-    # an item handed to the executor is marked running before a worker takes it up
     lines += [f"  running  {r['id']} on {r['worker']} @ {r['node']}" if r["worker"] else f"  queued   {r['id']}"
               for r in running_rows]
     lines += [f"  failed   {r['id']}: {r['error']}" for r in failed_rows]

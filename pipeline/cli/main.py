@@ -212,7 +212,9 @@ def video(clip: Annotated[Path, typer.Argument(metavar="CLIP", help="Video to st
           crf: Annotated[int | None, typer.Option("--crf", help="H.264/HEVC quality, 0-51 (lower is better).")] = None,
           codec: Annotated[str | None, typer.Option(
               "--codec", help="h264 (MP4, plays everywhere) | hevc (MP4) | prores (MOV) | ffv1 (MKV, lossless)")] = None,
-          save_frames: Annotated[bool, typer.Option("--save-frames", help="Also write the frames as PNGs.")] = False,
+          save_frames: Annotated[bool, typer.Option(
+              "--save-frames", help="Keep the painted frames as PNGs, in OUTPUT/.nst/frames/VIDEO/segNNNN/, "
+                                    "instead of removing them once the video is encoded.")] = False,
           optimizer: OptimizerOpt = None, content_loss_weight: ContentWOpt = None,
           style_loss_weight: StyleWOpt = None, tv_weight: TvOpt = None, preserve_colors: ColorsOpt = None,
           pooling: PoolOpt = None, style_scale: StyleScaleOpt = None, scales: ScalesOpt = None,

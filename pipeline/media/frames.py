@@ -1468,6 +1468,16 @@ def _run_ffmpeg(args: list[str], out_path: Path, what: str) -> None:
         raise VideoEncodeError(out_path, f"ffmpeg could not {what}: {reason}")
 
 
+_TIMECODE = re.compile(r"^\s*timecode\s*:\s*(\d\d:\d\d:\d\d[:;.]\d\d)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def source_timecode(path: Path | str) -> str | None:
+    """The start timecode a file states (HH:MM:SS:FF, ';' before the frames for drop-frame), on
+    its video stream, its timecode track or the file itself; None when it states none."""
+    match = _TIMECODE.search(ffmpeg_info(Path(path)))
+    return match.group(1) if match else None
+
+
 def _mux(video: Path, source: Path, out_tmp: Path, out_path: Path, container: str, offset: Fraction,
          codec: str) -> None:
     """The encoded video with the source's audio and subtitle tracks, chapters and metadata.
@@ -1486,6 +1496,11 @@ def _mux(video: Path, source: Path, out_tmp: Path, out_path: Path, container: st
             "-metadata", "compatible_brands="]
     if container == "matroska":
         base += ["-map", "1:t?", "-c:t", "copy"]  # fonts the subtitles use
+    timecode = source_timecode(source)
+    if timecode is not None:
+        # A camera's or an edit's start timecode (a tmcd track in MOV/MP4), which editors conform
+        # and relink by; the frames are the source's, from its first, so it applies unchanged.
+        base += ["-timecode", timecode]
     attempts = [(False, True), (True, True), (True, False)]
     for n, (reencode_all, subtitles) in enumerate(attempts):
         args = [*base, *_audio_plan(streams, container, reencode_all),
@@ -1764,7 +1779,7 @@ def cut_excerpt(source: Path | str, dest: Path, start: float, duration: float | 
                 codec = "flac" if (stream.channels or 2) <= 8 else "pcm_s24le"
                 args += ["-map", f"0:{stream.index}", f"-c:a:{k}", codec]
             args += [*subtitles, "-map", "0:t?", "-c:t", "copy", "-map_metadata", "0", "-map_chapters", "-1",
-                     "-f", "matroska"]
+                     "-metadata", "timecode=", "-f", "matroska"]  # the source's start timecode is not the part's
             with atomic_target(dest) as tmp:
                 _run_ffmpeg([*args, str(tmp)], dest, "cut the excerpt")
         try:  # a range past the last frame (the audio may run on) leaves a file with no frame
