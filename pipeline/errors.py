@@ -23,7 +23,9 @@ class TransientError(Exception):
 
 
 class ConfigError(NstError):
-    """A config key is unknown, or a value is out of range."""
+    """A config key is unknown, or a value is out of range: a bad option, as a usage error is."""
+
+    exit_code = 2
 
 
 class WeightsError(NstError):

@@ -197,6 +197,23 @@ def test_link_to_the_output_folder_is_not_walked(tmp_path):
     assert [r.reason for r in plan.refused] == ["is (or links to) the output folder; not walked"]
 
 
+def test_a_link_to_a_folder_of_the_tree_is_an_alias_walked_under_the_folders_own_name(tmp_path):
+    """A "0_Favourites" link to 2019/ sorted first: the photos came out under the link's name and the
+    real folder was refused as a symbolic link loop (exit 1)."""
+    photos = tmp_path / "Photos"
+    (photos / "2019" / "summer").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(photos / "2019" / "summer" / "x.png")
+    os.symlink("2019", photos / "0_Favourites")
+    os.symlink("../2019/summer", photos / "2019" / "best")  # deeper, to a folder beside it
+    elsewhere = tmp_path / "scans"
+    elsewhere.mkdir()
+    Image.new("RGB", (40, 40)).save(elsewhere / "s.png")
+    os.symlink(elsewhere, photos / "scans")  # outside the tree: walked through the link
+    plan = discover([photos], tmp_path / "out")
+    assert sorted(i.id for i in plan.items) == ["Photos/2019/summer/x.png", "Photos/scans/s.png"]
+    assert plan.refused == []
+
+
 def test_files_given_directly_videos_and_name_clashes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

@@ -58,3 +58,20 @@ def test_identical_photos_are_stylized_once_and_a_later_copy_is_only_copied(tmp_
     marked = {r["id"]: (r["state"], r["duplicate_of"]) for r in summary["records"]}
     assert marked["photos/c/third.png"][0] == "done" and marked["photos/c/third.png"][1] in {computed, copied}
     assert marked[copied] == ("skipped", computed)
+
+
+def test_the_same_bytes_under_another_format_name_get_a_file_of_that_format(tmp_path: Path, photo, painting) -> None:
+    """a.png and b.webp with the same bytes: b.webp's output was a copy of a.png's, a PNG named .webp."""
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    write_png(root / "a.png", photo)
+    shutil.copyfile(root / "a.png", root / "b.webp")
+    shutil.copyfile(root / "a.png", root / "c.png")
+    style = write_png(tmp_path / "style.png", painting)
+    result, submitted = run_counting([root], style, tmp_path / "out")
+    assert result.exit_code == 0 and sorted(submitted) == ["photos/a.png", "photos/b.webp"], submitted
+    outputs = {r["id"]: Path(r["output"]) for r in result.records}
+    assert Image.open(outputs["photos/b.webp"]).format == "WEBP"
+    assert Image.open(outputs["photos/c.png"]).format == "PNG"
+    assert outputs["photos/c.png"].read_bytes() == outputs["photos/a.png"].read_bytes()

@@ -354,3 +354,28 @@ def test_save_keeps_alpha_where_the_format_can(tmp_path):
         assert written.mode == "RGB"
         assert written.getpixel((0, 0))[0] > 245 and written.getpixel((7, 0))[0] < 30  # over white
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_multi_page_tiff_says_only_its_first_page_is_painted_but_a_preview_page_is_no_page(tmp_path):
+    rng = np.random.default_rng(3)
+    pages = [Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)) for _ in range(3)]
+    document = tmp_path / "fax.tif"
+    pages[0].save(document, save_all=True, append_images=pages[1:])
+    loaded = load_image(document)
+    assert loaded.note == "TIFF of 3 pages: only the first page is painted"
+    assert np.abs(loaded.rgb - np.asarray(pages[0], np.float32)).max() == 0  # the first page, not the last seen
+    scan = tmp_path / "scan.tif"
+    pages[0].save(scan, save_all=True, append_images=[pages[1].resize((20, 15))])  # a scanner's preview
+    assert load_image(scan).note == ""
+
+
+def test_an_avif_photo_is_read(tmp_path):
+    from pipeline.batch.discover import discover
+
+    photo = np.random.default_rng(4).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    path = tmp_path / "in" / "phone.avif"
+    path.parent.mkdir()
+    Image.fromarray(photo).save(path)
+    assert load_image(path).rgb.shape == (48, 64, 3)
+    plan = discover([path.parent], tmp_path / "out")
+    assert [i.output.name for i in plan.items] == ["phone.jpg"] and plan.refused == []

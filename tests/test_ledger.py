@@ -479,6 +479,9 @@ def test_status_during_a_run_tells_items_a_worker_has_from_those_still_queued(tm
             lock.release()
     assert "  queued   a.jpg" in lines and "  running  b.jpg on worker-1 @ node-1" in lines, lines
     assert "items: 0 done, 1 running, 1 queued, 0 failed, 2 remaining" in lines, lines
+    # the driver killed (-9): its run is still marked running, but nothing holds the folder
+    lines, _ = status_lines(out)
+    assert lines[0].endswith("worker(s), interrupted") and "(2 interrupted, redone on the next run)" in lines[1], lines
 
 
 def test_crf_with_a_codec_it_does_not_apply_to_is_said(tmp_path: Path) -> None:

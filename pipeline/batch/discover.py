@@ -239,8 +239,10 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal],
     A folder's real path is resolved once and a file's is that plus its name unless the file is a
     link itself: resolving every file (a system call per path component) was most of the walk."""
     found: list[tuple[Path, str, str]] = []
-    visited = {os.path.realpath(root)}
+    root_real = os.path.realpath(root)
+    visited = {root_real}
     root_text = os.fspath(root)
+    aliases = 0
 
     def on_error(exc: OSError) -> None:
         refused.append(Refusal(Path(exc.filename or root), f"folder cannot be read ({exc.strerror or exc})"))
@@ -253,6 +255,14 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal],
                 hidden.append(full)
                 continue
             real = os.path.realpath(full)
+            if os.path.islink(full) and _inside(Path(real), Path(root_real)):
+                if not _inside(Path(os.path.realpath(dirpath)), Path(real)):
+                    # An alias of a folder of this tree (a "Favourites" link): the folder is walked
+                    # under its own name, wherever the link sorts.
+                    aliases += 1
+                    continue
+                refused.append(Refusal(full, "symbolic link loop: links back to a folder it is in"))
+                continue
             if real in visited:
                 refused.append(Refusal(full, "symbolic link loop: this folder was already walked"))
                 continue
@@ -269,6 +279,9 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal],
             full = os.path.join(dirpath, name)
             real = os.path.realpath(full) if os.path.islink(full) else os.path.join(real_dir, name)
             found.append((Path(full), prefix + name, real))
+    if aliases:
+        log.info("%s: %d folder link(s) to folders inside it passed over (walked under their own names)",
+                 root, aliases)
     return found
 
 

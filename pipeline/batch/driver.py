@@ -147,6 +147,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
         rows = ledger.rows()
         todo: list[Item] = []
         skipped: dict[str, str] = {}
+        foreign: set[str] = set()  # skipped for a file nst did not make: not painted, a warning
         refusals = [Refusal(d.item.source, d.reason) for d in decisions if d.action == "refuse"]
         if refusals:  # one line each, even with --quiet, as for any refused input
             for refusal in refusals:
@@ -165,6 +166,7 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
                 skipped[d.item.id] = d.reason
                 if d.foreign:  # a file nst did not make: the user decides, so say it every time
                     say(opts.quiet, f"[yellow]skip[/yellow] {d.item.source}: {d.reason}")
+                    foreign.add(d.item.id)
                 continue
             todo.append(d.item)
         # One transaction for the whole plan, committed before any output is written.
@@ -257,6 +259,9 @@ def _run_locked(opts: RunOptions, plan: Plan, result: RunResult, digest: str, we
         live.stop(ledger.broken.message)
         raise ledger.broken
     live.packs.flush()
+    for record in records:
+        if record["id"] in foreign and record["state"] == "skipped":
+            record["warning"] = record["reason"]  # the summary, the report and exit code 3 say it
     result.records = records
     result.done = sum(r["state"] == "done" for r in records)
     result.failed = sum(r["state"] == "failed" for r in records)

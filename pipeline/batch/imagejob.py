@@ -20,7 +20,7 @@ from pipeline.atomic import fit_name, write_bytes_atomic
 from pipeline.config import Config
 from pipeline.core.arrays import MIN_SIDE, fit_longest, resize
 from pipeline.core.types import Iterate
-from pipeline.errors import InputError, NstError
+from pipeline.errors import ConfigError, InputError
 from pipeline.media.images import FORMAT_SUFFIX, HIGH_BIT_FORMATS, encode_image, load_image, output_format, to_pil
 
 if TYPE_CHECKING:  # the driver imports this module and must not load TensorFlow
@@ -55,15 +55,15 @@ def load_styles(paths: Sequence[Path], max_pixels: int) -> list[np.ndarray]:
 
 def check_style_weights(styles: Sequence[Path], weights: Sequence[float] | None) -> list[float]:
     if not styles:
-        raise NstError("no style given: pass --style PAINTING")
+        raise ConfigError("no style given: pass --style PAINTING")
     if not weights:
         return [1.0] * len(styles)
     if len(weights) != len(styles):
-        raise NstError(f"{len(weights)} --style-weight values for {len(styles)} --style images; "
+        raise ConfigError(f"{len(weights)} --style-weight values for {len(styles)} --style images; "
                        f"give one weight per style")
     # NaN passes both comparisons and would blend the styles into NaN losses.
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise NstError("--style-weight values must be finite, non-negative and not all zero")
+        raise ConfigError("--style-weight values must be finite, non-negative and not all zero")
     return list(weights)
 
 

@@ -211,7 +211,7 @@ def plan_duplicates(todo: list[Item], ledger: Ledger, digest: str, reuse_done: b
     """Hashes the photos about to be stylized (SHA-256 of the bytes; videos are not hashed) and
     keeps one of each content for the workers; the ledger keeps every hash for later runs."""
     plan = Duplicates([])
-    first: dict[str, Item] = {}
+    first: dict[tuple[str, str], Item] = {}
     todo_ids = {item.id for item in todo}
     started = time.perf_counter()
     for item in todo:
@@ -224,16 +224,20 @@ def plan_duplicates(todo: list[Item], ledger: Ledger, digest: str, reuse_done: b
             plan.compute.append(item)
             continue
         ledger.set_content_hash(item.id, content)
-        if content in first:
-            plan.waiting.setdefault(first[content].id, []).append(item)
+        # Copied only into the same kind of file: the same bytes named a.jpg and b.png give a JPEG
+        # and a PNG, which a copy of one would not.
+        kind = item.output.suffix.lower()
+        if (content, kind) in first:
+            plan.waiting.setdefault(first[content, kind].id, []).append(item)
             continue
         if reuse_done:
             row = next((r for r in ledger.done_with_content(content, digest)
-                        if r["id"] not in todo_ids and reusable_output(r) is not None), None)
+                        if r["id"] not in todo_ids and Path(r["output"]).suffix.lower() == kind
+                        and reusable_output(r) is not None), None)
             if row is not None:
                 plan.earlier.append((item, row))
                 continue
-        first[content] = item
+        first[content, kind] = item
         plan.compute.append(item)
     plan.hash_seconds = time.perf_counter() - started
     return plan

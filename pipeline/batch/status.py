@@ -40,9 +40,11 @@ def status_lines(out_dir: Path) -> tuple[list[str], int]:
                               "AND worker IS NULL").fetchone()[0] if active else 0
     lines = []
     if last is not None:
+        # a run still marked running with no driver holding the folder was killed
+        ended = "interrupted" if last["status"] == "running" else last["status"]
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
         lines.append(f"last run: started {when}, config {last['config_hash']}, "
-                     f"{last['workers'] or '?'} worker(s), {'RUNNING now' if active else last['status']}")
+                     f"{last['workers'] or '?'} worker(s), {'RUNNING now' if active else ended}")
     running = counts["running"] - queued if active else 0
     stale = counts["running"] if not active else 0
     remaining = counts[PENDING] + counts["running"]

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from pipeline import config as config_mod
-from pipeline.errors import InputError, NstError
+from pipeline.errors import ConfigError, InputError, NstError
 
 try:  # Typer >= 0.17 vendors its own copy of click and only handles that copy's exceptions
     from typer._click.exceptions import ClickException
@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - older Typer on plain click
 
 
 class _Group(TyperGroup):
-    """Commands whose NstError becomes click's one-line "Error: ..." and exit code 1.
+    """Commands whose NstError becomes click's one-line "Error: ..." and its exit code.
 
     The layers below the CLI raise plain NstError (they do not import click); the translation
     happens here. Outside standalone mode (tests) the original exception passes through.
@@ -93,7 +93,7 @@ def build_config(config_file: Path | None, preset: str | None, strength: float |
                  **options: object) -> config_mod.Config:
     """Defaults <- preset <- --config <- CLI options (only those given); --strength scales the style weight."""
     if strength is not None and not (strength > 0 and strength < float("inf")):
-        raise NstError(f"--strength {strength!r}: expected a positive number such as 0.3 or 3")
+        raise ConfigError(f"--strength {strength!r}: expected a positive number such as 0.3 or 3")
     cfg = _build_config(config_file, preset, **options)
     return cfg if strength is None else cfg.replace(**{"loss.style_weight": cfg.loss.style_weight * strength})
 
@@ -113,7 +113,7 @@ def _build_config(config_file: Path | None, preset: str | None, **options: objec
             try:
                 value = [float(part) for part in str(value).split(",") if part.strip()]
             except ValueError as exc:
-                raise NstError(f"--scales {options['scales']!r}: expected numbers such as 0.5,1") from exc
+                raise ConfigError(f"--scales {options['scales']!r}: expected numbers such as 0.5,1") from exc
             overrides["image.scales"] = value
             continue
         overrides[mapping[name]] = value
@@ -276,7 +276,7 @@ def seconds(text: str, option: str) -> float:
     # minutes and seconds after the first part stay below 60; nothing negative, NaN or infinite
     if (not 1 <= len(values) <= 3 or text.strip().startswith("-")
             or any(not 0 <= v < (60 if i else float("inf")) for i, v in enumerate(values))):
-        raise NstError(f"{option} {text!r}: expected seconds (90, 1.5) or a time (1:30, 0:01:30.5)")
+        raise ConfigError(f"{option} {text!r}: expected seconds (90, 1.5) or a time (1:30, 0:01:30.5)")
     value = 0.0
     for v in values:
         value = value * 60 + v
@@ -299,7 +299,7 @@ def video_excerpt(clip: Path, output: Path, start: float, duration: float | None
     from pipeline.media.frames import cut_excerpt, listed_seconds
 
     if duration is not None and duration <= 0:
-        raise NstError(f"--duration {duration:g}: expected a length above 0 seconds")
+        raise ConfigError(f"--duration {duration:g}: expected a length above 0 seconds")
     try:
         stat = clip.stat()
     except OSError as exc:
@@ -326,9 +326,9 @@ def grid(source: Annotated[Path, typer.Argument(help="A photo, or a video (its f
     try:
         levels = [float(part) for part in strengths.split(",") if part.strip()]
     except ValueError as exc:
-        raise NstError(f"--strength {strengths!r}: expected numbers such as 0.3,1,3") from exc
+        raise ConfigError(f"--strength {strengths!r}: expected numbers such as 0.3,1,3") from exc
     if not levels or any(not (0 < v < float("inf")) for v in levels):
-        raise NstError(f"--strength {strengths!r}: expected positive numbers such as 0.3,1,3")
+        raise ConfigError(f"--strength {strengths!r}: expected positive numbers such as 0.3,1,3")
     cfg = build_config(config, preset, size=size, preserve_colors=preserve_colors)
     from pipeline.batch.grid import grid_files
 
@@ -416,11 +416,13 @@ def info(address: AddressOpt = None) -> None:
 
 
 def run_cli() -> None:
-    """Console-script entry: NstError becomes one line and exit code 1 (traceback with --debug)."""
+    """Console-script entry: NstError becomes one line and its exit code (traceback with --debug)."""
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Typer turns Ctrl-C into a silent exit 130
+            typer.echo("interrupted; rerun the same command to resume", err=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
@@ -430,7 +432,8 @@ def run_cli() -> None:
         sys.exit(130)
     except Exception as exc:
         if isinstance(exc, NstError):
-            exc = ClickException(exc.message)
+            ClickException(exc.message).show()
+            sys.exit(exc.exit_code)  # 2 for a bad option or setting, as for a usage error
         if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)

@@ -25,7 +25,7 @@ from pipeline.config import Config
 from pipeline.core.stylizer import Stylizer, color_mode
 from pipeline.core.temporal import KeyStep, Motion, carry, follow_light, motion_between, with_motion
 from pipeline.core.types import StylizeResult, TemporalTarget
-from pipeline.errors import NstError
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def stylize_frame(stylizer: Stylizer, frame: np.ndarray, styles: Sequence[np.nda
     ``motion`` (from previous_content to frame) may come precomputed; else it is computed here.
     """
     if mode not in MODES:
-        raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
+        raise ConfigError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
     video = config.video
     if mode == "off" or previous_stylized is None:
         result = stylizer.stylize(frame, styles, style_weights, init="content",
@@ -198,7 +198,7 @@ def stylize_sequence(stylizer: Stylizer, frames: Sequence[np.ndarray], styles: S
     (``temporal.repeats``) takes its painting unchanged; ``on_held`` is told its index.
     """
     if mode not in MODES:
-        raise NstError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
+        raise ConfigError(f"--temporal {mode!r}: expected one of {', '.join(MODES)}")
     if first_stylized is None and previous_stylized is None and len(frames) and mode != "off":
         ahead = [np.asarray(f, np.float32) for f in frames[1:1 + config.video.settle_frames]]
         first_stylized = key_frame(stylizer, [KeyStep(frames[0], ahead)], styles, style_weights, config, mode,

@@ -40,9 +40,10 @@ RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".ar
                             ".kdc", ".dcr", ".mrw", ".mos", ".mef"})
 
 # Output format per input extension when image.format is "auto": formats Pillow cannot write well
-# (BMP, GIF: 8-bit palette) become PNG, HEIC/HEIF become JPEG (widely readable; EXIF kept).
+# (BMP, GIF: 8-bit palette) become PNG, HEIC/HEIF/AVIF become JPEG (widely readable; EXIF kept).
 EXTENSION_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff",
                      ".tiff": "tiff", ".bmp": "png", ".gif": "png", ".heic": "jpeg", ".heif": "jpeg",
+                     ".avif": "jpeg",
                      **dict.fromkeys(RAW_EXTENSIONS, "jpeg")}
 FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif", "png16": ".png", "tiff16": ".tif"}
 # 16 bits per channel, written from the float result without an 8-bit step (smooth gradients keep
@@ -77,7 +78,25 @@ class LoadedImage:
         if self.frames > 1 and self.source_format in ("GIF", "WEBP", "PNG"):  # not MPO's stereo/preview frames
             return (f"animated {self.source_format} with {self.frames} frames: only the first frame is painted "
                     f"(nst video paints every frame)")
+        if self.frames > 1 and self.source_format == "TIFF":
+            return f"TIFF of {self.frames} pages: only the first page is painted"
         return ""
+
+
+def _tiff_pages(opened: Image.Image) -> int:
+    """The pages of a multi-page TIFF (a scanned document, a fax) as big as its first: smaller
+    images after the first are the previews scanners and cameras add, not pages."""
+    first = opened.size[0] * opened.size[1]
+    pages = 0
+    try:
+        for index in range(opened.n_frames):
+            opened.seek(index)
+            pages += opened.size[0] * opened.size[1] * 4 >= first
+    except (OSError, ValueError, EOFError):
+        pass  # a damaged later page: what was counted stands
+    finally:
+        opened.seek(0)
+    return max(pages, 1)
 
 
 # Image.MAX_IMAGE_PIXELS is process-global; the lock keeps threads from restoring each other's value.
@@ -198,6 +217,8 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
             width, height = opened.size
             frames = getattr(opened, "n_frames", 1)
             source_format, source_mode = opened.format or "?", opened.mode
+            if source_format == "TIFF" and frames > 1:
+                frames = _tiff_pages(opened)
             if max_side and source_format == "JPEG" and max(width, height) > max_side:
                 # draft keeps both sides >= the request, so the working size never gets upscaled
                 opened.draft(opened.mode, (max_side, max_side))
