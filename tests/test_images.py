@@ -1,6 +1,7 @@
 """Reading every kind of photo an archive holds: formats, orientation, colour profiles, bit depth, limits."""
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -379,3 +380,27 @@ def test_an_avif_photo_is_read(tmp_path):
     assert load_image(path).rgb.shape == (48, 64, 3)
     plan = discover([path.parent], tmp_path / "out")
     assert [i.output.name for i in plan.items] == ["phone.jpg"] and plan.refused == []
+
+
+def test_a_bigtiff_is_painted_with_its_camera_tags(tmp_path):
+    """A BigTIFF's EXIF (64-bit offsets) made the TIFF writer fail after the painting, three times."""
+    from pipeline.media.images import encode_image
+
+    exif = Image.Exif()
+    exif[0x010F] = "ScanCo"
+    exif[0x0132] = "2020:01:01 10:00:00"
+    big = tmp_path / "big.tif"
+    Image.fromarray(np.full((60, 90, 3), 90, np.uint8)).save(big, big_tiff=True, exif=exif)
+    loaded = load_image(big)
+    written = Image.open(io.BytesIO(encode_image(loaded.rgb, "tiff", None, loaded.exif)))
+    tags = written.getexif()
+    assert written.format == "TIFF" and tags[0x010F] == "ScanCo" and tags[0x0132] == "2020:01:01 10:00:00"
+
+
+def test_a_tiff_pillow_cannot_decode_is_called_a_tiff_not_a_lying_extension(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "hdr.tif"
+    tifffile.imwrite(path, np.full((20, 30, 3), 0.5, np.float32))
+    for read in (probe_image, load_image):
+        with pytest.raises(InputError, match=r"hdr.tif: a TIFF in a layout Pillow cannot decode"):
+            read(path)

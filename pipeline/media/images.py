@@ -177,6 +177,20 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
     return opened
 
 
+def _unreadable(path: Path, otherwise: str) -> str:
+    """Why Pillow identified no image: a TIFF header names the file's kind, and then the layout
+    (32-bit float colour, planes stored apart, a rare compression) is what it cannot read."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        return otherwise
+    if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return ("a TIFF in a layout Pillow cannot decode (such as 32-bit float colour or colour planes stored "
+                "apart); save it as 8- or 16-bit TIFF")
+    return otherwise
+
+
 def probe_image(path: Path | str, max_pixels: int = 200_000_000) -> tuple[int, int]:
     """(width, height) from the header alone; InputError when it is no image, or too large."""
     path = Path(path)
@@ -187,8 +201,8 @@ def probe_image(path: Path | str, max_pixels: int = 200_000_000) -> tuple[int, i
         with _open_checked(path, max_pixels) as opened:
             return opened.size
     except UnidentifiedImageError as exc:
-        raise InputError(path, "not an image: the content is not a format Pillow reads "
-                               "(wrong extension or not a picture)") from exc
+        raise InputError(path, _unreadable(path, "not an image: the content is not a format Pillow reads "
+                                                 "(wrong extension or not a picture)")) from exc
     except PermissionError as exc:
         raise InputError(path, "permission denied") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
@@ -231,7 +245,8 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
     except Image.DecompressionBombError as exc:
         raise InputError(path, f"refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise InputError(path, "not an image Pillow can read (unknown format, or an extension that lies)") from exc
+        raise InputError(path, _unreadable(path, "not an image Pillow can read (unknown format, or an extension "
+                                                 "that lies)")) from exc
     except PermissionError as exc:
         raise InputError(path, "permission denied") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
@@ -260,7 +275,7 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
         exif[0x0112] = 1  # orientation already applied to the pixels
         for tag in _STRUCTURE_TAGS.intersection(exif):
             del exif[tag]
-    return LoadedImage(path, np.ascontiguousarray(rgb), alpha, exif.tobytes() if exif else None,
+    return LoadedImage(path, np.ascontiguousarray(rgb), alpha, _exif_bytes(exif) if exif else None,
                        source_format, source_mode, frames, original_size)
 
 
@@ -454,5 +469,28 @@ def encode_image(rgb: np.ndarray | Image.Image, fmt: str = "png", alpha: np.ndar
     if exif and fmt in ("jpeg", "webp", "png", "tiff"):
         kwargs["exif"] = exif
     buffer = io.BytesIO()
-    image.save(buffer, **kwargs)
+    try:
+        image.save(buffer, **kwargs)
+    except (struct.error, SyntaxError, ValueError, KeyError, OSError) as exc:
+        if "exif" not in kwargs:
+            raise
+        # Tags the writer cannot lay out again (a BigTIFF's 64-bit offsets): the painting matters
+        # more than its tags, and a retry would fail the same way.
+        log.warning("%s: the source's EXIF could not be written (%s); written without it", name, exc)
+        del kwargs["exif"]
+        buffer = io.BytesIO()
+        image.save(buffer, **kwargs)
     return buffer.getvalue()
+
+
+def _exif_bytes(exif: Image.Exif) -> bytes:
+    """EXIF as writers take it. A BigTIFF's comes out in its 64-bit layout, which no writer parses
+    again: its top-level tags (camera, date, author) are then laid out afresh as classic TIFF."""
+    data = exif.tobytes()
+    if data[6:10] not in (b"II+\x00", b"MM\x00+"):
+        return data
+    plain = Image.Exif()
+    for tag, value in exif.items():
+        if tag not in (0x8769, 0x8825, 0xA005, 0x014A):  # sub-directory pointers: offsets in the old layout
+            plain[tag] = value
+    return plain.tobytes()
