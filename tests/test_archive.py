@@ -214,6 +214,19 @@ def test_a_link_to_a_folder_of_the_tree_is_an_alias_walked_under_the_folders_own
     assert plan.refused == []
 
 
+def test_two_cards_of_one_name_get_the_same_ids_and_outputs_whatever_their_order(tmp_path):
+    """A rerun with the cards the other way round refused both files as each other's."""
+    cards = [tmp_path / card / "DCIM" for card in ("A", "B")]
+    for n, card in enumerate(cards):
+        card.mkdir(parents=True)
+        Image.new("RGB", (40, 40), (n * 90, 0, 0)).save(card / "IMG_0001.JPG")
+    named = [{(i.source, i.id, i.output.name) for i in discover(order, tmp_path / "out").items}
+             for order in (cards, cards[::-1])]
+    assert named[0] == named[1] and len(named[0]) == 2, named
+    assert {(source.parent.parent.name, name) for source, _, name in named[0]} == {
+        ("A", "IMG_0001.jpg"), ("B", "IMG_0001-JPG.jpg")}
+
+
 def test_files_given_directly_videos_and_name_clashes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

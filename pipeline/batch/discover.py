@@ -343,6 +343,34 @@ def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt:
     return items
 
 
+def _numbered_by_path(candidates: list[tuple[str, str, Path]], bases: dict[str, str],
+                      plan: Plan) -> list[tuple[str, str, Path]]:
+    """Inputs that share a name (two cards' DCIM/IMG_0001.JPG) numbered in the order of their
+    paths, not of the arguments: a rerun with the folders the other way round finds each file under
+    its id of the first run (it refused both as another file's), and names the outputs alike."""
+    groups: dict[str, list[int]] = {}
+    for index, (item_id, _kind, _path) in enumerate(candidates):
+        groups.setdefault(bases[item_id], []).append(index)
+    renamed: dict[str, str] = {}
+    for base, members in groups.items():
+        if len(members) < 2:
+            continue
+        ids = [candidates[i][0] for i in members]  # base, base#2, ...: the same set, reassigned
+        by_path = sorted(members, key=lambda i: os.fspath(candidates[i][2]))
+        renamed.update((candidates[i][0], new) for i, new in zip(by_path, sorted(ids, key=_id_order)))
+    if not renamed:
+        return candidates
+    for table in (plan.reals, plan.sizes):
+        old = {key: table.pop(key) for key in renamed if key in table}
+        table.update((renamed[key], value) for key, value in old.items())
+    return [(renamed.get(item_id, item_id), kind, path) for item_id, kind, path in candidates]
+
+
+def _id_order(item_id: str) -> tuple[int, str]:
+    head, mark, number = item_id.rpartition("#")
+    return (int(number), head) if mark and number.isdigit() else (1, item_id)
+
+
 OTHER_COMMAND = {"image": "a photo: nst video paints videos (nst run paints both)",
                  "video": "a video: nst image paints photos (nst video or nst run paint videos)"}
 
@@ -391,6 +419,7 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
     candidates: list[tuple[str, str, Path]] = []
     seen_sources: dict[str, str] = {}
     seen_ids: set[str] = set()
+    bases: dict[str, str] = {}  # item id -> the name it shares with other inputs, before its "#n"
     walked_roots: set[str] = set()
     for root in inputs:
         root = Path(root)
@@ -450,12 +479,14 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
                 item_id = f"{base}#{n}"
                 n += 1
             seen_ids.add(item_id)
+            bases[item_id] = base
             candidates.append((item_id, kind, path))
             plan.reals[item_id] = real
             if stem in photos and ext.lower() in _PICTURE_EXTENSIONS:
                 taken.add(stem)
             if size is not None:
                 plan.sizes[item_id] = size
+    candidates = _numbered_by_path(candidates, bases, plan)
     items = _assign_outputs(candidates, out_dir, fmt, video_suffix)
     # A file given directly from inside the output folder could map onto itself: never write over an input.
     sources = set(seen_sources)
