@@ -352,7 +352,7 @@ def _numbered_by_path(candidates: list[tuple[str, str, Path]], bases: dict[str, 
     for index, (item_id, _kind, _path) in enumerate(candidates):
         groups.setdefault(bases[item_id], []).append(index)
     renamed: dict[str, str] = {}
-    for base, members in groups.items():
+    for members in groups.values():
         if len(members) < 2:
             continue
         ids = [candidates[i][0] for i in members]  # base, base#2, ...: the same set, reassigned
