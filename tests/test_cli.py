@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -107,7 +108,9 @@ def test_existing_output_is_kept_without_overwrite(files):
     existing.write_bytes(b"precious")
     result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
                                  "-o", str(files["out"]), *FAST])
-    assert result.exit_code == 0 and existing.read_bytes() == b"precious"
+    assert result.exit_code == 3 and existing.read_bytes() == b"precious"  # not painted: a warning
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert [(r["state"], "--overwrite" in r["warning"]) for r in summary["records"]] == [("skipped", True)]
     result = runner.invoke(app, ["image", str(files["photo"]), "-s", str(files["style"]),
                                  "-o", str(files["out"]), "--overwrite", *FAST])
     assert result.exit_code == 0 and existing.read_bytes() != b"precious"
