@@ -404,3 +404,14 @@ def test_a_tiff_pillow_cannot_decode_is_called_a_tiff_not_a_lying_extension(tmp_
     for read in (probe_image, load_image):
         with pytest.raises(InputError, match=r"hdr.tif: a TIFF in a layout Pillow cannot decode"):
             read(path)
+
+
+def test_a_32_bit_unsigned_grey_tiff_keeps_its_levels(tmp_path):
+    """Read as signed, its upper half came out negative and the picture black."""
+    tifffile = pytest.importorskip("tifffile")
+    ramp = (np.arange(90, dtype=np.uint64)[None].repeat(60, 0) * (2 ** 32 - 1) // 89).astype(np.uint32)
+    path = tmp_path / "grey32.tif"
+    tifffile.imwrite(path, ramp)
+    rgb = load_image(path).rgb
+    assert np.allclose(rgb[0, :, 0], np.arange(90) * 255 / 89, atol=0.01), rgb[0, ::10, 0]
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])

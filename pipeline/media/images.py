@@ -153,6 +153,19 @@ def _high_bit_to_float(image: Image.Image, source_format: str = "") -> np.ndarra
     return np.clip(data / peak * 255.0, 0, 255).astype(np.float32)
 
 
+def _unsigned_32(tiff: Image.Image) -> bool:
+    """A TIFF of 32-bit unsigned samples, which Pillow reads as signed (mode "I")."""
+    tags = getattr(tiff, "tag_v2", {})
+    return tuple(tags.get(258, ())) == (32,) and tags.get(339, 1) in (1, (1,))
+
+
+def _unsigned_32_as_float(image: Image.Image) -> Image.Image:
+    """The samples read back as unsigned and scaled to [0, 1] (mode "F"): read as signed, the upper
+    half of the range came out negative and the picture black."""
+    unsigned = np.asarray(image, np.int32).view(np.uint32)
+    return Image.fromarray((unsigned / 4294967295.0).astype(np.float32), "F")
+
+
 def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
     factor = longest / max(size)
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
@@ -240,6 +253,8 @@ def load_image(path: Path | str, max_pixels: int = 200_000_000, max_side: int | 
             exif = opened.getexif()
             orientation = exif.get(0x0112, 1)
             image = ImageOps.exif_transpose(opened)
+            if source_format == "TIFF" and image.mode == "I" and _unsigned_32(opened):
+                image = _unsigned_32_as_float(image)
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
