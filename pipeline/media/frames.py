@@ -1682,7 +1682,6 @@ def _frame_shown_at(source: Path, start: float, through: bool = False) -> float 
     return max(0.0, max(before) - 1e-6) if before else start if shown else None
 
 
-_TEXT_SUBTITLES = frozenset({"subrip", "srt", "mov_text", "ass", "ssa", "webvtt", "text"})
 _SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{3})")
 
 
