@@ -248,6 +248,7 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal],
         refused.append(Refusal(Path(exc.filename or root), f"folder cannot be read ({exc.strerror or exc})"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+        real_dir = os.path.realpath(dirpath)
         kept = []
         for name in sorted(dirnames):
             full = Path(dirpath) / name
@@ -256,7 +257,7 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal],
                 continue
             real = os.path.realpath(full)
             if os.path.islink(full) and _inside(Path(real), Path(root_real)):
-                if not _inside(Path(os.path.realpath(dirpath)), Path(real)):
+                if not _inside(Path(real_dir), Path(real)):
                     # An alias of a folder of this tree (a "Favourites" link): the folder is walked
                     # under its own name, wherever the link sorts.
                     aliases += 1
@@ -272,7 +273,6 @@ def _walk(root: Path, out_real: Path, refused: list[Refusal],
             visited.add(real)
             kept.append(name)
         dirnames[:] = kept
-        real_dir = os.path.realpath(dirpath)
         rel_dir = os.path.relpath(dirpath, root_text).replace(os.sep, "/")
         prefix = "" if rel_dir == "." else rel_dir + "/"
         for name in sorted(filenames):
@@ -343,32 +343,25 @@ def _assign_outputs(candidates: list[tuple[str, str, Path]], out_dir: Path, fmt:
     return items
 
 
-def _numbered_by_path(candidates: list[tuple[str, str, Path]], bases: dict[str, str],
-                      plan: Plan) -> list[tuple[str, str, Path]]:
-    """Inputs that share a name (two cards' DCIM/IMG_0001.JPG) numbered in the order of their
-    paths, not of the arguments: a rerun with the folders the other way round finds each file under
-    its id of the first run (it refused both as another file's), and names the outputs alike."""
+def _numbered_by_path(found: list[tuple[str, str, Path, str, tuple[int, int] | None]]) -> list[str]:
+    """The item id of each input: its name, with "#2", "#3"... for inputs that share it (two
+    cards' DCIM/IMG_0001.JPG) in the order of their paths, not of the arguments, so a rerun with
+    the folders the other way round finds each file under its id of the first run."""
     groups: dict[str, list[int]] = {}
-    for index, (item_id, _kind, _path) in enumerate(candidates):
-        groups.setdefault(bases[item_id], []).append(index)
-    renamed: dict[str, str] = {}
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        ids = [candidates[i][0] for i in members]  # base, base#2, ...: the same set, reassigned
-        by_path = sorted(members, key=lambda i: os.fspath(candidates[i][2]))
-        renamed.update((candidates[i][0], new) for i, new in zip(by_path, sorted(ids, key=_id_order)))
-    if not renamed:
-        return candidates
-    for table in (plan.reals, plan.sizes):
-        old = {key: table.pop(key) for key in renamed if key in table}
-        table.update((renamed[key], value) for key, value in old.items())
-    return [(renamed.get(item_id, item_id), kind, path) for item_id, kind, path in candidates]
-
-
-def _id_order(item_id: str) -> tuple[int, str]:
-    head, mark, number = item_id.rpartition("#")
-    return (int(number), head) if mark and number.isdigit() else (1, item_id)
+    for index, (name, *_rest) in enumerate(found):
+        groups.setdefault(name, []).append(index)
+    ids = [""] * len(found)
+    taken = set(groups)  # a file may itself be named like a number given to another ("a.jpg#2")
+    for name, members in groups.items():
+        members.sort(key=lambda i: os.fspath(found[i][2]))
+        ids[members[0]] = name
+        n = 2
+        for index in members[1:]:
+            while f"{name}#{n}" in taken:
+                n += 1
+            ids[index] = f"{name}#{n}"
+            taken.add(ids[index])
+    return ids
 
 
 OTHER_COMMAND = {"image": "a photo: nst video paints videos (nst run paints both)",
@@ -416,10 +409,8 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
     check_no_overlap(inputs, out_dir)
     out_real = Path(os.path.realpath(out_dir))
     plan = Plan()
-    candidates: list[tuple[str, str, Path]] = []
+    found: list[tuple[str, str, Path, str, tuple[int, int] | None]] = []  # (name, kind, path, real path, size)
     seen_sources: dict[str, str] = {}
-    seen_ids: set[str] = set()
-    bases: dict[str, str] = {}  # item id -> the name it shares with other inputs, before its "#n"
     walked_roots: set[str] = set()
     for root in inputs:
         root = Path(root)
@@ -474,19 +465,15 @@ def discover(inputs: Sequence[Path], out_dir: Path, fmt: str = "auto", *,
             if reason is not None:
                 plan.refused.append(Refusal(path, reason))
                 continue
-            base, n = item_id, 2
-            while item_id in seen_ids:  # two inputs given directly with the same name
-                item_id = f"{base}#{n}"
-                n += 1
-            seen_ids.add(item_id)
-            bases[item_id] = base
-            candidates.append((item_id, kind, path))
-            plan.reals[item_id] = real
+            found.append((item_id, kind, path, real, size))
             if stem in photos and ext.lower() in _PICTURE_EXTENSIONS:
                 taken.add(stem)
-            if size is not None:
-                plan.sizes[item_id] = size
-    candidates = _numbered_by_path(candidates, bases, plan)
+    candidates: list[tuple[str, str, Path]] = []
+    for item_id, (_name, kind, path, real, size) in zip(_numbered_by_path(found), found):
+        candidates.append((item_id, kind, path))
+        plan.reals[item_id] = real
+        if size is not None:
+            plan.sizes[item_id] = size
     items = _assign_outputs(candidates, out_dir, fmt, video_suffix)
     # A file given directly from inside the output folder could map onto itself: never write over an input.
     sources = set(seen_sources)
